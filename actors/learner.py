@@ -1,0 +1,62 @@
+"""The learner role: owns a workload's model, optimizer and learned log Z; samples and trains.
+
+`Learner` wraps any plain learner class of `workloads/` that has `train`, `evaluate`,
+`state_dict`, `load_state_dict` and `step`. It runs on `cuda` when Ray assigned it a GPU,
+else on the CPU with as many torch threads as CPUs in its bundle.
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import math
+from typing import Any
+
+import ray
+import torch
+
+
+def import_object(path: str) -> Any:
+    """'package.module:Name' -> the object."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def figure_png(figure: Any) -> bytes:
+    """A matplotlib figure as PNG bytes, which travel through the object store cheaply."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+class Learner:
+    def __init__(self, learner_class: str, config: Any, seed: int, num_cpus: float = 1.0):
+        gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
+        self.device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
+        # Fractional CPU bundles still get one thread; more threads than CPUs only thrash.
+        torch.set_num_threads(max(1, math.floor(num_cpus)))
+        self.learner = import_object(learner_class)(config, seed=seed, device=self.device)
+
+    def ping(self) -> str:
+        return self.device
+
+    def step(self) -> int:
+        return int(self.learner.step)
+
+    def train(self, num_iters: int, replay: Any = None) -> tuple[dict[str, float], Any]:
+        """Returns (metrics, terminal states); call with num_returns=2 so states skip the caller."""
+        return self.learner.train(num_iters, replay)
+
+    def evaluate(self) -> dict[str, Any]:
+        evaluation = self.learner.evaluate()
+        return {"metrics": evaluation.metrics, "samples": evaluation.samples,
+                "figure_png": figure_png(evaluation.figure)}
+
+    def get_state(self) -> dict[str, Any]:
+        return self.learner.state_dict()
+
+    def set_state(self, state: dict[str, Any]) -> int:
+        self.learner.load_state_dict(state)
+        return int(self.learner.step)

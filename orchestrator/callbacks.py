@@ -1,0 +1,103 @@
+"""Tune callbacks on the driver: every trial's MLflow child run, and a progress line."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from orchestrator.spec import SweepSpec
+from orchestrator.tracking import SweepTracker, flatten
+from orchestrator.trial import nested_to_dotted
+
+# Bookkeeping keys of a Tune result that are not the workload's metrics.
+_TUNE_KEYS = {"timestamp", "done", "training_iteration", "trial_id", "date", "time_this_iter_s",
+              "time_total_s", "pid", "hostname", "node_ip", "time_since_restore", "iterations_since_restore",
+              "checkpoint_dir_name", "config", "step", "device", "should_checkpoint"}
+
+
+def trial_error_text(trial: Any) -> str:
+    """The last lines of the trial's error file: what a user needs to see in MLflow."""
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text() if path else ""
+    except OSError:
+        text = ""
+    return text.strip()[-4000:] or "the trial failed (no error file)"
+
+
+class MlflowCallback(Callback):
+    """One child run per trial under the sweep's parent run; metrics by workload step."""
+
+    def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, spec: SweepSpec):
+        self.tracking_uri, self.experiment, self.parent_run_id, self.spec = tracking_uri, experiment, parent_run_id, spec
+        self._tracker: SweepTracker | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment; an MLflow client is rebuilt on restore.
+        return {**self.__dict__, "_tracker": None}
+
+    @property
+    def tracker(self) -> SweepTracker:
+        if self._tracker is None:
+            self._tracker = SweepTracker(self.tracking_uri, self.experiment)
+        return self._tracker
+
+    def _run(self, trial: Any) -> str:
+        point = nested_to_dotted(trial.config)
+        config = self.spec.resolved_config(point).model_dump(mode="json")
+        params = {"config": config, "seed": self.spec.seed, "workload": self.spec.workload,
+                  "resources": self.spec.to_dict()["resources"], "sampled": point}
+        return self.tracker.trial_run(self.parent_run_id, trial.trial_id, str(trial), flatten(params))
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._run(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        run_id = self._run(trial)
+        metrics = {k: v for k, v in result.items() if k not in _TUNE_KEYS}
+        metrics["time_total_s"] = result.get("time_total_s", 0.0)
+        self.tracker.log_metrics(run_id, metrics, step=int(result.get("step", result.get("training_iteration", 0))))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.tracker.end_run(self._run(trial), "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.tracker.end_run(self._run(trial), "FAILED", error=trial_error_text(trial))
+
+
+class ProgressCallback(Callback):
+    """Trials done / running / failed and the best metric so far, at most every `every_s`."""
+
+    def __init__(self, metric: str, mode: str, every_s: float = 10.0):
+        self.metric, self.mode, self.every_s = metric, mode, every_s
+        self.started = time.monotonic()
+        self.last_print = 0.0
+        self.best: tuple[float, str, int] | None = None
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)):
+            better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
+            if better:
+                self.best = (float(value), str(trial), int(result.get("step", 0)))
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if now - self.last_print >= self.every_s:
+            self.last_print = now
+            self.print_line(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.print_line(trials)
+
+    def print_line(self, trials: list) -> None:
+        count = {status: 0 for status in ("TERMINATED", "RUNNING", "ERROR", "PENDING", "PAUSED")}
+        for trial in trials:
+            count[trial.status] = count.get(trial.status, 0) + 1
+        best = "none yet" if self.best is None else f"{self.best[0]:.4g} ({self.best[1]}, step {self.best[2]})"
+        print(f"[{time.monotonic() - self.started:6.0f}s] trials: {count['TERMINATED']} done, {count['RUNNING']} "
+              f"running, {count['PENDING'] + count['PAUSED']} waiting, {count['ERROR']} failed | best {self.metric}: "
+              f"{best}", file=sys.stderr, flush=True)

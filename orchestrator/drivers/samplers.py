@@ -1,0 +1,107 @@
+"""Diffusion sampler trial: a Learner and a ReplayBuffer actor, batches passed as ObjectRefs.
+
+Between two reports the learner trains `eval_every` iterations in sub-chunks of
+`replay.local_search_every`. Each sub-chunk's terminal states go to the buffer through a
+bounded channel; with replay on, each sub-chunk trains its odd iterations on a batch sampled
+from the buffer, and a local-search round runs on the buffer actor while the learner trains.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from actors.channel import BoundedInFlight
+from actors.learner import Learner
+from actors.replay_buffer import ReplayBufferRole
+from orchestrator.placement import TrialContext, wait_until_alive
+
+MAX_IN_FLIGHT = 2
+
+
+class SamplerDriver:
+    learner_class = "workloads.samplers.learner:SamplerLearner"
+
+    def __init__(self, ctx: TrialContext):
+        self.ctx = ctx
+        self.config = ctx.config
+        self.learner = ray.remote(Learner).options(**ctx.actor_options("learner")).remote(
+            self.learner_class, self.config, ctx.seed, ctx.cpus("learner"))
+        self.buffer = ray.remote(ReplayBufferRole).options(**ctx.actor_options("replay_buffer")).remote(
+            self.config.replay, self.config.target, ctx.seed + 1, ctx.cpus("replay_buffer"))
+        self.to_buffer = BoundedInFlight(MAX_IN_FLIGHT)
+        self.step = 0
+        self.device = ray.get(self.learner.ping.remote())
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.config.total_iters
+
+    def advance(self) -> tuple[dict[str, float], dict[str, Callable[[Path], None]]]:
+        """Train up to the next evaluation, evaluate; return metrics and artifact writers."""
+        cfg = self.config
+        chunk = min(cfg.eval_every, cfg.total_iters - self.step)
+        sub_chunk = cfg.replay.local_search_every if cfg.replay.enabled else chunk
+        metric_refs, search_refs = [], []
+        done = 0
+        while done < chunk:
+            n = min(sub_chunk, chunk - done)
+            replay = None
+            if cfg.replay.enabled:
+                replay = self.buffer.sample.remote(math.ceil(n / 2) * cfg.batch_size)
+            metrics_ref, states_ref = self.learner.train.options(num_returns=2).remote(n, replay)
+            metric_refs.append(metrics_ref)
+            self.to_buffer.submit(lambda: self.buffer.add.remote(states_ref))
+            if cfg.replay.enabled:
+                # Runs on the buffer actor while the learner trains the next sub-chunk.
+                search_refs.append(self.buffer.local_search.remote())
+            done += n
+        metrics = _mean_dicts(ray.get(metric_refs) + [m for m in ray.get(search_refs) if m])
+        self.to_buffer.drain()
+        evaluation = ray.get(self.learner.evaluate.remote())
+        self.step = ray.get(self.learner.step.remote())
+        metrics.update(evaluation["metrics"])
+        metrics["train/buffer_size"] = float(ray.get(self.buffer.ping.remote()))
+        metrics["train/backpressure_s"] = self.to_buffer.blocked_s
+        samples = evaluation["samples"]
+        figure_png = evaluation["figure_png"]
+        artifacts = {
+            "samples.parquet": lambda path: _write_samples(path, samples),
+            "samples.png": lambda path: path.write_bytes(figure_png),
+        }
+        return metrics, artifacts
+
+    def state(self) -> dict[str, Any]:
+        return {"learner": ray.get(self.learner.get_state.remote()),
+                "replay_buffer": ray.get(self.buffer.get_state.remote())}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.step = ray.get(self.learner.set_state.remote(state["learner"]))
+        ray.get(self.buffer.set_state.remote(state["replay_buffer"]))
+
+    def recover(self, state: dict[str, Any] | None) -> None:
+        """After an actor died: wait for Ray to restart it, then reload the last checkpoint."""
+        self.to_buffer.discard()
+        wait_until_alive([self.learner, self.buffer])
+        if state is not None:
+            self.load_state(state)
+        else:
+            self.step = ray.get(self.learner.step.remote())
+
+    def actors(self) -> dict[str, Any]:
+        return {"learner": self.learner, "replay_buffer": self.buffer}
+
+
+def _mean_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:
+    keys = {k for d in dicts for k in d}
+    return {k: float(np.mean([d[k] for d in dicts if k in d])) for k in sorted(keys)}
+
+
+def _write_samples(path: Path, samples: np.ndarray) -> None:
+    columns = {f"x{i}": samples[:, i] for i in range(samples.shape[1])}
+    pq.write_table(pa.table(columns), path)

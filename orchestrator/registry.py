@@ -1,0 +1,41 @@
+"""The workloads a sweep may name: typed config, worker roles, and the driver (imported lazily)."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from orchestrator.errors import OrchestratorError
+from workloads.samplers.config import SamplerConfig
+
+
+@dataclass(frozen=True)
+class WorkloadEntry:
+    name: str
+    config_model: type[BaseModel]
+    """Typed config; a sweep's `config:` block is validated against it."""
+    worker_roles: tuple[str, ...]
+    """Ray actor roles besides the learner; `resources.workers` may only name these."""
+    driver: str
+    """"module:Class" of the trial driver, imported only when a trial runs (keeps ray/torch out of spec checks)."""
+
+    def load_driver(self) -> type:
+        module, _, cls = self.driver.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+WORKLOADS: dict[str, WorkloadEntry] = {
+    "samplers": WorkloadEntry(
+        name="samplers",
+        config_model=SamplerConfig,
+        worker_roles=("replay_buffer",),
+        driver="orchestrator.drivers.samplers:SamplerDriver",
+    ),
+}
+
+
+def get_workload(name: str) -> WorkloadEntry:
+    if name not in WORKLOADS:
+        raise OrchestratorError(f"unknown workload {name!r}; known workloads: {', '.join(WORKLOADS)}.")
+    return WORKLOADS[name]

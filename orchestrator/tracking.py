@@ -1,0 +1,259 @@
+"""Every MLflow call of the project lives here: MLflow's API moves between releases.
+
+Layout in MLflow: one experiment per sweep name, one parent run per sweep, one child run per
+Tune trial (tag `mlflow.parentRunId`), so the MLflow UI groups a sweep.
+
+Who writes what: the Tune driver (one process) writes params, metrics and run status, so a
+SQLite store has a single writer. Trials write only artifacts (figures, Parquet samples) into
+their own run's artifact location, which they find by the tag `orchestrator.trial_id`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+from orchestrator.errors import OrchestratorError
+
+TRIAL_TAG = "orchestrator.trial_id"
+SWEEP_TAG = "orchestrator.sweep"
+PARENT_TAG = "mlflow.parentRunId"
+ROLE_TAG = "orchestrator.role"
+
+_PARAM_BATCH = 100  # log_batch accepts at most 100 params per call
+_METRIC_BATCH = 1000
+_PARAM_VALUE_MAX = 6000
+
+T = TypeVar("T")
+
+
+def default_tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` if set, else a SQLite store in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(uri: str) -> str:
+    """Make a relative SQLite path absolute, so trials in other working directories find it."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+def _retry(fn: Callable[[], T], what: str, attempts: int = 6, first_wait_s: float = 0.5) -> T:
+    """Call `fn`, retrying with exponential back-off: a tracking server may be briefly away."""
+    wait = first_wait_s
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as error:  # noqa: BLE001 - MLflow raises many kinds for a lost server
+            if attempt == attempts - 1:
+                raise OrchestratorError(f"MLflow: {what} failed after {attempts} attempts: {error}") from error
+            time.sleep(wait)
+            wait *= 2
+    raise AssertionError("unreachable")
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}: MLflow params are flat."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+class SweepTracker:
+    """The driver side: experiment, parent run, child runs, metrics by step, run status."""
+
+    def __init__(self, tracking_uri: str, experiment: str):
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.client = MlflowClient(self.tracking_uri)
+        self.experiment_name = experiment
+        self.experiment_id = _retry(lambda: self._experiment(experiment), f"opening experiment {experiment!r}")
+        self._run_of_trial: dict[str, str] = {}
+
+    def _experiment(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        artifact_location = None
+        if self.tracking_uri.startswith("sqlite:///"):
+            # Keep artifacts beside the database rather than in whatever directory we run from.
+            db_path = Path(self.tracking_uri[len("sqlite:///"):])
+            artifact_location = (db_path.parent / "mlartifacts").as_uri()
+        return self.client.create_experiment(name, artifact_location=artifact_location)
+
+    # -- parent run -----------------------------------------------------------------------
+    def start_parent(self, sweep_name: str, sweep: dict[str, Any], parent_run_id: str | None = None) -> str:
+        """Open (or reopen, on resume) the sweep's parent run and log the sweep once."""
+        if parent_run_id is not None:
+            _retry(lambda: self.client.update_run(parent_run_id, status="RUNNING"), "reopening the parent run")
+            return parent_run_id
+        run = _retry(
+            lambda: self.client.create_run(self.experiment_id, run_name=sweep_name, tags={SWEEP_TAG: sweep_name}),
+            "creating the parent run",
+        )
+        run_id = run.info.run_id
+        self._log_params(run_id, flatten(sweep))
+        self.log_text(run_id, json.dumps(sweep, indent=2, default=str), "sweep.json")
+        return run_id
+
+    def end_run(self, run_id: str, status: str, error: str | None = None) -> None:
+        """status: FINISHED, FAILED or KILLED."""
+        if error:
+            tags = [RunTag("orchestrator.error", error[:5000])]
+            _retry(lambda: self.client.log_batch(run_id, tags=tags), "tagging the error")
+        _retry(lambda: self.client.set_terminated(run_id, status=status), f"setting run status {status}")
+
+    # -- child runs -----------------------------------------------------------------------
+    def trial_run(self, parent_run_id: str, trial_id: str, trial_name: str, params: dict[str, Any]) -> str:
+        """The child run of a trial: found by its tag when it exists (resume), else created."""
+        if trial_id in self._run_of_trial:
+            return self._run_of_trial[trial_id]
+        existing = find_trial_run(self.client, self.experiment_id, trial_id)
+        if existing is not None:
+            run_id = existing
+            _retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopening a trial run")
+        else:
+            tags = {PARENT_TAG: parent_run_id, TRIAL_TAG: trial_id, ROLE_TAG: "trial"}
+            run = _retry(
+                lambda: self.client.create_run(self.experiment_id, run_name=trial_name, tags=tags),
+                "creating a trial run",
+            )
+            run_id = run.info.run_id
+            self._log_params(run_id, flatten(params))
+        self._run_of_trial[trial_id] = run_id
+        return run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        """One `log_batch` per report, not a call per key."""
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if _is_number(v)]
+        for start in range(0, len(batch), _METRIC_BATCH):
+            chunk = batch[start:start + _METRIC_BATCH]
+            _retry(lambda: self.client.log_batch(run_id, metrics=chunk), "logging metrics")
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        batch = [RunTag(k, str(v)) for k, v in tags.items()]
+        _retry(lambda: self.client.log_batch(run_id, tags=batch), "setting tags")
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        _retry(lambda: self.client.log_text(run_id, text, artifact_file), f"logging {artifact_file}")
+
+    def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
+        _retry(lambda: self.client.log_figure(run_id, figure, artifact_file), f"logging {artifact_file}")
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        batch = [Param(k, _param_value(v)) for k, v in params.items()]
+        for start in range(0, len(batch), _PARAM_BATCH):
+            chunk = batch[start:start + _PARAM_BATCH]
+            _retry(lambda: self.client.log_batch(run_id, params=chunk), "logging params")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(float(value))
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value, default=str) if isinstance(value, (list, dict)) else str(value)
+    return text[:_PARAM_VALUE_MAX]
+
+
+def find_trial_run(client: MlflowClient, experiment_id: str, trial_id: str) -> str | None:
+    runs = _retry(
+        lambda: client.search_runs([experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}'", max_results=1),
+        "searching for a trial's run",
+    )
+    return runs[0].info.run_id if runs else None
+
+
+@dataclass
+class TrialArtifacts:
+    """The trial side: writes figures and files into the trial's own run (no DB writes)."""
+
+    tracking_uri: str
+    experiment_id: str
+    trial_id: str
+    _run_id: str | None = None
+
+    def run_id(self, wait_s: float = 60.0) -> str:
+        """The driver creates the child run when the trial starts; wait for it briefly."""
+        if self._run_id is None:
+            client = MlflowClient(self.tracking_uri)
+            deadline = time.monotonic() + wait_s
+            while (run_id := find_trial_run(client, self.experiment_id, self.trial_id)) is None:
+                if time.monotonic() > deadline:
+                    raise OrchestratorError(f"MLflow: no run for trial {self.trial_id} after {wait_s:.0f} s")
+                time.sleep(0.5)
+            self._run_id = run_id
+        return self._run_id
+
+    def log_files(self, files: dict[str, Callable[[Path], None]], artifact_dir: str) -> None:
+        """`files` maps a file name to a function that writes it; all land in `artifact_dir`."""
+        client = MlflowClient(self.tracking_uri)
+        run_id = self.run_id()
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "out"
+            folder.mkdir()
+            for name, write in files.items():
+                write(folder / name)
+            _retry(lambda: client.log_artifacts(run_id, str(folder), artifact_dir), f"logging {artifact_dir}")
+
+
+@dataclass
+class TrialRow:
+    name: str
+    status: str
+    params: dict[str, str]
+    final: float | None
+    best: float | None
+    run_id: str
+
+
+def trial_table(tracking_uri: str, experiment: str, metric: str | None, mode: str = "min") -> tuple[str | None, list[TrialRow]]:
+    """The trials of the newest sweep in `experiment`: (metric, rows), for `report`."""
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise OrchestratorError(f"MLflow store {tracking_uri}: no experiment named {experiment!r}.")
+    parents = client.search_runs([found.experiment_id], filter_string=f"tags.`{ROLE_TAG}` != 'trial'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    parent_filter = f" and tags.`{PARENT_TAG}` = '{parents[0].info.run_id}'" if parents else ""
+    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'trial'{parent_filter}",
+                              order_by=["attributes.start_time ASC"], max_results=10_000)
+    if metric is None and parents:
+        metric = parents[0].data.params.get("tune.metric")
+    rows = []
+    for run in runs:
+        final = run.data.metrics.get(metric) if metric else None
+        best = None
+        if metric and final is not None:
+            history = [m.value for m in client.get_metric_history(run.info.run_id, metric)]
+            best = min(history) if mode == "min" else max(history)
+        rows.append(TrialRow(run.info.run_name, run.info.status, dict(run.data.params), final, best, run.info.run_id))
+    return metric, rows
+
+
+def ui_hint(tracking_uri: str) -> str:
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        return f"Open the MLflow UI at {uri}"
+    return f"Open the MLflow UI with: mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)"
+
+
+__all__: Iterable[str] = [
+    "SweepTracker", "TrialArtifacts", "trial_table", "flatten", "default_tracking_uri", "resolve_tracking_uri",
+    "ui_hint", "RunStatus",
+]

@@ -1,0 +1,82 @@
+"""The Tune trainable: one trial of a sweep, whatever the workload.
+
+    restore from Tune's checkpoint (resume, PBT, retry) -> loop:
+        driver.advance()  (train to the next evaluation, evaluate)
+        log artifacts to the trial's MLflow run, checkpoint, tune.report
+    and when an actor dies: wait for Ray to restart it, reload the last checkpoint, go on.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from actors.learner import import_object
+from orchestrator.placement import ACTOR_ERRORS, TrialContext
+from orchestrator.registry import get_workload
+from orchestrator.spec import SweepSpec
+from orchestrator.tracking import TrialArtifacts
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+MAX_RECOVERIES = 5
+
+
+def trial_seed(base_seed: int, trial_id: str) -> int:
+    """Tune trial ids end in a sequence number ('abc12_00003'): seed + 3, stable on resume."""
+    suffix = trial_id.rsplit("_", 1)[-1]
+    return base_seed + (int(suffix) if suffix.isdigit() else abs(hash(trial_id)) % 10_000)
+
+
+def nested_to_dotted(point: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in point.items():
+        if isinstance(value, dict):
+            out.update(nested_to_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def run_trial(point: dict[str, Any], sweep: dict[str, Any], tracking: dict[str, str] | None = None) -> None:
+    """`point`: the sampled search-space values (nested like the config); `sweep`: the spec."""
+    spec = SweepSpec.from_dict(sweep)
+    config = spec.resolved_config(nested_to_dotted(point))
+    context = tune.get_context()
+    trial_id = context.get_trial_id()
+    ctx = TrialContext(spec=spec, config=config, seed=trial_seed(spec.seed, trial_id), trial_id=trial_id)
+    artifacts = TrialArtifacts(tracking["tracking_uri"], tracking["experiment_id"], trial_id) if tracking else None
+
+    driver = import_object(get_workload(spec.workload).driver)(ctx)
+    last_state = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            last_state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+        driver.load_state(last_state)
+
+    recoveries = 0
+    while not driver.finished:
+        try:
+            metrics, files = driver.advance()
+        except ACTOR_ERRORS as error:
+            recoveries += 1
+            if recoveries > MAX_RECOVERIES:
+                raise
+            log.warning("trial %s: an actor died (%s); restoring step %s", trial_id, type(error).__name__,
+                        "0" if last_state is None else "of the last checkpoint")
+            driver.recover(last_state)
+            continue
+        step = driver.step
+        if artifacts is not None and files:
+            artifacts.log_files(files, f"eval/step_{step:07d}")
+        last_state = driver.state()
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(last_state, Path(folder) / STATE_FILE)
+            tune.report({**metrics, "step": step, "recoveries": recoveries, "device": driver.device},
+                        checkpoint=tune.Checkpoint.from_directory(folder))

@@ -1,0 +1,51 @@
+"""Evaluation metrics of a diffusion sampler (arXiv:2402.05098, Sec. 5).
+
+From on-policy forward trajectories tau ~ PF (no exploration), the log importance weight
+    log w(tau) = log R(x_T) + sum log PB(tau | x_T) - sum log PF(tau)
+gives two estimators of log Z:
+    ELBO         log Z_hat    = mean_b log w_b                 (<= log Z in expectation)
+    reweighted   log Z_hat_RW = log (1/B) sum_b exp(log w_b)    (<= log Z in expectation, tighter)
+and their errors Delta log Z = |log Z - log Z_hat|, Delta log Z_RW = |log Z - log Z_hat_RW|.
+
+W2 between equal-size empirical sets {x_i}, {y_j} by exact optimal assignment pi:
+    W2 = sqrt( min_pi (1/N) sum_i ||x_i - y_pi(i)||^2 )
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+
+def log_importance_weights(log_reward: Tensor, log_pf: Tensor, log_pb: Tensor) -> Tensor:
+    """log w = log R + log PB - log PF, [B]."""
+    return log_reward + log_pb - log_pf
+
+
+def elbo(log_w: Tensor) -> float:
+    return log_w.mean().item()
+
+
+def log_z_reweighted(log_w: Tensor) -> float:
+    """logmeanexp(log w)."""
+    return (torch.logsumexp(log_w.double(), dim=0) - math.log(log_w.numel())).item()
+
+
+def log_z_metrics(log_w: Tensor, log_z: float) -> dict[str, float]:
+    """ELBO, log Z_RW and their absolute errors against the exact log Z."""
+    lb, rw = elbo(log_w), log_z_reweighted(log_w)
+    return {"elbo": lb, "delta_log_z": abs(log_z - lb), "log_z_rw": rw, "delta_log_z_rw": abs(log_z - rw)}
+
+
+def w2(samples: np.ndarray | Tensor, exact_samples: np.ndarray | Tensor) -> float:
+    """Exact 2-Wasserstein distance between two equal-size empirical measures (sqrt of mean squared cost)."""
+    x = np.asarray(samples.detach().cpu() if isinstance(samples, Tensor) else samples, dtype=np.float64)
+    y = np.asarray(exact_samples.detach().cpu() if isinstance(exact_samples, Tensor) else exact_samples, dtype=np.float64)
+    assert x.shape == y.shape, f"w2 needs equal-size sets, got {x.shape} and {y.shape}"
+    cost = (x**2).sum(1)[:, None] + (y**2).sum(1)[None, :] - 2.0 * x @ y.T  # [N, N] ||x_i - y_j||^2
+    np.maximum(cost, 0.0, out=cost)
+    row, col = linear_sum_assignment(cost)
+    return float(math.sqrt(((x[row] - y[col]) ** 2).sum(1).mean()))  # exact cost of the optimal pairs
