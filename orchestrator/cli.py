@@ -15,6 +15,7 @@ from orchestrator.errors import OrchestratorError  # noqa: E402
 from orchestrator.spec import SweepSpec, load_sweep  # noqa: E402
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,9 +68,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.tuner import init_ray, run_sweep
 
     init_ray(args.address)
-    handle = run_sweep(spec, tracking_uri)
+    handle, status = run_sweep(spec, tracking_uri)
     _print_table(handle.tracking_uri, spec.mlflow.experiment or spec.name, spec.tune.metric, spec.tune.mode)
-    return 0
+    return EXIT_INTERRUPTED if status == "KILLED" else 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -78,10 +79,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
     path = find_sweep(args.sweep, args.storage_path)
     handle = SweepHandle.load(path)
     init_ray(args.address)
-    run_sweep(handle.spec, handle.tracking_uri, resume_path=path)
+    _, status = run_sweep(handle.spec, handle.tracking_uri, resume_path=path)
     spec = handle.spec
     _print_table(handle.tracking_uri, spec.mlflow.experiment or spec.name, spec.tune.metric, spec.tune.mode)
-    return 0
+    return EXIT_INTERRUPTED if status == "KILLED" else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

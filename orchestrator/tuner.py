@@ -157,8 +157,8 @@ def _tuner(handle: SweepHandle, tracker: SweepTracker, resume: bool) -> tune.Tun
     return tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config, run_config=run_config)
 
 
-def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: Path | None = None) -> SweepHandle:
-    """Run (or resume) a sweep to its end. Ray must be initialized."""
+def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: Path | None = None) -> tuple[SweepHandle, str]:
+    """Run (or resume) a sweep to its end; returns it and the parent run's status. Ray must be up."""
     if resume_path is not None:
         handle = SweepHandle.load(resume_path)
         tracker = SweepTracker(handle.tracking_uri, handle.spec.mlflow.experiment or handle.spec.name)
@@ -186,7 +186,7 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: Path | None = Non
     if status == "KILLED":
         _mark_running_killed(tracker, handle)
         print(f"sweep interrupted; continue it with: python -m orchestrator resume {handle.path}", flush=True)
-    return handle
+    return handle, status
 
 
 def _trial_done(result: Any) -> bool:
