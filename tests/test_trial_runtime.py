@@ -1,0 +1,107 @@
+"""Trial runtime on a real local Ray: an actor killed mid-trial is recovered from the last
+checkpoint, with every step logged once; a sweep also logs to a real `mlflow server` over http."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from orchestrator.placement import ACTOR_NAMESPACE
+from orchestrator.spec import load_sweep
+from orchestrator.tracking import TRIAL_TAG
+from orchestrator.tuner import run_sweep
+from tests.conftest import write_tiny_sweep
+
+
+def _children(client: MlflowClient, experiment: str):
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], max_results=100)
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def test_killed_learner_is_restarted_and_the_trial_goes_on(ray_cluster, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    spec = load_sweep(write_tiny_sweep(tmp_path, name="recovery", total_iters=200, eval_every=20))
+    client = MlflowClient(uri)
+    client.search_experiments()  # creates the store now, not racing the sweep's own first call
+    killed: list[str] = []
+
+    def kill_learner_after_first_report() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            if client.get_experiment_by_name("recovery") is None:
+                continue
+            for child in _children(client, "recovery"): in children:
+                if client.get_metric_history(child.info.run_id, "eval/delta_log_z"):
+                    name = f"{child.data.tags[TRIAL_TAG]}.learner.0"
+                    ray.kill(ray.get_actor(name, namespace=ACTOR_NAMESPACE), no_restart=False)
+                    killed.append(name)
+                    return
+
+    killer = threading.Thread(target=kill_learner_after_first_report, daemon=True)
+    killer.start()
+    _, status = run_sweep(spec, uri)
+    killer.join(timeout=1)
+    assert killed, "the learner was never killed"
+    assert status == "FINISHED"
+    (child,) = _children(client, "recovery")
+    assert child.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(child.info.run_id, "eval/delta_log_z")]
+    assert steps == list(range(20, 201, 20)), steps
+    assert client.get_metric_history(child.info.run_id, "recoveries")[-1].value >= 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    server = subprocess.Popen(
+        [mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("mlflow server did not start")
+            time.sleep(0.5)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_sweep_logs_to_an_mlflow_server(ray_cluster, tmp_path, mlflow_server):
+    spec = load_sweep(write_tiny_sweep(tmp_path, name="served", total_iters=40, eval_every=20, num_samples=2))
+    _, status = run_sweep(spec, mlflow_server)
+    assert status == "FINISHED"
+    client = MlflowClient(mlflow_server)
+    children = _children(client, "served")
+    assert len(children) == 2
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "eval/w2")] == [20, 40]
+        files = [a.path for a in client.list_artifacts(child.info.run_id, "eval/step_0000040")]
+        assert "eval/step_0000040/samples.parquet" in files and "eval/step_0000040/samples.png" in files
