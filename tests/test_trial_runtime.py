@@ -41,7 +41,7 @@ def test_killed_learner_is_restarted_and_the_trial_goes_on(ray_cluster, tmp_path
             time.sleep(0.5)
             if client.get_experiment_by_name("recovery") is None:
                 continue
-            for child in _children(client, "recovery"): in children:
+            for child in _children(client, "recovery"):
                 if client.get_metric_history(child.info.run_id, "eval/delta_log_z"):
                     name = f"{child.data.tags[TRIAL_TAG]}.learner.0"
                     ray.kill(ray.get_actor(name, namespace=ACTOR_NAMESPACE), no_restart=False)
