@@ -45,6 +45,9 @@ def nested_to_dotted(point: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def run_trial(point: dict[str, Any], sweep: dict[str, Any], tracking: dict[str, str] | None = None) -> None:
     """`point`: the sampled search-space values (nested like the config); `sweep`: the spec."""
+    # Tune announces every checkpoint at INFO; progress is the driver's job.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
     spec = SweepSpec.from_dict(sweep)
     config = spec.resolved_config(nested_to_dotted(point))
     context = tune.get_context()

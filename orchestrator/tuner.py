@@ -176,9 +176,10 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: Path | None = Non
     status = "FINISHED"
     try:
         results = tuner.fit()
-        unfinished = [r for r in results if r.error is None and not _trial_done(r)]
-        if unfinished:
+        if any(r.error is None and not _trial_done(r) for r in results):
             status = "KILLED"
+        elif len(results) and all(r.error is not None for r in results):
+            status = "FAILED"
     except KeyboardInterrupt:
         status = "KILLED"
     finally:

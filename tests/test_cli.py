@@ -61,6 +61,11 @@ def test_smoke_sweep_end_to_end(tmp_path):
         images = [a.path for step in client.list_artifacts(child.info.run_id, "eval")
                   for a in client.list_artifacts(child.info.run_id, step.path) if a.path.endswith(".png")]
         assert images, "no figure logged"
+    report = orchestrator_cli("report", "samplers-25gmm", "--tracking-uri", f"sqlite:///{db}", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    for child in children:
+        assert child.info.run_name in report.stdout
+    assert "best eval/delta_log_z_rw" in report.stdout
 
 
 def test_resume_continues_the_same_runs(tmp_path):

@@ -55,7 +55,7 @@ def test_rank_frequencies_match_formula():
 def test_reward_prioritization_is_stable_and_proportional():
     buf = ReplayBuffer(capacity=10, prioritization="reward", seed=0)
     buf.add(_batch([1000.0, 1000.0 + np.log(3.0)]))  # exp overflows without max-subtraction
-    assert np.allclose(buf.probabilities(), [0.25, 0.75])
+    assert np.allclose(buf.probabilities(), [0.25, 0.75], atol=1e-4)
     uni = ReplayBuffer(capacity=10, prioritization="uniform", seed=0)
     uni.add(_batch([0.0, 5.0]))
     assert np.allclose(uni.probabilities(), [0.5, 0.5])

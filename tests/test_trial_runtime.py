@@ -2,7 +2,9 @@
 checkpoint, with every step logged once; a sweep also logs to a real `mlflow server` over http."""
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -59,6 +61,38 @@ def test_killed_learner_is_restarted_and_the_trial_goes_on(ray_cluster, tmp_path
     steps = [m.step for m in client.get_metric_history(child.info.run_id, "eval/delta_log_z")]
     assert steps == list(range(20, 201, 20)), steps
     assert client.get_metric_history(child.info.run_id, "recoveries")[-1].value >= 1
+
+
+def test_a_crashed_trial_is_failed_in_mlflow_and_the_sweep_goes_on(ray_cluster, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    sweep = write_tiny_sweep(tmp_path, name="crash", total_iters=200, eval_every=20, num_samples=2)
+    spec = load_sweep(sweep, ["tune.max_concurrent_trials=1"])
+    client = MlflowClient(uri)
+    client.search_experiments()
+    killed: list[int] = []
+
+    def kill_first_trial_process() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not killed:
+            time.sleep(0.5)
+            for result_file in (tmp_path / "ray_results").glob("crash-*/*_00000_*/result.json"):
+                lines = result_file.read_text().splitlines()
+                if lines:
+                    pid = json.loads(lines[0])["pid"]
+                    os.kill(pid, signal.SIGKILL)  # the trial's own process dies, taking its actors
+                    killed.append(pid)
+
+    killer = threading.Thread(target=kill_first_trial_process, daemon=True)
+    killer.start()
+    _, status = run_sweep(spec, uri)
+    killer.join(timeout=1)
+    assert killed, "the first trial was never killed"
+    children = sorted(_children(client, "crash"), key=lambda r: r.info.run_name)
+    assert [c.info.status for c in children] == ["FAILED", "FINISHED"]
+    assert children[0].data.tags.get("orchestrator.error")
+    steps = [m.step for m in client.get_metric_history(children[1].info.run_id, "eval/delta_log_z")]
+    assert steps == list(range(20, 201, 20))
+    assert status == "FINISHED"
 
 
 def _free_port() -> int:

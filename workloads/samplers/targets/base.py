@@ -1,4 +1,4 @@
-"""The target protocol: an unnormalized density R(x) = exp(log_reward(x)) on R^D with a known log Z.
+r"""The target protocol: an unnormalized density R(x) = exp(log_reward(x)) on R^D with a known log Z.
 
     p(x) = R(x) / Z,    Z = \int R(x) dx
 
@@ -18,7 +18,7 @@ class Target(nn.Module):
     dim: int
     """D: dimension of the sample space."""
     log_z: float
-    """Exact log Z = log \\int R(x) dx."""
+    """Exact log Z = log int R(x) dx."""
 
     def log_reward(self, x: Tensor) -> Tensor:
         """log R(x) for x [B, D] -> [B]; differentiable in x."""
