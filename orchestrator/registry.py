@@ -15,8 +15,9 @@ class WorkloadEntry:
     name: str
     config_model: type[BaseModel]
     """Typed config; a sweep's `config:` block is validated against it."""
-    worker_roles: tuple[str, ...]
-    """Ray actor roles besides the learner; `resources.workers` may only name these."""
+    worker_roles: dict[str, int | None]
+    """Ray actor roles besides the learner -> the most actors the driver makes of it (None: any);
+    `resources.workers` may only name these."""
     driver: str
     """"module:Class" of the trial driver, imported only when a trial runs (keeps ray/torch out of spec checks)."""
 
@@ -29,7 +30,7 @@ WORKLOADS: dict[str, WorkloadEntry] = {
     "samplers": WorkloadEntry(
         name="samplers",
         config_model=SamplerConfig,
-        worker_roles=("replay_buffer",),
+        worker_roles={"replay_buffer": 1},
         driver="orchestrator.drivers.samplers:SamplerDriver",
     ),
 }

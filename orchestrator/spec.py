@@ -293,6 +293,10 @@ class SweepSpec(_Spec):
             if role not in entry.worker_roles:
                 expected = f"a worker role of workload {self.workload}: {', '.join(entry.worker_roles)}"
                 raise _fail_at(("resources", "workers", role), expected, f"unknown role {role!r}")
+            most = entry.worker_roles[role]
+            if most is not None and self.resources.workers[role].count > most:
+                raise _fail_at(("resources", "workers", role, "count"), f"at most {most} (the workload makes no more)",
+                               str(self.resources.workers[role].count))
         self.resources.workers = {r: self.resources.workers.get(r, RoleResources()) for r in entry.worker_roles}
         grids = [key for key, domain in self.search_space.items() if domain.kind == "grid"]
         if self.tune.search == "optuna" and grids:

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from ray import tune
 
-from actors.learner import import_object
 from orchestrator.placement import ACTOR_ERRORS, TrialContext
 from orchestrator.registry import get_workload
 from orchestrator.spec import SweepSpec
@@ -55,7 +54,7 @@ def run_trial(point: dict[str, Any], sweep: dict[str, Any], tracking: dict[str, 
     ctx = TrialContext(spec=spec, config=config, seed=trial_seed(spec.seed, trial_id), trial_id=trial_id)
     artifacts = TrialArtifacts(tracking["tracking_uri"], tracking["experiment_id"], trial_id) if tracking else None
 
-    driver = import_object(get_workload(spec.workload).driver)(ctx)
+    driver = get_workload(spec.workload).load_driver()(ctx)
     last_state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:

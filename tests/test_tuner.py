@@ -1,0 +1,41 @@
+"""A sweep spec becomes the Tune objects it names (no Ray started)."""
+from __future__ import annotations
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+from ray.tune.search.optuna import OptunaSearch
+
+from orchestrator.placement import trial_bundles
+from orchestrator.spec import load_sweep
+from orchestrator.tuner import _scheduler, _search, _stop, param_space
+from tests.conftest import ROOT
+
+SWEEP = ROOT / "sweeps" / "samplers.yaml"
+
+
+def test_search_space_becomes_nested_tune_domains():
+    spec = load_sweep(SWEEP, ["search_space={replay.enabled: {grid: [true, false]}, lr_policy: {uniform: [0.001, 0.002]}}"])
+    space = param_space(spec)
+    assert space["replay"]["enabled"] == tune.grid_search([True, False])
+    assert isinstance(space["lr_policy"], tune.search.sample.Float)
+    assert space["lr_policy"].lower == 0.001 and space["lr_policy"].upper == 0.002
+
+
+def test_schedulers_search_and_stop():
+    asha = load_sweep(SWEEP, ["tune.scheduler={type: asha, grace_period: 3, max_t: 9}", "tune.search=optuna",
+                              "tune.stop={training_iteration: 7}"])
+    scheduler = _scheduler(asha)
+    assert isinstance(scheduler, ASHAScheduler) and scheduler._max_t == 9
+    assert isinstance(_search(asha), OptunaSearch)
+    assert _stop(asha) == {"training_iteration": 7}
+    pbt = load_sweep(SWEEP, ["tune.scheduler={type: pbt, perturbation_interval: 3}"])
+    scheduler = _scheduler(pbt)
+    assert isinstance(scheduler, PopulationBasedTraining)
+    assert set(scheduler._hyperparam_mutations) == {"lr_policy", "exploration_factor"}
+    assert _scheduler(load_sweep(SWEEP)) is None and _search(load_sweep(SWEEP)) is None
+
+
+def test_one_bundle_per_actor_with_an_empty_head():
+    spec = load_sweep(SWEEP, ["resources.learner={cpus: 2, gpus: 1}",
+                              "resources.workers.replay_buffer={count: 1, cpus: 0.5}"])
+    assert trial_bundles(spec) == [{}, {"CPU": 2, "GPU": 1}, {"CPU": 0.5}]
