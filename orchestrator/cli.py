@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("experiment", help="MLflow experiment name (the sweep's mlflow.experiment or name)")
     report.add_argument("--tracking-uri")
     report.add_argument("--metric", help="metric of the table (default: the sweep's tune.metric)")
-    report.add_argument("--mode", choices=["min", "max"], default="min")
+    report.add_argument("--mode", choices=["min", "max"], help="(default: the sweep's tune.mode)")
     return parser
 
 
@@ -90,7 +90,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(tracking_uri: str, experiment: str, metric: str | None, mode: str) -> None:
+def _print_table(tracking_uri: str, experiment: str, metric: str | None, mode: str | None) -> None:
     from orchestrator.tracking import trial_table, ui_hint
 
     metric, rows = trial_table(tracking_uri, experiment, metric, mode)

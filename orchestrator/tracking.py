@@ -102,7 +102,8 @@ class SweepTracker:
             _retry(lambda: self.client.update_run(parent_run_id, status="RUNNING"), "reopening the parent run")
             return parent_run_id
         run = _retry(
-            lambda: self.client.create_run(self.experiment_id, run_name=sweep_name, tags={SWEEP_TAG: sweep_name}),
+            lambda: self.client.create_run(self.experiment_id, run_name=sweep_name,
+                                           tags={SWEEP_TAG: sweep_name, ROLE_TAG: "sweep"}),
             "creating the parent run",
         )
         run_id = run.info.run_id
@@ -222,19 +223,23 @@ class TrialRow:
     run_id: str
 
 
-def trial_table(tracking_uri: str, experiment: str, metric: str | None, mode: str = "min") -> tuple[str | None, list[TrialRow]]:
-    """The trials of the newest sweep in `experiment`: (metric, rows), for `report`."""
+def trial_table(tracking_uri: str, experiment: str, metric: str | None = None,
+                mode: str | None = None) -> tuple[str | None, list[TrialRow]]:
+    """The trials of the newest sweep in `experiment`: (metric, rows), for `report`.
+    Metric and mode default to the sweep's `tune.metric` and `tune.mode`."""
     client = MlflowClient(resolve_tracking_uri(tracking_uri))
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise OrchestratorError(f"MLflow store {tracking_uri}: no experiment named {experiment!r}.")
-    parents = client.search_runs([found.experiment_id], filter_string=f"tags.`{ROLE_TAG}` != 'trial'",
+    parents = client.search_runs([found.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
                                  order_by=["attributes.start_time DESC"], max_results=1)
     parent_filter = f" and tags.`{PARENT_TAG}` = '{parents[0].info.run_id}'" if parents else ""
     runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'trial'{parent_filter}",
                               order_by=["attributes.start_time ASC"], max_results=10_000)
-    if metric is None and parents:
-        metric = parents[0].data.params.get("tune.metric")
+    if parents:
+        metric = metric or parents[0].data.params.get("tune.metric")
+        mode = mode or parents[0].data.params.get("tune.mode")
+    mode = mode or "min"
     rows = []
     for run in runs:
         final = run.data.metrics.get(metric) if metric else None
