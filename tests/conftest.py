@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# In-process training tests use one thread: two cores shared by torch's threads and Ray thrash.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Ray's sockets live under RAY_TMPDIR; a short path stays under the AF_UNIX length limit.
 os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="rt", dir="/tmp"))
 

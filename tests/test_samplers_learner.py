@@ -13,17 +13,17 @@ SMALL = dict(num_steps=10, batch_size=64, hidden_dim=32, time_embedding_dim=16, 
 
 
 def test_short_training_improves_elbo():
-    """Recorded: 250 iterations move the ELBO from about -6.3 to about -2.3 (a sign-flipped TB loss
-    drives it below -9); the margin asserted is 2 nats."""
-    config = SamplerConfig(**SMALL, total_iters=250)
+    """Recorded (seed 0, ~9 s on one thread): 500 iterations move the ELBO from -6.39 to -3.03; the same
+    run with the TB loss sign-flipped diverges (ELBO ~ -4e13). The margin asserted is 2.5 nats."""
+    config = SamplerConfig(**SMALL, total_iters=500, lr_policy=1e-2)
     learner = SamplerLearner(config, seed=0)
     before = learner.evaluate().metrics
-    metrics, terminals = learner.train(250)
+    metrics, terminals = learner.train(500)
     after = learner.evaluate().metrics
-    assert learner.step == 250
-    assert after["eval/elbo"] > before["eval/elbo"] + 2.0, (before, after)
-    assert after["eval/delta_log_z"] < before["eval/delta_log_z"]
-    assert len(terminals) == 250 * 64 and terminals.x.dtype == np.float32
+    assert learner.step == 500
+    assert after["eval/elbo"] > before["eval/elbo"] + 2.5, (before, after)
+    assert after["eval/delta_log_z"] < before["eval/delta_log_z"] - 2.5
+    assert len(terminals) == 500 * 64 and terminals.x.dtype == np.float32
     assert set(metrics) == {
         "train/loss", "train/log_z", "train/exploration_std", "train/grad_norm", "train/mean_log_reward"
     }
@@ -42,7 +42,7 @@ def test_state_dict_round_trip_continues_identically():
     config = SamplerConfig(**SMALL, total_iters=40, replay=ReplayConfig(enabled=True))
     a = SamplerLearner(config, seed=3)
     a.train(5, _replay())
-    state = {k: (v.copy() if isinstance(v, dict) else v) for k, v in a.state_dict().items()}
+    state = a.state_dict()
     b = SamplerLearner.from_state_dict(state)
     assert b.step == 5 and b.config == config
     ma, ta = a.train(4, _replay(seed=1))
@@ -51,6 +51,8 @@ def test_state_dict_round_trip_continues_identically():
     assert np.array_equal(ta.x, tb.x)
     for pa, pb in zip(a.policy.parameters(), b.policy.parameters()):
         assert torch.equal(pa, pb)
+    c = SamplerLearner.from_state_dict(state)  # the snapshot was not altered by training a and b
+    assert c.step == 5 and c.train(4, _replay(seed=1))[0] == ma
 
 
 def test_evaluate_does_not_perturb_training():
@@ -87,3 +89,16 @@ def test_vargrad_trains():
     metrics, _ = learner.train(30)
     assert math.isfinite(metrics["train/loss"]) and metrics["train/loss"] >= 0
     assert math.isfinite(learner.evaluate(200).metrics["eval/log_z_learned"])
+
+
+def test_run_local_with_replay_and_local_search():
+    from workloads.samplers.run_local import run
+
+    config = SamplerConfig(
+        **(SMALL | dict(eval_samples=100)), total_iters=20, eval_every=10,
+        replay=ReplayConfig(enabled=True, local_search_every=5, local_search_batch=32, mala_steps=20, mala_burn_in=10),
+    )
+    history = run(config, seed=0, log=lambda _: None)
+    assert [h["step"] for h in history] == [10, 20]
+    assert 0.0 < history[-1]["ls/acceptance_rate"] <= 1.0
+    assert all(math.isfinite(h["eval/delta_log_z_rw"]) for h in history)

@@ -47,20 +47,18 @@ class SamplerDriver:
         cfg = self.config
         chunk = min(cfg.eval_every, cfg.total_iters - self.step)
         sub_chunk = cfg.replay.local_search_every if cfg.replay.enabled else chunk
+        sizes = [min(sub_chunk, chunk - start) for start in range(0, chunk, sub_chunk)]
         metric_refs, search_refs = [], []
-        done = 0
-        while done < chunk:
-            n = min(sub_chunk, chunk - done)
-            replay = None
-            if cfg.replay.enabled:
-                replay = self.buffer.sample.remote(math.ceil(n / 2) * cfg.batch_size)
+        replay = self._replay_batch(sizes[0])
+        for k, n in enumerate(sizes):
             metrics_ref, states_ref = self.learner.train.options(num_returns=2).remote(n, replay)
             metric_refs.append(metrics_ref)
             self.to_buffer.submit(lambda: self.buffer.add.remote(states_ref))
             if cfg.replay.enabled:
-                # Runs on the buffer actor while the learner trains the next sub-chunk.
+                # The next replay batch is queued before this round's local search, so the learner
+                # trains sub-chunk k+1 while the search runs; its results serve sub-chunk k+2 on.
+                replay = self._replay_batch(sizes[k + 1]) if k + 1 < len(sizes) else None
                 search_refs.append(self.buffer.local_search.remote())
-            done += n
         metrics = _mean_dicts(ray.get(metric_refs) + [m for m in ray.get(search_refs) if m])
         self.to_buffer.drain()
         evaluation = ray.get(self.learner.evaluate.remote())
@@ -75,6 +73,12 @@ class SamplerDriver:
             "samples.png": lambda path: path.write_bytes(figure_png),
         }
         return metrics, artifacts
+
+    def _replay_batch(self, num_iters: int) -> Any:
+        """States for the odd (backward-trajectory) iterations of the next `num_iters`."""
+        if not self.config.replay.enabled:
+            return None
+        return self.buffer.sample.remote(math.ceil(num_iters / 2) * self.config.batch_size)
 
     def state(self) -> dict[str, Any]:
         return {"learner": ray.get(self.learner.get_state.remote()),

@@ -15,6 +15,7 @@ The learner owns its own torch.Generator, so evaluation never perturbs training 
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,7 +90,8 @@ class SamplerLearner:
         terminal_log_r: list[Tensor] = []
         for _ in range(num_iters):
             expl = self.exploration_std(self.step)
-            if use_replay and self.step % 2 == 1:
+            backward_iter = use_replay and self.step % 2 == 1
+            if backward_iter:
                 idx = (cursor + torch.arange(c.batch_size, device=self.device)) % replay_x.shape[0]  # [B]
                 cursor += c.batch_size
                 log_r = replay_log_r[idx]  # [B]
@@ -103,7 +105,7 @@ class SamplerLearner:
                 terminal_x.append(traj.terminal)
                 terminal_log_r.append(log_r)
             loss, log_z = self._loss(traj, log_r)
-            if c.loss == "vargrad" and not (use_replay and self.step % 2 == 1):
+            if c.loss == "vargrad" and not backward_iter:
                 self.log_z.data.copy_(log_z)  # VarGrad: log Z holds the last forward-batch estimate
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -159,20 +161,21 @@ class SamplerLearner:
 
     # ---------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:
-        return {
+        """A snapshot (deep copy): later training does not alter it."""
+        return copy.deepcopy({
             "policy": self.policy.state_dict(),
-            "log_z": self.log_z.detach().clone(),
+            "log_z": self.log_z.detach(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "seed": self.seed,
             "rng": self.generator.get_state(),
             "config": self.config.model_dump(),
-        }
+        })
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
         self.log_z.data.copy_(state["log_z"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))  # Adam would alias its tensors
         self.step = state["step"]
         self.seed = state.get("seed", self.seed)
         self.generator.set_state(state["rng"].cpu() if hasattr(state["rng"], "cpu") else state["rng"])

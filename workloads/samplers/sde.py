@@ -47,12 +47,6 @@ def time_grid(T: int, device: torch.device | str = "cpu") -> Tensor:
     return torch.arange(T + 1, device=device, dtype=torch.float32) / T
 
 
-def gaussian_log_prob(x: Tensor, mean: Tensor, var: Tensor | float) -> Tensor:
-    """log N(x; mean, var I) summed over the last axis."""
-    var = torch.as_tensor(var, dtype=x.dtype, device=x.device)
-    return -0.5 * (((x - mean) ** 2) / var + LOG_2PI + var.log()).sum(-1)
-
-
 def forward_log_prob(policy: DriftPolicy, states: Tensor, sigma2: float) -> Tensor:
     """sum_{i=0}^{T-1} log N(x_{i+1}; x_i + f(x_i, t_i) dt, sigma^2 dt I), states [B, T+1, D] -> [B]."""
     T = states.shape[1] - 1

@@ -37,4 +37,5 @@ class Target(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.buffers()).device
+        t = next(self.buffers(), None)
+        return t.device if t is not None else torch.device("cpu")
