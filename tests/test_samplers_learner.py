@@ -55,6 +55,15 @@ def test_state_dict_round_trip_continues_identically():
     assert c.step == 5 and c.train(4, _replay(seed=1))[0] == ma
 
 
+def test_restored_learner_takes_its_own_learning_rates():
+    """PBT hands a trial another trial's checkpoint under new hyperparameters."""
+    donor = SamplerLearner(SamplerConfig(**SMALL, lr_policy=1e-3), seed=0)
+    donor.train(2)
+    perturbed = SamplerLearner(SamplerConfig(**SMALL, lr_policy=4e-3, lr_log_z=0.05), seed=0)
+    perturbed.load_state_dict(donor.state_dict())
+    assert [g["lr"] for g in perturbed.optimizer.param_groups] == [4e-3, 0.05]
+
+
 def test_evaluate_does_not_perturb_training():
     config = SamplerConfig(**SMALL, total_iters=20)
     a, b = SamplerLearner(config, seed=1), SamplerLearner(config, seed=1)

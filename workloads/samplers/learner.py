@@ -176,6 +176,10 @@ class SamplerLearner:
         self.policy.load_state_dict(state["policy"])
         self.log_z.data.copy_(state["log_z"])
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))  # Adam would alias its tensors
+        # Learning rates are this config's, not the checkpoint's: PBT restores a donor's checkpoint
+        # under perturbed hyperparameters.
+        for group, lr in zip(self.optimizer.param_groups, (self.config.lr_policy, self.config.lr_log_z)):
+            group["lr"] = lr
         self.step = state["step"]
         self.seed = state.get("seed", self.seed)
         self.generator.set_state(state["rng"].cpu() if hasattr(state["rng"], "cpu") else state["rng"])
