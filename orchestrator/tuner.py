@@ -205,5 +205,6 @@ def init_ray(address: str | None) -> None:
     """Join `address` / RAY_ADDRESS when given, else start a local Ray sized to this machine."""
     if ray.is_initialized():
         return
-    ray.init(address=address, log_to_driver=True, configure_logging=False,
-             runtime_env={"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}} if address is None else None)
+    # A local Ray's workers inherit this process's environment (MLFLOW_DISABLE_TELEMETRY included);
+    # under `ray job submit` the job's own runtime_env (working_dir) must stay untouched.
+    ray.init(address=address, configure_logging=False)
