@@ -36,9 +36,10 @@ def test_samplers_sweep_contents():
     spec = load_sweep(SAMPLERS)
     assert isinstance(spec.config, SamplerConfig)
     assert (spec.config.num_steps, spec.config.sigma2, spec.config.batch_size, spec.config.loss) == (100, 5.0, 300, "tb")
-    assert spec.search_space["lr_policy"] == Domain(kind="loguniform", low=3e-4, high=3e-3)
+    assert set(spec.search_space) == {"lr_policy", "exploration_factor"}
     assert spec.tune.scheduler is None and spec.tune.metric == "eval/delta_log_z_rw"
-    assert spec.resources.learner.cpus == 0.75 and spec.resources.workers["replay_buffer"].cpus == 0.25
+    # Two trials side by side on a 2-core laptop: one trial's actors reserve at most one CPU.
+    assert spec.resources.learner.cpus + spec.resources.workers["replay_buffer"].cpus <= 1
     assert spec.mlflow.experiment == "samplers-25gmm" and spec.trial_count_hint() == 2
 
 
