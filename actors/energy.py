@@ -80,6 +80,8 @@ class EnergyWorker:
         """angles [B, K] radians -> energies of the conformers of structure `key`."""
         from workloads.torsional.conformer import set_torsions
 
+        if key not in self._local:  # a restarted worker starts empty; the pool registers again
+            raise KeyError(f"structure {key!r} is not registered on this energy worker")
         molecule, positions = self._local[key]
         conformers = set_torsions(positions, molecule, angles)  # [B, N, 3]
         raw = np.asarray(self._force_fields[key].energies(conformers), dtype=np.float64)  # [B]
@@ -127,7 +129,7 @@ class EnergyPool:
             in_flight[w] -= 1
             try:
                 results[c] = ray.get(ref)
-            except ACTOR_DIED:
+            except (*ACTOR_DIED, KeyError):  # died in flight, or restarted before it got the call
                 self.redone_chunks += 1
                 self._revive(w)
                 queues[w].appendleft(c)
