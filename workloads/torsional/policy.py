@@ -1,0 +1,168 @@
+"""Torsion policy mu_theta(x, k | G, L) and conditional log Z_phi(G, L) of the Torsional-GFN (arXiv:2507.11759).
+
+Message passing (plain PyTorch, sum aggregation by index_add_) over the molecular graph G whose edges are
+the bonds and the 1-3 pairs of bond angles, conditioned on the local structure L through the edge
+features (bond lengths, bond angles, 1-3 distances; `features.py`). One layer, for node states h [..., N, H]
+and edge embeddings e_ij [E', H] (computed once):
+    agg_i = W_o sum_{j -> i} SiLU(A h_j + e_ij)           (W_o after the sum: linear, so it commutes)
+    h_i  <- LayerNorm(h_i + MLP([h_i, agg_i]))
+
+Encoder, once per batch:  h^enc = MP^{L_enc}(Embed(a_i)) over bonds and 1-3 pairs.
+Drift, at step k with torsion angles x [P, M] (P rows: steps or replicas sharing the graphs):
+    phi(x_m) = [sin n x_m, cos n x_m]_{n=1..3}                                       torsion geometry
+    h_i^0 = h_i^enc + gamma(k) + sum_{m, r: atom r of torsion m is i} W_r phi(x_m)   (r = a, b, c, d)
+    h = MP^{L_step}(h^0) over bonds only             (neighbours' angles reach each torsion; the static
+                                                      1-3 pairs are already in h^enc, and cost 2-3x the bonds)
+    f_m  = MLP_out([h_a, h_b, h_c, h_d, W_phi phi(x_m), gamma(k)])
+    mu_m = pi tanh( sigma_k f_m / pi )                                   bounded (|mu| < pi) mean shift
+gamma(k) = MLP(Fourier(k / (S-1))). MLP_out's last layer is zero-initialized: the untrained policy is the
+zero-drift noising process (terminal torsions uniform).
+Why sigma_k f: the time reversal of the noising kernel has drift ~ sigma_k^2 grad log p_{k+1} = O(sigma_k), and
+d log PF / d f = sigma_k (x_{k+1} - x_k - mu) / sigma_k^2 = eps_k is O(1) at every step, whereas with mu = f the
+last steps (sigma = 0.01 pi) would carry ~100x larger, noisier gradients than the first
+(scale_by_sigma=False gives mu = pi tanh(f / pi)).
+
+ConditionalLogZ: a small separate encoder, then sum- and mean-pooling per graph and the number of torsions
+    log Z_phi(G, L) = MLP([sum_i h_i, mean_i h_i, sum_m z_m, K]).
+(The reference trained one scalar log Z per molecule and structure; a learned conditional one was left
+"not implemented yet".)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from workloads.torsional.features import ANGLE_DIM, ATOM_DIM, BOND_DIM, MolecularGraph
+from workloads.torsional.torus import DriftFn, sigma_schedule
+
+NUM_HARMONICS = 3
+"""phi(x) = [sin n x, cos n x], n = 1..3 (MMFF torsion terms have periods 1, 2, 3)."""
+
+
+def torsion_harmonics(x: Tensor) -> Tensor:
+    """[..., M] -> [..., M, 2 * NUM_HARMONICS]."""
+    n = torch.arange(1, NUM_HARMONICS + 1, dtype=x.dtype, device=x.device)  # [3]
+    nx = x[..., None] * n  # [..., M, 3]
+    return torch.cat([nx.sin(), nx.cos()], dim=-1)  # [..., M, 6]
+
+
+class MessagePassing(nn.Module):
+    """agg_i = W_o sum_{j->i} SiLU(A h_j + e_ij);  h_i <- LN(h_i + MLP([h_i, agg_i])).  h [..., N, H]."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.source = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, hidden, bias=False)
+        self.update = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, h: Tensor, edge_index: Tensor, edge_emb: Tensor) -> Tensor:
+        src, dst = edge_index  # [E'] each
+        msg = nn.functional.silu(self.source(h).index_select(-2, src) + edge_emb)  # [..., E', H]
+        agg = torch.zeros_like(h).index_add_(h.dim() - 2, dst, msg)  # [..., N, H]
+        return self.norm(h + self.update(torch.cat([h, self.out(agg)], dim=-1)))  # [..., N, H]
+
+
+class GraphEncoder(nn.Module):
+    """h^enc [N, H] of a (batched) molecular graph by message passing over bonds and 1-3 pairs."""
+
+    def __init__(self, hidden: int = 64, num_layers: int = 3):
+        super().__init__()
+        self.atom_embed = nn.Sequential(nn.Linear(ATOM_DIM, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.bond_embed = nn.Sequential(nn.Linear(BOND_DIM, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.angle_embed = nn.Sequential(nn.Linear(ANGLE_DIM, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.layers = nn.ModuleList(MessagePassing(hidden) for _ in range(num_layers))
+
+    def forward(self, graph: MolecularGraph) -> tuple[Tensor, Tensor]:
+        """h^enc [N, H] and the bond embeddings [E, H] (the first E of the E' = E + A edges)."""
+        edge_index = torch.cat([graph.bond_index, graph.angle_index], dim=1)  # [2, E']
+        bond_emb = self.bond_embed(graph.bond_features)  # [E, H]
+        edge_emb = torch.cat([bond_emb, self.angle_embed(graph.angle_features)])  # [E', H]
+        h = self.atom_embed(graph.atom_features)  # [N, H]
+        for layer in self.layers:
+            h = layer(h, edge_index, edge_emb)
+        return h, bond_emb
+
+
+class StepEmbedding(nn.Module):
+    """gamma(k) = MLP([sin(w t), cos(w t)]),  t = k / (S-1),  w = pi * [1..F]."""
+
+    def __init__(self, hidden: int, num_frequencies: int = 8):
+        super().__init__()
+        self.register_buffer("omega", math.pi * torch.arange(1, num_frequencies + 1, dtype=torch.float32))
+        self.mlp = nn.Sequential(nn.Linear(2 * num_frequencies, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, k: Tensor, num_steps: int) -> Tensor:
+        t = k.float() / max(num_steps - 1, 1)  # [P]
+        wt = t[:, None] * self.omega  # [P, F]
+        return self.mlp(torch.cat([wt.sin(), wt.cos()], dim=-1))  # [P, H]
+
+
+class TorsionPolicy(nn.Module):
+    """Per-torsion mean shift mu_theta(x, k | G, L) of the forward wrapped-normal kernel (module docstring)."""
+
+    def __init__(self, hidden: int = 64, encoder_layers: int = 3, step_layers: int = 2, max_shift: float = math.pi,
+                 scale_by_sigma: bool = True):
+        super().__init__()
+        self.max_shift = max_shift
+        self.scale_by_sigma = scale_by_sigma
+        self.encoder = GraphEncoder(hidden, encoder_layers)
+        self.step_embed = StepEmbedding(hidden)
+        self.role_embed = nn.Linear(2 * NUM_HARMONICS, 4 * hidden, bias=False)  # W_a, W_b, W_c, W_d stacked
+        self.torsion_embed = nn.Linear(2 * NUM_HARMONICS, hidden)
+        self.layers = nn.ModuleList(MessagePassing(hidden) for _ in range(step_layers))
+        self.head = nn.Sequential(nn.Linear(6 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.out = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def drift(self, encoding: tuple[Tensor, Tensor], graph: MolecularGraph, x: Tensor, k: Tensor,
+              num_steps: int) -> Tensor:
+        """mu [P, M] for angles x [P, M] at steps k [P], given encoding = self.encoder(graph)."""
+        h_enc, bond_emb = encoding
+        P, M = x.shape
+        H = h_enc.shape[1]
+        quads = graph.torsions  # [M, 4]
+        phi = torsion_harmonics(x)  # [P, M, 6]
+        gamma = self.step_embed(k, num_steps)  # [P, H]
+        roles = self.role_embed(phi).reshape(P, M * 4, H)  # [P, M*4, H], row m*4 + r: atom r of torsion m
+        h = (h_enc + gamma[:, None]).index_add(1, quads.reshape(-1), roles)  # [P, N, H]
+        for layer in self.layers:
+            h = layer(h, graph.bond_index, bond_emb)  # over bonds only: the 1-3 pairs are static, in h_enc
+        z = h.index_select(1, quads.reshape(-1)).reshape(P, M, 4 * H)  # [P, M, 4H]
+        z = torch.cat([z, self.torsion_embed(phi), gamma[:, None].expand(P, M, H)], dim=-1)  # [P, M, 6H]
+        f = self.out(self.head(z)).squeeze(-1)  # [P, M]
+        if self.scale_by_sigma:
+            f = f * sigma_schedule(num_steps).to(f)[k][:, None]  # sigma_k f
+        return self.max_shift * torch.tanh(f / self.max_shift)  # [P, M]
+
+    def drift_fn(self, graph: MolecularGraph, num_steps: int) -> DriftFn:
+        """Encode the graphs once; the returned closure (x [P, M], k [P]) -> mu [P, M] reuses the encoding."""
+        encoding = self.encoder(graph)
+        return lambda x, k: self.drift(encoding, graph, x, k, num_steps)
+
+    def forward(self, graph: MolecularGraph, x: Tensor, k: Tensor, num_steps: int) -> Tensor:
+        return self.drift(self.encoder(graph), graph, x, k, num_steps)
+
+
+class ConditionalLogZ(nn.Module):
+    """log Z_phi(G, L) per graph of a batch: [num_graphs]."""
+
+    def __init__(self, hidden: int = 32, num_layers: int = 2):
+        super().__init__()
+        self.encoder = GraphEncoder(hidden, num_layers)
+        self.mlp = nn.Sequential(nn.Linear(3 * hidden + 1, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+
+    def forward(self, graph: MolecularGraph) -> Tensor:
+        h, _ = self.encoder(graph)  # [N, H]
+        B, H = graph.num_graphs, h.shape[1]
+        ones = torch.ones_like(graph.atom_graph_index, dtype=h.dtype)  # [N]
+        atoms = h.new_zeros(B).index_add_(0, graph.atom_graph_index, ones)  # [B]
+        h_sum = h.new_zeros(B, H).index_add_(0, graph.atom_graph_index, h)  # [B, H]
+        z = h.index_select(0, graph.torsions[:, 1]) + h.index_select(0, graph.torsions[:, 2])  # [K, H] bond atoms
+        z_sum = h.new_zeros(B, H).index_add_(0, graph.torsion_graph_index, z)  # [B, H]
+        k = h.new_zeros(B).index_add_(0, graph.torsion_graph_index, torch.ones_like(z[:, 0]))  # [B]
+        feats = torch.cat([h_sum, h_sum / atoms.clamp(min=1)[:, None], z_sum, k[:, None]], dim=-1)  # [B, 3H+1]
+        return self.mlp(feats).squeeze(-1)  # [B]
