@@ -80,8 +80,8 @@ class SamplerLearner:
         c = self.config
         use_replay = replay is not None and len(replay) > 0 and c.replay.enabled
         if use_replay:
-            replay_x = torch.from_numpy(replay.x).to(self.device)  # [N, D]
-            replay_log_r = torch.from_numpy(replay.log_reward).to(self.device)  # [N]
+            replay_x = torch.tensor(replay.x, device=self.device)  # [N, D]
+            replay_log_r = torch.tensor(replay.log_reward, device=self.device)  # [N]
             cursor = 0
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         logs: list[Tensor] = []

@@ -1,0 +1,61 @@
+"""`ray job submit` against a local `ray start --head`, as on a cluster (slow: run with -m slow)."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_smoke_sweep_through_ray_job_submit(tmp_path):
+    bin_dir = Path(sys.executable).parent
+    ray_tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_TMPDIR": ray_tmp}
+    gcs_port, dashboard_port = _free_port(), _free_port()
+    # --block keeps the head in this process group: terminating it stops only this head, not
+    # other Ray instances on the machine (as `ray stop` would).
+    head = subprocess.Popen(
+        [str(bin_dir / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--port", str(gcs_port),
+         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port)],
+        env=env, stdout=(tmp_path / "head.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        address = f"http://127.0.0.1:{dashboard_port}"
+        db = tmp_path / "m.db"
+        command = [str(bin_dir / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
+                   "python", "-m", "orchestrator", "run", "sweeps/samplers.yaml", "--smoke",
+                   "--tracking-uri", f"sqlite:///{db}"]
+        deadline = time.monotonic() + 120
+        while True:  # the job server needs a few seconds after the head starts
+            result = subprocess.run(command, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True,
+                                    timeout=600)
+            if result.returncode == 0 or time.monotonic() > deadline or "succeeded" in result.stdout:
+                break
+            if "Connection refused" not in result.stdout + result.stderr:
+                break
+            time.sleep(3)
+        assert result.returncode == 0, (result.stdout[-3000:] + result.stderr[-3000:]
+                                        + (tmp_path / "head.log").read_text()[-2000:])
+        client = MlflowClient(f"sqlite:///{db}")
+        runs = client.search_runs([client.get_experiment_by_name("samplers-25gmm").experiment_id])
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
