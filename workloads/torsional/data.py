@@ -1,0 +1,80 @@
+"""The Torsional-GFN data set: (molecule, local structure) entries in three splits.
+
+For every training SMILES, one cached OpenMM MD trajectory (md.py) gives
+    train:              its first `num_train_structures` frames (the local structures trained on)
+    unseen_structures:  its last `num_heldout_structures` frames (same molecule, never trained on)
+and for every validation SMILES the first `num_val_structures` frames of its own MD (split unseen_molecules:
+molecule and structures never trained on, evaluated zero-shot). Every SMILES is loaded (and rejected with a
+MoleculeError naming it) before any MD runs, so a bad molecule stops the run before training starts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from workloads.torsional.config import TorsionalConfig
+from workloads.torsional.features import MolecularGraph, graph_from_molecule
+from workloads.torsional.md import MDSettings, md_frames, train_and_heldout_frames
+from workloads.torsional.molecule import Molecule, MoleculeError, load_molecule
+
+Split = Literal["train", "unseen_structures", "unseen_molecules"]
+SPLITS: tuple[Split, ...] = ("train", "unseen_structures", "unseen_molecules")
+
+
+@dataclass(frozen=True, eq=False)
+class StructureEntry:
+    """One (molecule, local structure): the policy's condition and one evaluation unit."""
+
+    smiles: str
+    structure_id: str
+    """'<smiles>/md<f>': frame f of the molecule's MD trajectory (heldout frames continue the numbering)."""
+    split: Split
+    molecule: Molecule
+    positions: np.ndarray
+    """[N, 3] float64 Angstrom, the MD frame (its bond lengths and angles are the local structure)."""
+    graph: MolecularGraph
+
+    @property
+    def num_torsions(self) -> int:
+        return self.molecule.num_torsions
+
+
+def _entry(molecule: Molecule, frame: np.ndarray, index: int, split: Split) -> StructureEntry:
+    return StructureEntry(molecule.smiles, f"{molecule.smiles}/md{index}", split, molecule, frame,
+                          graph_from_molecule(molecule.mol, frame, molecule.torsions))
+
+
+def load_molecules(smiles: list[str], variant: str) -> list[Molecule]:
+    """Load every SMILES; raise one MoleculeError naming all the unusable ones."""
+    molecules, bad, errors = [], [], []
+    for s in smiles:
+        try:
+            molecules.append(load_molecule(s, variant=variant))
+        except MoleculeError as e:
+            bad.append(s)
+            errors.append(e)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise MoleculeError(", ".join(bad), "; ".join(f"{s}: {e.what}" for s, e in zip(bad, errors)))
+    return molecules
+
+
+def build_dataset(config: TorsionalConfig, md_settings: MDSettings = MDSettings()) -> list[StructureEntry]:
+    """All entries, training ones first (in train_smiles order), then unseen_structures, then unseen_molecules."""
+    c = config
+    settings = replace(md_settings, temperature_k=c.temperature_k)  # MD at the target's temperature
+    train_molecules = load_molecules(c.train_smiles, c.variant)
+    val_molecules = load_molecules(c.val_smiles, c.variant)
+    train, heldout, val = [], [], []
+    for m in train_molecules:
+        tr, ho = train_and_heldout_frames(m, c.num_train_structures, c.num_heldout_structures, c.md_seed, c.variant,
+                                          c.cache_dir, settings)
+        train += [_entry(m, f, i, "train") for i, f in enumerate(tr)]
+        heldout += [_entry(m, f, len(tr) + i, "unseen_structures") for i, f in enumerate(ho)]
+    for m in val_molecules:
+        frames = md_frames(m, c.num_val_structures, c.md_seed, c.variant, c.cache_dir, settings)
+        val += [_entry(m, f, i, "unseen_molecules") for i, f in enumerate(frames)]
+    return train + heldout + val
