@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from workloads.typed_config import StrictConfig
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ReplayConfig(_Strict):
+class ReplayConfig(StrictConfig):
     """Replay buffer of terminal states and local search (MALA) on it."""
 
     enabled: bool = False
@@ -31,7 +29,7 @@ class ReplayConfig(_Strict):
     mala_target_acceptance: float = Field(0.574, gt=0, lt=1)
 
 
-class SamplerConfig(_Strict):
+class SamplerConfig(StrictConfig):
     """Forward-SDE diffusion sampler trained towards an unnormalized target density."""
 
     target: Literal["gmm25"] = "gmm25"

@@ -15,7 +15,6 @@ The learner owns its own torch.Generator, so evaluation never perturbs training 
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from workloads.checkpoint import restore_training_state, training_state
 from workloads.samplers.config import SamplerConfig
 from workloads.samplers.losses import tb_loss, vargrad_loss
 from workloads.samplers.metrics import log_importance_weights, log_z_metrics, w2
@@ -162,27 +162,13 @@ class SamplerLearner:
     # ---------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:
         """A snapshot (deep copy): later training does not alter it."""
-        return copy.deepcopy({
-            "policy": self.policy.state_dict(),
-            "log_z": self.log_z.detach(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "seed": self.seed,
-            "rng": self.generator.get_state(),
-            "config": self.config.model_dump(),
-        })
+        return training_state({"policy": self.policy, "log_z": self.log_z}, self.optimizer, self.step,
+                              self.seed, self.generator, self.config)
 
     def load_state_dict(self, state: dict) -> None:
-        self.policy.load_state_dict(state["policy"])
-        self.log_z.data.copy_(state["log_z"])
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))  # Adam would alias its tensors
-        # Learning rates are this config's, not the checkpoint's: PBT restores a donor's checkpoint
-        # under perturbed hyperparameters.
-        for group, lr in zip(self.optimizer.param_groups, (self.config.lr_policy, self.config.lr_log_z)):
-            group["lr"] = lr
-        self.step = state["step"]
-        self.seed = state.get("seed", self.seed)
-        self.generator.set_state(state["rng"].cpu() if hasattr(state["rng"], "cpu") else state["rng"])
+        self.step, self.seed = restore_training_state(
+            state, {"policy": self.policy, "log_z": self.log_z}, self.optimizer,
+            (self.config.lr_policy, self.config.lr_log_z), self.generator)
 
     @classmethod
     def from_state_dict(cls, state: dict, device: str = "cpu") -> "SamplerLearner":

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from workloads.torsional.ground_truth import bins_for_width
+from workloads.typed_config import StrictConfig
 
 REFERENCE_TRAIN_SMILES = (
     "C1C=CC[C@@H]2[C@@H]1C(=O)N(C2=O)SC(Cl)(Cl)Cl",
@@ -25,11 +26,7 @@ METRIC_BIN_DEGREES = 15.0
 """Histogram metrics use 15-degree bins (the issue's check): grid_bins must be a multiple of 24."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class TorsionalReplayConfig(_Strict):
+class TorsionalReplayConfig(StrictConfig):
     """Replay of terminal torsions (with their energies) of earlier batches, by backward trajectories."""
 
     enabled: bool = False
@@ -40,7 +37,7 @@ class TorsionalReplayConfig(_Strict):
     """Fraction of each training batch's trajectories drawn backward from replayed terminal states."""
 
 
-class TorsionalConfig(_Strict):
+class TorsionalConfig(StrictConfig):
     """Conditional GFlowNet over the torsions of several molecules and MD local structures."""
 
     train_smiles: list[str] = list(REFERENCE_TRAIN_SMILES)

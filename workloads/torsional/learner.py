@@ -25,7 +25,6 @@ A plain class (no Ray); it owns its torch.Generator, so evaluation never perturb
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
@@ -36,6 +35,7 @@ from matplotlib.figure import Figure
 from scipy.special import logsumexp
 from torch import Tensor, nn
 
+from workloads.checkpoint import restore_training_state, training_state
 from workloads.samplers.losses import tb_loss
 from workloads.torsional.config import METRIC_BIN_DEGREES, TorsionalConfig
 from workloads.torsional.conformer import set_torsions
@@ -396,23 +396,10 @@ class TorsionalLearner:
     # ---------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:
         """A snapshot (deep copy): later training does not alter it."""
-        return copy.deepcopy({
-            "policy": self.policy.state_dict(),
-            "log_z_net": self.log_z_net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "seed": self.seed,
-            "rng": self.generator.get_state(),
-            "config": self.config.model_dump(),
-        })
+        return training_state({"policy": self.policy, "log_z_net": self.log_z_net}, self.optimizer, self.step,
+                              self.seed, self.generator, self.config)
 
     def load_state_dict(self, state: dict) -> None:
-        self.policy.load_state_dict(state["policy"])
-        self.log_z_net.load_state_dict(state["log_z_net"])
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))  # Adam would alias its tensors
-        # Learning rates are this config's, not the checkpoint's (PBT perturbs them on restore).
-        for group, lr in zip(self.optimizer.param_groups, (self.config.lr, self.config.lr_log_z)):
-            group["lr"] = lr
-        self.step = state["step"]
-        self.seed = state.get("seed", self.seed)
-        self.generator.set_state(state["rng"].cpu())
+        self.step, self.seed = restore_training_state(
+            state, {"policy": self.policy, "log_z_net": self.log_z_net}, self.optimizer,
+            (self.config.lr, self.config.lr_log_z), self.generator)
