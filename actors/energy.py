@@ -153,3 +153,20 @@ class EnergyPool:
 
 def _concat(results: list[EnergyResult]) -> EnergyResult:
     return EnergyResult(np.concatenate([r.energies for r in results]), np.concatenate([r.clamped for r in results]))
+
+
+class PoolEnergyFn:
+    """The learner's energy function backed by the pool: [(entry, angles [n, K])] -> [energies [n]].
+
+    Handed to a learner actor; structures are registered with the workers on first sight."""
+
+    def __init__(self, workers: list[Any], chunk_size: int = 256):
+        self.pool = EnergyPool(workers, chunk_size=chunk_size)
+
+    def __call__(self, requests: list[tuple[Any, np.ndarray]]) -> list[np.ndarray]:
+        new = {entry.structure_id: Structure(entry.smiles, entry.positions)
+               for entry, _ in requests if entry.structure_id not in self.pool.structures}
+        if new:
+            self.pool.register(new)
+        results = self.pool.evaluate([EnergyRequest(entry.structure_id, angles) for entry, angles in requests])
+        return [result.energies for result in results]

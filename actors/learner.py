@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import io
 import math
+import re
 from typing import Any
 
 import ray
@@ -31,13 +32,19 @@ def figure_png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
+def _file_name(name: str) -> str:
+    """A figure's name ('density/CC(=O)O') as a safe artifact file name ('density_CC_=O_O')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+
+
 class Learner:
-    def __init__(self, learner_class: str, config: Any, seed: int, num_cpus: float = 1.0):
+    def __init__(self, learner_class: str, config: Any, seed: int, num_cpus: float = 1.0,
+                 learner_kwargs: dict[str, Any] | None = None):
         gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
         self.device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
         # Fractional CPU bundles still get one thread; more threads than CPUs only thrash.
         torch.set_num_threads(max(1, math.floor(num_cpus)))
-        self.learner = import_object(learner_class)(config, seed=seed, device=self.device)
+        self.learner = import_object(learner_class)(config, seed=seed, device=self.device, **(learner_kwargs or {}))
 
     def ping(self) -> str:
         return self.device
@@ -50,9 +57,11 @@ class Learner:
         return self.learner.train(num_iters, replay)
 
     def evaluate(self) -> dict[str, Any]:
+        """metrics, samples, and the evaluation's figure(s) as PNG bytes by file name."""
         evaluation = self.learner.evaluate()
+        figures = getattr(evaluation, "figures", None) or {"samples": evaluation.figure}
         return {"metrics": evaluation.metrics, "samples": evaluation.samples,
-                "figure_png": figure_png(evaluation.figure)}
+                "figures_png": {f"{_file_name(name)}.png": figure_png(figure) for name, figure in figures.items()}}
 
     def get_state(self) -> dict[str, Any]:
         return self.learner.state_dict()

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from orchestrator.errors import OrchestratorError
 from workloads.samplers.config import SamplerConfig
+from workloads.torsional.config import TorsionalConfig
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,12 @@ WORKLOADS: dict[str, WorkloadEntry] = {
         config_model=SamplerConfig,
         worker_roles={"replay_buffer": 1},
         driver="orchestrator.drivers.samplers:SamplerDriver",
+    ),
+    "torsional": WorkloadEntry(
+        name="torsional",
+        config_model=TorsionalConfig,
+        worker_roles={"energy": None},
+        driver="orchestrator.drivers.torsional:TorsionalDriver",
     ),
 }
 

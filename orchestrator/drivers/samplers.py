@@ -67,11 +67,8 @@ class SamplerDriver:
         metrics["train/buffer_size"] = float(ray.get(self.buffer.ping.remote()))
         metrics["train/backpressure_s"] = self.to_buffer.blocked_s
         samples = evaluation["samples"]
-        figure_png = evaluation["figure_png"]
-        artifacts = {
-            "samples.parquet": lambda path: _write_samples(path, samples),
-            "samples.png": lambda path: path.write_bytes(figure_png),
-        }
+        artifacts = {"samples.parquet": lambda path: _write_samples(path, samples),
+                     **png_writers(evaluation["figures_png"])}
         return metrics, artifacts
 
     def _replay_batch(self, num_iters: int) -> Any:
@@ -99,6 +96,10 @@ class SamplerDriver:
 
     def actors(self) -> dict[str, Any]:
         return {"learner": self.learner, "replay_buffer": self.buffer}
+
+
+def png_writers(figures_png: dict[str, bytes]) -> dict[str, Callable[[Path], None]]:
+    return {name: (lambda path, png=png: path.write_bytes(png)) for name, png in figures_png.items()}
 
 
 def _mean_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:
