@@ -47,8 +47,8 @@ from workloads.torsional.ground_truth import (
 )
 from workloads.torsional.policy import ConditionalLogZ, TorsionPolicy
 from workloads.torsional.torus import (
-    Exploration, backward_log_prob, backward_trajectories, forward_log_prob, kt_kcal_mol, log_reward,
-    sample_trajectories,
+    Exploration, backward_log_prob, forward_log_prob, kt_kcal_mol, log_reward, sample_backward_angles,
+    sample_forward_angles, sample_trajectories,
 )
 
 EnergyFn = Callable[[list[tuple[StructureEntry, np.ndarray]]], list[np.ndarray]]
@@ -204,9 +204,9 @@ class TorsionalLearner:
             keep = torch.randperm(B, generator=g, device=self.device)[: B - n_replay].sort().values.cpu()  # forward
             entry_index = entry_index[keep]
         graph = self._graph(entry_index)
-        traj = sample_trajectories(self.policy.drift_fn(graph, c.num_steps), graph.torsion_graph_index,
-                                   entry_index.numel(), c.num_steps, Exploration(c.noise_prob, c.noise_factor), g)
-        angles, torsion_index = traj.angles.cpu(), graph.torsion_graph_index.cpu()
+        angles = sample_forward_angles(self.policy.drift_fn(graph, c.num_steps), graph.torsion_graph_index,
+                                       entry_index.numel(), c.num_steps, Exploration(c.noise_prob, c.noise_factor), g)
+        angles, torsion_index = angles.cpu(), graph.torsion_graph_index.cpu()
         replay_energy = torch.full((entry_index.numel(),), float("nan"), dtype=torch.float64)
         if n_replay:
             rows = torch.randint(len(replay), (n_replay,), generator=g, device=self.device).cpu()
@@ -214,9 +214,9 @@ class TorsionalLearner:
             r_angles = torch.as_tensor(replay.angles[rows.numpy()], dtype=torch.float32)  # [R, K_max]
             terminal = r_angles[~torch.isnan(r_angles)]  # [M_R] contiguous per row
             r_graph = self._graph(r_entry)
-            r_traj = backward_trajectories(self.policy.drift_fn(r_graph, c.num_steps), r_graph.torsion_graph_index,
-                                           terminal.to(self.device), n_replay, c.num_steps, g)
-            angles = torch.cat([angles, r_traj.angles.cpu()])
+            with torch.no_grad():
+                r_paths = sample_backward_angles(terminal.to(self.device), c.num_steps, g)  # [M_R, S+1]
+            angles = torch.cat([angles, r_paths.cpu()])
             torsion_index = torch.cat([torsion_index, r_graph.torsion_graph_index.cpu() + entry_index.numel()])
             replay_energy = torch.cat([replay_energy, torch.as_tensor(replay.energy_kcal_mol[rows.numpy()])])
             entry_index = torch.cat([entry_index, r_entry])

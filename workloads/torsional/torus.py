@@ -150,15 +150,16 @@ def backward_log_prob(angles: Tensor, torsion_index: Tensor, num_trajectories: i
     return _per_trajectory(_log_pb_per_torsion(angles), torsion_index, num_trajectories)
 
 
-def sample_trajectories(
+def sample_forward_angles(
     drift_fn: DriftFn,
     torsion_index: Tensor,
     num_trajectories: int,
     num_steps: int = 20,
     exploration: Exploration | None = None,
     generator: torch.Generator | None = None,
-) -> TorusTrajectory:
-    """B forward trajectories from uniform x_0 (exploration None: on-policy); log PF under the unmodified policy."""
+) -> Tensor:
+    """The angles [M, S+1] of B forward trajectories from uniform x_0, without log-probabilities
+    (a learner recomputes log PF with gradient at its step anyway)."""
     device = torsion_index.device
     M, S, B = torsion_index.numel(), num_steps, num_trajectories
     sigma = sigma_schedule(S).to(device)  # [S]
@@ -175,11 +176,25 @@ def sample_trajectories(
             mu = drift_fn(x[None], torch.full((1,), k, device=device))[0]  # [M]
             x = sample_wrapped_normal(x + mu, std, generator)  # [M]
             angles[:, k + 1] = x
+    return angles
+
+
+def sample_trajectories(
+    drift_fn: DriftFn,
+    torsion_index: Tensor,
+    num_trajectories: int,
+    num_steps: int = 20,
+    exploration: Exploration | None = None,
+    generator: torch.Generator | None = None,
+) -> TorusTrajectory:
+    """B forward trajectories from uniform x_0 (exploration None: on-policy); log PF under the unmodified policy."""
+    angles = sample_forward_angles(drift_fn, torsion_index, num_trajectories, num_steps, exploration, generator)
+    B = num_trajectories
     log_pf = forward_log_prob(drift_fn, angles, torsion_index, B)
     return TorusTrajectory(angles, torsion_index, log_pf, backward_log_prob(angles, torsion_index, B))
 
 
-def _sample_backward_angles(terminal: Tensor, num_steps: int, generator: torch.Generator | None) -> Tensor:
+def sample_backward_angles(terminal: Tensor, num_steps: int, generator: torch.Generator | None) -> Tensor:
     """Run the fixed PB from x_S = terminal [..., M]: angles [..., M, S+1]."""
     sigma = sigma_schedule(num_steps).to(terminal)  # [S]
     angles = terminal.new_empty(*terminal.shape, num_steps + 1)  # [..., M, S+1]
@@ -200,7 +215,7 @@ def backward_trajectories(
 ) -> TorusTrajectory:
     """Trajectories sampled by the fixed PB back from given terminal angles [M] (replayed states); log PF along them."""
     with torch.no_grad():
-        angles = _sample_backward_angles(terminal.detach(), num_steps, generator)  # [M, S+1]
+        angles = sample_backward_angles(terminal.detach(), num_steps, generator)  # [M, S+1]
     log_pf = forward_log_prob(drift_fn, angles, torsion_index, num_trajectories)
     return TorusTrajectory(angles, torsion_index, log_pf, backward_log_prob(angles, torsion_index, num_trajectories))
 
@@ -223,7 +238,7 @@ def log_terminal_density(
     (a lower bound in expectation; exact for every J when PF is the time reversal of PB; its variance grows fast
     with how far PF is from that reversal, e.g. at points where the model puts little mass). terminal [M] -> [B]."""
     J = num_backward
-    angles = _sample_backward_angles(terminal[None].expand(J, -1), num_steps, generator)  # [J, M, S+1]
+    angles = sample_backward_angles(terminal[None].expand(J, -1), num_steps, generator)  # [J, M, S+1]
     log_w = _log_pf_per_torsion(drift_fn, angles) - _log_pb_per_torsion(angles)  # [J, M]
     log_w = _per_trajectory(log_w, torsion_index, num_trajectories)  # [J, B]
     return torch.logsumexp(log_w, dim=0) - math.log(J)  # [B]
