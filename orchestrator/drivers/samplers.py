@@ -19,6 +19,7 @@ import ray
 from actors.channel import BoundedInFlight
 from actors.learner import Learner
 from actors.replay_buffer import ReplayBufferRole
+from orchestrator.drivers import png_writers
 from orchestrator.placement import TrialContext, wait_until_alive
 
 MAX_IN_FLIGHT = 2
@@ -96,10 +97,6 @@ class SamplerDriver:
 
     def actors(self) -> dict[str, Any]:
         return {"learner": self.learner, "replay_buffer": self.buffer}
-
-
-def png_writers(figures_png: dict[str, bytes]) -> dict[str, Callable[[Path], None]]:
-    return {name: (lambda path, png=png: path.write_bytes(png)) for name, png in figures_png.items()}
 
 
 def _mean_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:

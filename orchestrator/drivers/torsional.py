@@ -15,7 +15,7 @@ import ray
 
 from actors.energy import EnergyWorker, PoolEnergyFn
 from actors.learner import Learner
-from orchestrator.drivers.samplers import png_writers
+from orchestrator.drivers import png_writers
 from orchestrator.placement import TrialContext, wait_until_alive
 
 
