@@ -3,7 +3,40 @@ loop between two reports. `orchestrator/trial.py` does what every workload share
 report, checkpoint, recovery from a dead actor)."""
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+import ray
+
+from orchestrator.placement import wait_until_alive
+
+
+class ActorDriver:
+    """What every driver shares: a learner actor that counts `step`, and recovery after a death.
+
+    A driver sets `config` (with `total_iters`), `learner`, `step`, and implements `advance`,
+    `state`, `load_state` and `actors` (every actor it made, for recovery)."""
+
+    config: Any
+    learner: Any
+    step: int
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.config.total_iters
+
+    def actors(self) -> list[Any]:
+        raise NotImplementedError
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def recover(self, state: dict[str, Any] | None) -> None:
+        """After an actor died: wait for Ray to restart it, then reload the last checkpoint."""
+        wait_until_alive(self.actors())
+        if state is not None:
+            self.load_state(state)
+        else:
+            self.step = ray.get(self.learner.step.remote())
 
 
 def png_writers(figures_png: dict[str, bytes]) -> dict[str, Callable[[Path], None]]:

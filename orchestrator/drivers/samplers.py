@@ -19,13 +19,13 @@ import ray
 from actors.channel import BoundedInFlight
 from actors.learner import Learner
 from actors.replay_buffer import ReplayBufferRole
-from orchestrator.drivers import png_writers
-from orchestrator.placement import TrialContext, wait_until_alive
+from orchestrator.drivers import ActorDriver, png_writers
+from orchestrator.placement import TrialContext
 
 MAX_IN_FLIGHT = 2
 
 
-class SamplerDriver:
+class SamplerDriver(ActorDriver):
     learner_class = "workloads.samplers.learner:SamplerLearner"
 
     def __init__(self, ctx: TrialContext):
@@ -38,10 +38,6 @@ class SamplerDriver:
         self.to_buffer = BoundedInFlight(MAX_IN_FLIGHT)
         self.step = 0
         self.device = ray.get(self.learner.ping.remote())
-
-    @property
-    def finished(self) -> bool:
-        return self.step >= self.config.total_iters
 
     def advance(self) -> tuple[dict[str, float], dict[str, Callable[[Path], None]]]:
         """Train up to the next evaluation, evaluate; return metrics and artifact writers."""
@@ -87,16 +83,11 @@ class SamplerDriver:
         ray.get(self.buffer.set_state.remote(state["replay_buffer"]))
 
     def recover(self, state: dict[str, Any] | None) -> None:
-        """After an actor died: wait for Ray to restart it, then reload the last checkpoint."""
-        self.to_buffer.discard()
-        wait_until_alive([self.learner, self.buffer])
-        if state is not None:
-            self.load_state(state)
-        else:
-            self.step = ray.get(self.learner.step.remote())
+        self.to_buffer.discard()  # calls to the dead actor will never finish
+        super().recover(state)
 
-    def actors(self) -> dict[str, Any]:
-        return {"learner": self.learner, "replay_buffer": self.buffer}
+    def actors(self) -> list[Any]:
+        return [self.learner, self.buffer]
 
 
 def _mean_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:

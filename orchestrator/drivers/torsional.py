@@ -15,11 +15,11 @@ import ray
 
 from actors.energy import EnergyWorker, PoolEnergyFn
 from actors.learner import Learner
-from orchestrator.drivers import png_writers
-from orchestrator.placement import TrialContext, wait_until_alive
+from orchestrator.drivers import ActorDriver, png_writers
+from orchestrator.placement import TrialContext
 
 
-class TorsionalDriver:
+class TorsionalDriver(ActorDriver):
     learner_class = "workloads.torsional.learner:TorsionalLearner"
 
     def __init__(self, ctx: TrialContext):
@@ -36,10 +36,6 @@ class TorsionalDriver:
             {"energy_fn": PoolEnergyFn(self.energy_workers)})
         self.step = 0
         self.device = ray.get(self.learner.ping.remote())
-
-    @property
-    def finished(self) -> bool:
-        return self.step >= self.config.total_iters
 
     def advance(self) -> tuple[dict[str, float], dict[str, Callable[[Path], None]]]:
         num_iters = min(self.config.eval_every, self.config.total_iters - self.step)
@@ -59,12 +55,8 @@ class TorsionalDriver:
     def load_state(self, state: dict[str, Any]) -> None:
         self.step = ray.get(self.learner.set_state.remote(state["learner"]))
 
-    def recover(self, state: dict[str, Any] | None) -> None:
-        wait_until_alive([self.learner, *self.energy_workers])
-        if state is not None:
-            self.load_state(state)
-        else:
-            self.step = ray.get(self.learner.step.remote())
+    def actors(self) -> list[Any]:
+        return [self.learner, *self.energy_workers]
 
 
 def _write_samples(path: Path, rows: list) -> None:
