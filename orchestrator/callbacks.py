@@ -9,7 +9,7 @@ from typing import Any
 from ray.tune import Callback
 
 from orchestrator.spec import SweepSpec
-from orchestrator.tracking import SweepTracker, flatten
+from orchestrator.tracking import STEP_METRIC, SweepTracker, flatten
 from orchestrator.trial import nested_to_dotted
 
 # Bookkeeping keys of a Tune result that are not the workload's metrics.
@@ -58,7 +58,7 @@ class MlflowCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         run_id = self._run(trial)
         metrics = {k: v for k, v in result.items() if k not in _TUNE_KEYS}
-        metrics["time_total_s"] = result.get("time_total_s", 0.0)
+        metrics[STEP_METRIC] = result.get("time_total_s", 0.0)
         self.tracker.log_metrics(run_id, metrics, step=int(result.get("step", result.get("training_iteration", 0))))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -27,6 +27,8 @@ TRIAL_TAG = "orchestrator.trial_id"
 SWEEP_TAG = "orchestrator.sweep"
 PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "orchestrator.role"
+# Logged with every report (the callback adds it), so its history tells the last step a run logged.
+STEP_METRIC = "time_total_s"
 
 _PARAM_BATCH = 100  # log_batch accepts at most 100 params per call
 _METRIC_BATCH = 1000
@@ -83,6 +85,9 @@ class SweepTracker:
         self.experiment_name = experiment
         self.experiment_id = _retry(lambda: self._experiment(experiment), f"opening experiment {experiment!r}")
         self._run_of_trial: dict[str, str] = {}
+        # A resumed trial restarts from its last checkpoint, which may be older than the last step it
+        # logged before the interruption; steps up to this mark are already in MLflow and are not logged twice.
+        self._logged_through: dict[str, int] = {}
 
     def _experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -127,6 +132,8 @@ class SweepTracker:
         if existing is not None:
             run_id = existing
             _retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopening a trial run")
+            history = _retry(lambda: self.client.get_metric_history(run_id, STEP_METRIC), "reading the last step")
+            self._logged_through[run_id] = max((m.step for m in history), default=-1)
         else:
             tags = {PARENT_TAG: parent_run_id, TRIAL_TAG: trial_id, ROLE_TAG: "trial"}
             run = _retry(
@@ -139,7 +146,9 @@ class SweepTracker:
         return run_id
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
-        """One `log_batch` per report, not a call per key."""
+        """One `log_batch` per report, not a call per key; a step already logged before a resume is skipped."""
+        if step <= self._logged_through.get(run_id, -1):
+            return
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if _is_number(v)]
         for start in range(0, len(batch), _METRIC_BATCH):
