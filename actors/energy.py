@@ -1,20 +1,25 @@
 """Energy-evaluation role and the pool of them.
 
 `EnergyWorker` (one per actor) holds one force field per (molecule, local structure), built once
-when the structure is registered and reused for every conformer; `energies(key, angles)` builds
-the conformers of a batch of torsion angles and returns their energies in kcal/mol.
+when the structure is registered and reused for every conformer; `evaluate(segments)` builds the
+conformers of batches of torsion angles of several structures and returns their energies in kcal/mol.
 
-`EnergyPool` (in the trial's process) splits a batch of requests across N workers, keeps at most
-`max_in_flight` chunks per worker, gathers results in order and, when a worker dies, waits for
-Ray to restart it, registers its structures again and redoes its chunks: no chunk is lost or
-counted twice.
+`EnergyPool` (in the trial's process) packs the requests of a batch into near-equal chunks of at
+most `chunk_size` conformers, one per worker where that leaves each at least `min_chunk` (a chunk
+may span several structures): a learner batch of 8 structures x 16 conformers is one Ray call, not
+eight, and a large one keeps every worker busy. A Ray call costs ~0.3 ms on an idle machine (a few
+ms on a loaded one) against ~20 us per conformer, so fewer, larger calls keep the pool efficient.
+`submit` sends chunks to the least busy workers, at most `max_in_flight` per worker (the rest wait
+in a queue, sent as chunks come back), and returns at once; `result` gathers a batch in order. When
+a worker dies, the pool waits for Ray to restart it, registers its structures again and redoes its
+chunks: no chunk is lost or counted twice.
 """
 from __future__ import annotations
 
 import math
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,10 +54,13 @@ class EnergyWorker:
         self.backend, self.variant, self.clamp_kcal_mol, self.seed = backend, variant, clamp_kcal_mol, seed
         self._force_fields: dict[str, Any] = {}
         self._molecules: dict[str, Any] = {}
-        self._local: dict[str, tuple[Any, np.ndarray]] = {}
 
     def ping(self) -> int:
         return len(self._force_fields)
+
+    def cpu_seconds(self) -> float:
+        """CPU time of this process so far (the benchmark's pool efficiency per CPU second)."""
+        return time.process_time()
 
     def register(self, structures: dict[str, Structure]) -> int:
         from workloads.torsional.molecule import load_molecule
@@ -64,7 +72,6 @@ class EnergyWorker:
             if molecule is None:
                 molecule = self._molecules[structure.smiles] = load_molecule(structure.smiles, self.seed, self.variant)
             self._force_fields[key] = self._force_field(molecule, structure.positions)
-            self._local[key] = (molecule, structure.positions)
         return len(self._force_fields)
 
     def _force_field(self, molecule: Any, positions: np.ndarray) -> Any:
@@ -78,15 +85,15 @@ class EnergyWorker:
 
     def energies(self, key: str, angles: np.ndarray) -> EnergyResult:
         """angles [B, K] radians -> energies of the conformers of structure `key`."""
-        from workloads.torsional.conformer import set_torsions
-
-        if key not in self._local:  # a restarted worker starts empty; the pool registers again
+        if key not in self._force_fields:  # a restarted worker starts empty; the pool registers again
             raise KeyError(f"structure {key!r} is not registered on this energy worker")
-        molecule, positions = self._local[key]
-        conformers = set_torsions(positions, molecule, angles)  # [B, N, 3]
-        raw = np.asarray(self._force_fields[key].energies(conformers), dtype=np.float64)  # [B]
+        raw = np.asarray(self._force_fields[key].torsion_energies(angles), dtype=np.float64)  # [B]
         clamped = ~np.isfinite(raw) | (raw > self.clamp_kcal_mol)
         return EnergyResult(np.where(clamped, self.clamp_kcal_mol, raw), clamped)
+
+    def evaluate(self, segments: list[tuple[str, np.ndarray]]) -> EnergyResult:
+        """[(key, angles [B_s, K_s])] -> the energies of every segment, concatenated in order ([sum B_s])."""
+        return _concat([self.energies(key, angles) for key, angles in segments])
 
 
 @dataclass(frozen=True)
@@ -96,47 +103,111 @@ class EnergyRequest:
     """[B, K] radians."""
 
 
+@dataclass
+class _Batch:
+    """One submitted list of requests: its chunks (segments (request, start, stop)) and their results."""
+
+    requests: list[EnergyRequest]
+    chunks: list[list[tuple[int, int, int]]]
+    results: dict[int, EnergyResult] = field(default_factory=dict)
+
+
 class EnergyPool:
-    def __init__(self, workers: list[Any], chunk_size: int = 256, max_in_flight: int = 2):
+    def __init__(self, workers: list[Any], chunk_size: int = 1024, max_in_flight: int = 2, min_chunk: int = 256):
         self.workers = workers
         self.chunk_size = chunk_size
+        self.min_chunk = min_chunk
         self.max_in_flight = max_in_flight
         self.structures: dict[str, Structure] = {}
         self.redone_chunks = 0
+        self._batches: dict[int, _Batch] = {}
+        self._next_ticket = 0
+        self._queue: deque[tuple[int, int]] = deque()  # (ticket, chunk) not sent yet, oldest first
+        self._pending: dict[ray.ObjectRef, tuple[int, int, int]] = {}  # ref -> (ticket, chunk, worker)
+        self._in_flight = [0] * len(workers)
 
     def register(self, structures: dict[str, Structure]) -> None:
         self.structures.update(structures)
         ray.get([worker.register.remote(structures) for worker in self.workers])
 
+    def submit(self, requests: list[EnergyRequest]) -> int:
+        """Queue the requests' chunks, send what the in-flight bound allows, return a ticket at once."""
+        ticket, self._next_ticket = self._next_ticket, self._next_ticket + 1
+        self._batches[ticket] = _Batch(requests, self._chunks([len(r.angles) for r in requests]))
+        self._queue.extend((ticket, c) for c in range(len(self._batches[ticket].chunks)))
+        self._collect(timeout=0)
+        self._send()
+        return ticket
+
+    def result(self, ticket: int) -> list[EnergyResult]:
+        """The energies of a submitted batch, one EnergyResult per request, in order (blocks until done)."""
+        batch = self._batches[ticket]
+        while len(batch.results) < len(batch.chunks):
+            self._send()
+            self._collect(timeout=None)
+        del self._batches[ticket]
+        pieces: list[list[EnergyResult]] = [[] for _ in batch.requests]
+        for c, segments in enumerate(batch.chunks):
+            result, offset = batch.results[c], 0
+            for i, start, stop in segments:
+                n = stop - start
+                pieces[i].append(EnergyResult(result.energies[offset:offset + n], result.clamped[offset:offset + n]))
+                offset += n
+        return [_concat(p) if p else EnergyResult(np.zeros(0), np.zeros(0, dtype=bool)) for p in pieces]
+
     def evaluate(self, requests: list[EnergyRequest]) -> list[EnergyResult]:
-        """Energies for every request, in order; chunks go round-robin to the workers."""
-        chunks = [(i, start) for i, request in enumerate(requests)
-                  for start in range(0, len(request.angles), self.chunk_size)]
-        queues = [deque(c for c in range(len(chunks)) if c % len(self.workers) == w) for w in range(len(self.workers))]
-        pending: dict[ray.ObjectRef, tuple[int, int]] = {}
-        in_flight = [0] * len(self.workers)
-        results: dict[int, EnergyResult] = {}
-        while pending or any(queues):
-            for w, queue in enumerate(queues):
-                while queue and in_flight[w] < self.max_in_flight:
-                    c = queue.popleft()
-                    i, start = chunks[c]
-                    angles = requests[i].angles[start:start + self.chunk_size]
-                    pending[self.workers[w].energies.remote(requests[i].key, angles)] = (c, w)
-                    in_flight[w] += 1
-            (ref,), _ = ray.wait(list(pending), num_returns=1)
-            c, w = pending.pop(ref)
-            in_flight[w] -= 1
+        """Energies for every request, in order."""
+        return self.result(self.submit(requests))
+
+    def _chunks(self, sizes: list[int]) -> list[list[tuple[int, int, int]]]:
+        """Cut the concatenated requests into near-equal chunks: <= chunk_size, one per worker if >= min_chunk."""
+        total = sum(sizes)
+        if total == 0:
+            return []
+        num_chunks = min(math.ceil(total / self.min_chunk), max(math.ceil(total / self.chunk_size), len(self.workers)))
+        size = math.ceil(total / num_chunks)
+        chunks: list[list[tuple[int, int, int]]] = [[]]
+        room = size
+        for i, n in enumerate(sizes):
+            start = 0
+            while start < n:
+                if room == 0:
+                    chunks.append([])
+                    room = size
+                stop = min(n, start + room)
+                chunks[-1].append((i, start, stop))
+                room -= stop - start
+                start = stop
+        return chunks
+
+    def _send(self) -> None:
+        """Send queued chunks to the least busy workers while the in-flight bound allows."""
+        while self._queue:
+            w = min(range(len(self.workers)), key=self._in_flight.__getitem__)
+            if self._in_flight[w] >= self.max_in_flight:
+                return
+            ticket, c = self._queue.popleft()
+            batch = self._batches[ticket]
+            segments = [(batch.requests[i].key, np.asarray(batch.requests[i].angles[start:stop], dtype=np.float64))
+                        for i, start, stop in batch.chunks[c]]
+            self._pending[self.workers[w].evaluate.remote(segments)] = (ticket, c, w)
+            self._in_flight[w] += 1
+
+    def _collect(self, timeout: float | None) -> None:
+        """Take the chunks that came back (at least one if timeout is None); redo those of a dead worker."""
+        if not self._pending:
+            return
+        ready, _ = ray.wait(list(self._pending), num_returns=1 if timeout is None else len(self._pending),
+                            timeout=timeout)
+        for ref in ready:
+            ticket, c, w = self._pending.pop(ref)
+            self._in_flight[w] -= 1
             try:
-                results[c] = ray.get(ref)
+                self._batches[ticket].results[c] = ray.get(ref)
             except (*ACTOR_DIED, KeyError):  # died in flight, or restarted before it got the call
                 self.redone_chunks += 1
                 self._revive(w)
-                queues[w].appendleft(c)
-        by_request: dict[int, list[EnergyResult]] = {}
-        for c, (i, _) in enumerate(chunks):
-            by_request.setdefault(i, []).append(results[c])
-        return [_concat(by_request[i]) for i in range(len(requests))]
+                self._queue.appendleft((ticket, c))
 
     def _revive(self, w: int, timeout_s: float = 120.0) -> None:
         """Ray restarts a dead worker (max_restarts=-1); it comes back empty: register again."""
@@ -158,15 +229,22 @@ def _concat(results: list[EnergyResult]) -> EnergyResult:
 class PoolEnergyFn:
     """The learner's energy function backed by the pool: [(entry, angles [n, K])] -> [energies [n]].
 
+    `submit(requests) -> handle` sends the batch and returns at once (the learner samples its next
+    batch meanwhile); `result(handle)` gathers it in order; `fn(requests)` is result(submit(requests)).
     Handed to a learner actor; structures are registered with the workers on first sight."""
 
-    def __init__(self, workers: list[Any], chunk_size: int = 256):
-        self.pool = EnergyPool(workers, chunk_size=chunk_size)
+    def __init__(self, workers: list[Any], chunk_size: int = 1024, max_in_flight: int = 2):
+        self.pool = EnergyPool(workers, chunk_size=chunk_size, max_in_flight=max_in_flight)
 
-    def __call__(self, requests: list[tuple[Any, np.ndarray]]) -> list[np.ndarray]:
+    def submit(self, requests: list[tuple[Any, np.ndarray]]) -> int:
         new = {entry.structure_id: Structure(entry.smiles, entry.positions)
                for entry, _ in requests if entry.structure_id not in self.pool.structures}
         if new:
             self.pool.register(new)
-        results = self.pool.evaluate([EnergyRequest(entry.structure_id, angles) for entry, angles in requests])
-        return [result.energies for result in results]
+        return self.pool.submit([EnergyRequest(entry.structure_id, angles) for entry, angles in requests])
+
+    def result(self, handle: int) -> list[np.ndarray]:
+        return [result.energies for result in self.pool.result(handle)]
+
+    def __call__(self, requests: list[tuple[Any, np.ndarray]]) -> list[np.ndarray]:
+        return self.result(self.submit(requests))

@@ -1,6 +1,6 @@
 """The learner role: owns a workload's model, optimizer and learned log Z; samples and trains.
 
-`Learner` wraps any plain learner class of `workloads/` that has `train`, `evaluate`,
+`Learner` wraps any plain learner class of `workloads/` that has `train`, `evaluate(num_samples)`,
 `state_dict`, `load_state_dict` and `step`. It runs on `cuda` when Ray assigned it a GPU,
 else on the CPU with as many torch threads as CPUs in its bundle.
 """
@@ -56,12 +56,18 @@ class Learner:
         """Returns (metrics, terminal states); call with num_returns=2 so states skip the caller."""
         return self.learner.train(num_iters, replay)
 
-    def evaluate(self) -> dict[str, Any]:
-        """metrics, samples, and the evaluation's figure(s) as PNG bytes by file name."""
-        evaluation = self.learner.evaluate()
+    def evaluate(self, num_samples: int | None = None) -> dict[str, Any]:
+        """metrics, samples (num_samples, default the config's), and the figure(s) as PNG bytes by file name."""
+        evaluation = self.learner.evaluate(num_samples)
         figures = getattr(evaluation, "figures", None) or {"samples": evaluation.figure}
         return {"metrics": evaluation.metrics, "samples": evaluation.samples,
                 "figures_png": {f"{_file_name(name)}.png": figure_png(figure) for name, figure in figures.items()}}
+
+    def attribute(self, name: str) -> Any:
+        """A public attribute of the wrapped learner (e.g. the torsional learner's `entries`, for artifacts)."""
+        if name.startswith("_"):
+            raise AttributeError(f"{name!r} is private to {type(self.learner).__name__}")
+        return getattr(self.learner, name)
 
     def get_state(self) -> dict[str, Any]:
         return self.learner.state_dict()

@@ -1,4 +1,4 @@
-"""`python -m orchestrator run | validate | resume | report`.
+"""`python -m orchestrator run | validate | resume | report | sample`.
 
 A user's mistake ends with one paragraph on stderr and exit code 2, never a traceback.
 """
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # `sample` prints one line, not a bar
 
 from orchestrator.errors import OrchestratorError  # noqa: E402
 from orchestrator.spec import SweepSpec, load_sweep  # noqa: E402
@@ -44,6 +45,17 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--tracking-uri")
     report.add_argument("--metric", help="metric of the table (default: the sweep's tune.metric)")
     report.add_argument("--mode", choices=["min", "max"], help="(default: the sweep's tune.mode)")
+
+    sample = commands.add_parser("sample", help="zero-shot samples of a trained torsional trial for any molecule")
+    sample.add_argument("--run", required=True, help="MLflow run id of a torsional trial (a sweep's child run)")
+    sample.add_argument("--smiles", required=True, help="the molecule, e.g. 'CC(C)O' (needs >= 1 torsion)")
+    sample.add_argument("--structure", choices=["etkdg", "md"], default="etkdg",
+                        help="local structure: the ETKDG + MMFF conformer (default) or MD frame 0")
+    sample.add_argument("-n", dest="num_samples", type=int, required=True, help="number of samples")
+    sample.add_argument("--out", required=True, type=Path, help="FILE.parquet or FILE.sdf")
+    sample.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else "
+                                               "sqlite:///mlflow.db)")
+    sample.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -90,6 +102,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    from orchestrator.sample import sample
+
+    print(sample(args.run, args.smiles, args.structure, args.num_samples, args.out,
+                 _tracking_uri(args.tracking_uri, None), args.seed))
+    return 0
+
+
 def _print_table(tracking_uri: str, experiment: str, metric: str | None, mode: str | None) -> None:
     from orchestrator.tracking import trial_table, ui_hint
 
@@ -113,7 +133,8 @@ def _fmt(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    command = {"run": cmd_run, "validate": cmd_validate, "resume": cmd_resume, "report": cmd_report}[args.command]
+    command = {"run": cmd_run, "validate": cmd_validate, "resume": cmd_resume, "report": cmd_report,
+               "sample": cmd_sample}[args.command]
     try:
         return command(args)
     except OrchestratorError as error:

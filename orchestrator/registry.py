@@ -37,7 +37,7 @@ WORKLOADS: dict[str, WorkloadEntry] = {
     "torsional": WorkloadEntry(
         name="torsional",
         config_model=TorsionalConfig,
-        worker_roles={"energy": None},
+        worker_roles={"energy": None, "replay_buffer": 1},
         driver="orchestrator.drivers.torsional:TorsionalDriver",
     ),
 }

@@ -5,7 +5,8 @@ Tune trial (tag `mlflow.parentRunId`), so the MLflow UI groups a sweep.
 
 Who writes what: the Tune driver (one process) writes params, metrics and run status, so a
 SQLite store has a single writer. Trials write only artifacts (figures, Parquet samples) into
-their own run's artifact location, which they find by the tag `orchestrator.trial_id`.
+their own run's artifact location, which they find by the tag `orchestrator.trial_id`, under
+`eval/step_NNNNNNN/` per evaluation; `sample` reads the newest of them back.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import OrchestratorError
@@ -222,6 +224,34 @@ class TrialArtifacts:
             _retry(lambda: client.log_artifacts(run_id, str(folder), artifact_dir), f"logging {artifact_dir}")
 
 
+def download_latest_eval_file(tracking_uri: str, run_id: str, name: str, destination: Path) -> tuple[str, Path]:
+    """The file `name` of the run's newest evaluation that has it: (artifact path `eval/step_NNNNNNN/name`,
+    its local copy under `destination`). Raises OrchestratorError naming the store, the run and the file."""
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        # MLflow would create an empty store there and report the run as missing.
+        raise OrchestratorError(f"No MLflow store at {uri}; pass the store that holds run {run_id} with "
+                                f"--tracking-uri (or set MLFLOW_TRACKING_URI).")
+    client = MlflowClient(uri)
+    try:
+        client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise OrchestratorError(f"MLflow store {uri} has no run {run_id!r}; give the run id of a trial "
+                                    f"(a child run of a sweep, shown in the MLflow UI).") from error
+        raise OrchestratorError(f"MLflow store {uri}: reading run {run_id!r} failed: {error}") from error
+    steps = _retry(lambda: client.list_artifacts(run_id, "eval"), f"listing the evaluations of run {run_id}")
+    for step in sorted((f.path for f in steps if f.is_dir), reverse=True):  # step_NNNNNNN sorts by step
+        files = _retry(lambda: client.list_artifacts(run_id, step), f"listing {step} of run {run_id}")
+        if any(Path(f.path).name == name for f in files):
+            path = f"{step}/{name}"
+            local = _retry(lambda: client.download_artifacts(run_id, path, str(destination)), f"downloading {path}")
+            return path, Path(local)
+    raise OrchestratorError(f"Run {run_id} in MLflow store {uri} has no eval/step_*/{name} artifact (found "
+                            f"{len([f for f in steps if f.is_dir])} evaluation folders); is it a trial run of a "
+                            f"workload that writes {name}?")
+
+
 @dataclass
 class TrialRow:
     name: str
@@ -268,6 +298,6 @@ def ui_hint(tracking_uri: str) -> str:
 
 
 __all__: Iterable[str] = [
-    "SweepTracker", "TrialArtifacts", "trial_table", "flatten", "default_tracking_uri", "resolve_tracking_uri",
-    "ui_hint", "RunStatus",
+    "SweepTracker", "TrialArtifacts", "trial_table", "download_latest_eval_file", "flatten", "default_tracking_uri",
+    "resolve_tracking_uri", "ui_hint", "RunStatus",
 ]

@@ -1,14 +1,16 @@
 """The energy pool on a real local Ray: results in order and equal to an in-process force field,
-clamping of absurd energies, and a worker killed mid-batch whose chunks are redone exactly once."""
+clamping of absurd energies, a worker killed mid-batch whose chunks are redone exactly once, and
+batches submitted before earlier ones are gathered (the learner's overlap)."""
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import ray
 
-from actors.energy import EnergyPool, EnergyRequest, EnergyWorker, Structure
+from actors.energy import EnergyPool, EnergyRequest, EnergyWorker, PoolEnergyFn, Structure
 from workloads.torsional.conformer import set_torsions
 from workloads.torsional.energy_rdkit import RDKitEnergy
 from workloads.torsional.molecule import load_molecule
@@ -16,10 +18,13 @@ from workloads.torsional.molecule import load_molecule
 SMILES = ("CCC", "COc1ccccc1")
 
 
-def _pool(backend: str, num_workers: int = 2, chunk_size: int = 64) -> EnergyPool:
+def _workers(backend: str, num_workers: int = 2) -> list:
     worker = ray.remote(EnergyWorker).options(num_cpus=0.5, max_restarts=-1, max_task_retries=0)
-    workers = [worker.remote(backend, "MMFF94s", 1000.0) for _ in range(num_workers)]
-    pool = EnergyPool(workers, chunk_size=chunk_size)
+    return [worker.remote(backend, "MMFF94s", 1000.0) for _ in range(num_workers)]
+
+
+def _pool(backend: str, num_workers: int = 2, chunk_size: int = 64) -> EnergyPool:
+    pool = EnergyPool(_workers(backend, num_workers), chunk_size=chunk_size, min_chunk=min(chunk_size, 256))
     pool.register({s: Structure(s, load_molecule(s).positions()) for s in SMILES})
     return pool
 
@@ -61,11 +66,50 @@ def test_overlapping_atoms_are_clamped_and_flagged(ray_cluster):
 
 def test_a_killed_worker_has_its_chunks_redone_once(ray_cluster):
     pool = _pool("openmm", chunk_size=16)
-    requests = _requests(3000, seed=1)
-    killer = threading.Thread(target=lambda: (time.sleep(0.5), ray.kill(pool.workers[0], no_restart=False)))
+    requests = _requests(10_000, seed=1)  # 1,250 chunks: a few seconds, the kill lands mid-batch
+    killer = threading.Thread(target=lambda: (time.sleep(0.3), ray.kill(pool.workers[0], no_restart=False)))
     killer.start()
     results = pool.evaluate(requests)
     killer.join()
     assert pool.redone_chunks >= 1
     for result, expected in zip(results, _expected(requests)):
         np.testing.assert_allclose(result.energies, expected, atol=1e-3)
+
+
+def test_chunks_span_structures_and_cover_every_conformer_once():
+    pool = EnergyPool([None, None], chunk_size=100, min_chunk=50)
+    sizes = [16] * 8 + [0, 250]  # a learner batch, an empty request, a large one
+    chunks = pool._chunks(sizes)
+    assert len(chunks) == 4 and max(sum(stop - start for _, start, stop in c) for c in chunks) <= 100
+    seen = [np.zeros(n, dtype=int) for n in sizes]
+    for chunk in chunks:
+        for i, start, stop in chunk:
+            seen[i][start:stop] += 1
+    assert all(np.all(s == 1) for s in seen)
+    assert len(pool._chunks([16] * 8)) == 2  # one Ray call per worker ...
+    assert len(pool._chunks([16] * 4)) == 2 and len(pool._chunks([16] * 3)) == 1  # ... if each gets >= min_chunk
+    assert pool._chunks([1]) == [[(0, 0, 1)]] and pool._chunks([0, 0]) == []
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """The fields of the learner's StructureEntry that the pool reads."""
+
+    structure_id: str
+    smiles: str
+    positions: np.ndarray
+
+
+def test_submit_two_batches_then_gather_in_order(ray_cluster):
+    fn = PoolEnergyFn(_workers("rdkit"), chunk_size=40, max_in_flight=1)
+    entries = [_Entry(s, s, load_molecule(s).positions()) for s in SMILES]
+    first, second = _requests(50, seed=2), _requests(70, seed=3)
+    handle_1 = fn.submit([(entry, r.angles) for entry, r in zip(entries, first)])
+    handle_2 = fn.submit([(entry, r.angles) for entry, r in zip(entries, second)])  # before result(first)
+    got_1, got_2 = fn.result(handle_1), fn.result(handle_2)
+    for got, requests in ((got_1, first), (got_2, second)):
+        for energies, expected in zip(got, _expected(requests)):
+            np.testing.assert_allclose(energies, expected, atol=1e-6)
+    assert not fn.pool._pending and not fn.pool._queue and not fn.pool._batches
+    (again,) = fn([(entries[0], first[0].angles)])  # __call__ = result(submit(...))
+    np.testing.assert_allclose(again, got_1[0], atol=1e-12)

@@ -24,7 +24,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_smoke_sweep_through_ray_job_submit(tmp_path):
+@pytest.mark.parametrize("sweep, experiment", [("sweeps/torsional.yaml", "torsional"),
+                                               ("sweeps/samplers.yaml", "samplers-25gmm")])
+def test_smoke_sweep_through_ray_job_submit(tmp_path, sweep, experiment):
     bin_dir = Path(sys.executable).parent
     ray_tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_TMPDIR": ray_tmp}
@@ -39,7 +41,7 @@ def test_smoke_sweep_through_ray_job_submit(tmp_path):
         address = f"http://127.0.0.1:{dashboard_port}"
         db = tmp_path / "m.db"
         command = [str(bin_dir / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
-                   "python", "-m", "orchestrator", "run", "sweeps/samplers.yaml", "--smoke",
+                   "python", "-m", "orchestrator", "run", sweep, "--smoke",
                    "--tracking-uri", f"sqlite:///{db}"]
         deadline = time.monotonic() + 120
         while True:  # the job server needs a few seconds after the head starts
@@ -53,7 +55,7 @@ def test_smoke_sweep_through_ray_job_submit(tmp_path):
         assert result.returncode == 0, (result.stdout[-3000:] + result.stderr[-3000:]
                                         + (tmp_path / "head.log").read_text()[-2000:])
         client = MlflowClient(f"sqlite:///{db}")
-        runs = client.search_runs([client.get_experiment_by_name("samplers-25gmm").experiment_id])
+        runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
         children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
         assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
     finally:

@@ -139,6 +139,35 @@ def test_openmm_matches_rdkit_on_varied_molecules(variant):
         np.testing.assert_allclose(e_openmm[keep], e_rdkit[keep], atol=1e-3, rtol=0, err_msg=smiles)
 
 
+@pytest.mark.parametrize("variant", ["MMFF94s", "MMFF94"])
+def test_torsion_energies_of_both_backends_match_rdkit_on_varied_molecules(variant):
+    """torsion_energies(phi): OpenMM's torsional subsystem plus its constant equals RDKit's whole force field."""
+    rng = np.random.default_rng(1)
+    for smiles in TRAIN + VALIDATION + VARIED:
+        m = load_molecule(smiles, variant=variant)
+        x_local = set_torsions(m.positions(), m, rng.uniform(-np.pi, np.pi, (1, m.num_torsions)))[0]
+        angles = rng.uniform(-np.pi, np.pi, (8, m.num_torsions))
+        e_rdkit = RDKitEnergy(m, x_local, variant).energies(set_torsions(x_local, m, angles))
+        np.testing.assert_allclose(RDKitEnergy(m, x_local, variant).torsion_energies(angles), e_rdkit, atol=1e-9)
+        keep = e_rdkit < 1e4
+        e_openmm = OpenMMEnergy(m, x_local, variant).torsion_energies(angles)
+        np.testing.assert_allclose(e_openmm[keep], e_rdkit[keep], atol=1e-3, rtol=0, err_msg=smiles)
+
+
+def test_torsional_subsystem_drops_only_terms_that_torsions_keep(molecules):
+    from workloads.torsional.mmff_openmm import mmff_system
+
+    m = molecules["COc1ccccc1"]  # two rotors: CH3-O and O-ring; three rigid parts
+    full, torsional = mmff_system(m.mol), mmff_system(m.mol, rotatable_bonds=m.torsions[:, 1:3])
+    def num_terms(system):
+        return {f.getName().split()[1]: next(getattr(f, n)() for n in ("getNumBonds", "getNumAngles", "getNumTorsions")
+                                             if hasattr(f, n)) for f in system.getForces()}
+
+    every, kept = num_terms(full), num_terms(torsional)
+    assert list(kept) == ["torsion", "vdw", "ele"]  # bond, angle, stretch-bend, out-of-plane: unchanged by torsions
+    assert 0 < kept["torsion"] < every["torsion"] and 0 < kept["vdw"] < every["vdw"]
+
+
 def test_openmm_cpu_platform_and_other_local_structure(molecules):
     m = molecules[TRAIN[0]]
     x = set_torsions(m.positions(), m, np.random.default_rng(2).uniform(-np.pi, np.pi, (4, 2)))

@@ -63,9 +63,19 @@ def test_log_reward_is_minus_e_over_kt_applied_once(config, entries):
     e_hand = ff.energies(set_torsions(entry.positions, entry.molecule, x))[0]
     e_local = ff.energies(entry.positions)[0]
     assert energies[b].item() == pytest.approx(e_hand, abs=1e-6)
-    log_r, clamped = learner.log_reward(batch.entry_index, energies)
+    log_r, clamped, floored = learner.log_reward(batch.entry_index, energies)
     assert not clamped.any()
-    assert log_r[b].item() == pytest.approx(-(e_hand - e_local) / kT, rel=1e-9)  # once, not -E/kT^2
+    e_rel = e_hand - e_local
+    expected_log_r = -min(e_rel, config.reward_floor_kcal_mol) / kT  # once, not -E/kT^2
+    assert log_r[b].item() == pytest.approx(expected_log_r, rel=1e-9)
+    assert bool(floored[b]) == (e_rel > config.reward_floor_kcal_mol)
+    # above the floor (a near-clash) and above the clamp (overlap, or NaN): both flagged, log R' = -floor / kT
+    e_local_b = learner.structure_energy[batch.entry_index[:3]]
+    bad = torch.stack([e_local_b[0] + 2 * config.reward_floor_kcal_mol, e_local_b[1] + 1e9,
+                       torch.tensor(float("nan"), dtype=torch.float64)])
+    log_r_bad, clamped_bad, floored_bad = learner.log_reward(batch.entry_index[:3], bad)
+    assert floored_bad.all() and clamped_bad.tolist() == [False, True, True]
+    assert torch.allclose(log_r_bad, torch.full((3,), -config.reward_floor_kcal_mol / kT, dtype=torch.float64))
     # the TB loss of loss_and_step is tb_loss on these log rewards and the learned (shifted) log Z
     graph = learner._graph(batch.entry_index)
     log_pf = forward_log_prob(learner.policy.drift_fn(graph, config.num_steps), batch.angles, batch.torsion_index,

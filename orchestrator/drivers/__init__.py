@@ -5,6 +5,7 @@ report, checkpoint, recovery from a dead actor)."""
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import ray
 
 from orchestrator.placement import wait_until_alive
@@ -42,3 +43,9 @@ class ActorDriver:
 def png_writers(figures_png: dict[str, bytes]) -> dict[str, Callable[[Path], None]]:
     """Artifact writers for figures rendered (as PNG bytes) by a learner actor."""
     return {name: (lambda path, png=png: path.write_bytes(png)) for name, png in figures_png.items()}
+
+
+def mean_metrics(dicts: list[dict[str, float]]) -> dict[str, float]:
+    """Per key, the mean over the chunks of training between two reports that logged it."""
+    keys = {k for d in dicts for k in d}
+    return {k: float(np.mean([d[k] for d in dicts if k in d])) for k in sorted(keys)}

@@ -19,7 +19,7 @@ import ray
 from actors.channel import BoundedInFlight
 from actors.learner import Learner
 from actors.replay_buffer import ReplayBufferRole
-from orchestrator.drivers import ActorDriver, png_writers
+from orchestrator.drivers import ActorDriver, mean_metrics, png_writers
 from orchestrator.placement import TrialContext
 
 MAX_IN_FLIGHT = 2
@@ -56,7 +56,7 @@ class SamplerDriver(ActorDriver):
                 # trains sub-chunk k+1 while the search runs; its results serve sub-chunk k+2 on.
                 replay = self._replay_batch(sizes[k + 1]) if k + 1 < len(sizes) else None
                 search_refs.append(self.buffer.local_search.remote())
-        metrics = _mean_dicts(ray.get(metric_refs) + [m for m in ray.get(search_refs) if m])
+        metrics = mean_metrics(ray.get(metric_refs) + [m for m in ray.get(search_refs) if m])
         self.to_buffer.drain()
         evaluation = ray.get(self.learner.evaluate.remote())
         self.step = ray.get(self.learner.step.remote())
@@ -88,11 +88,6 @@ class SamplerDriver(ActorDriver):
 
     def actors(self) -> list[Any]:
         return [self.learner, self.buffer]
-
-
-def _mean_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:
-    keys = {k for d in dicts for k in d}
-    return {k: float(np.mean([d[k] for d in dicts if k in d])) for k in sorted(keys)}
 
 
 def _write_samples(path: Path, samples: np.ndarray) -> None:

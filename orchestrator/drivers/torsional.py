@@ -3,20 +3,35 @@
 The learner (GPU when its bundle has one) samples a batch mixing molecules and local structures;
 its energy function sends the batch's conformers to the `energy` actors (RDKit or OpenMM), split
 across them and gathered in order (`actors/energy.py`); then it takes the TB / VarGrad step.
+
+With replay on, training runs in draws of `replay.draw_every` iterations: each draw's replayed terminal states
+come from the `replay_buffer` actor (StructureReplayBuffer, per-structure capacity), and each draw's forward
+terminal states go back to it through a bounded channel (at most MAX_IN_FLIGHT batches in the object store).
+
+Each evaluation's artifacts (workloads/torsional/export.py): samples.parquet, structures.sdf,
+torsions.json, model.pt and one density figure per molecule. The final evaluation draws at least
+FINAL_EVAL_SAMPLES per (molecule, local structure), smoke runs included (a few seconds there).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
+from actors.channel import BoundedInFlight
 from actors.energy import EnergyWorker, PoolEnergyFn
 from actors.learner import Learner
-from orchestrator.drivers import ActorDriver, png_writers
+from orchestrator.drivers import ActorDriver, mean_metrics, png_writers
 from orchestrator.placement import TrialContext
+from workloads.torsional.export import save_model, write_samples_parquet, write_structures_sdf, write_torsions_json
+from workloads.torsional.replay import StructureReplayBuffer, replay_rows
+
+MAX_IN_FLIGHT = 2
+
+FINAL_EVAL_SAMPLES = 2_000
+"""Histogram metrics of the last evaluation (and whoever rechecks its samples.parquet) need this many samples per
+structure not to be dominated by sampling noise; earlier evaluations use config.eval_samples."""
 
 
 class TorsionalDriver(ActorDriver):
@@ -34,33 +49,55 @@ class TorsionalDriver(ActorDriver):
         self.learner = ray.remote(Learner).options(**ctx.actor_options("learner")).remote(
             self.learner_class, self.config, ctx.seed, ctx.cpus("learner"),
             {"energy_fn": PoolEnergyFn(self.energy_workers)})
+        self.buffer = ray.remote(StructureReplayBuffer).options(**ctx.actor_options("replay_buffer")).remote(
+            self.config.replay.capacity_per_structure, ctx.seed + 1)
+        self.to_buffer = BoundedInFlight(MAX_IN_FLIGHT)
         self.step = 0
         self.device = ray.get(self.learner.ping.remote())
+        self.entries = ray.get(self.learner.attribute.remote("entries"))  # fixed for the whole trial
 
     def advance(self) -> tuple[dict[str, float], dict[str, Callable[[Path], None]]]:
+        replay = self.config.replay
         num_iters = min(self.config.eval_every, self.config.total_iters - self.step)
-        metrics_ref, _ = self.learner.train.options(num_returns=2).remote(num_iters, None)
-        metrics = dict(ray.get(metrics_ref))
-        evaluation = ray.get(self.learner.evaluate.remote())
+        draw = replay.draw_every if replay.enabled else num_iters
+        metric_refs = []
+        for start in range(0, num_iters, draw):
+            n = min(draw, num_iters - start)
+            # Ordered actor calls: this draw sees every batch added before it; the learner waits only for it.
+            replayed = self.buffer.sample.remote(replay_rows(self.config, n)) if replay.enabled else None
+            metrics_ref, terminals_ref = self.learner.train.options(num_returns=2).remote(n, replayed)
+            metric_refs.append(metrics_ref)
+            self.to_buffer.submit(lambda: self.buffer.add.remote(terminals_ref))
+        metrics = mean_metrics(ray.get(metric_refs))
+        self.to_buffer.drain()
+        metrics["train/buffer_size"] = float(ray.get(self.buffer.ping.remote()))
+        metrics["train/backpressure_s"] = self.to_buffer.blocked_s
         self.step = ray.get(self.learner.step.remote())
+        final = self.step >= self.config.total_iters
+        num_samples = max(self.config.eval_samples, FINAL_EVAL_SAMPLES) if final else self.config.eval_samples
+        evaluation = ray.get(self.learner.evaluate.remote(num_samples))
+        learner_state = ray.get(self.learner.get_state.remote())
         metrics.update(evaluation["metrics"])
         rows = evaluation["samples"]
-        artifacts = {"samples.parquet": lambda path: _write_samples(path, rows),
+        artifacts = {"samples.parquet": lambda path: write_samples_parquet(path, rows),
+                     "structures.sdf": lambda path: write_structures_sdf(path, self.entries),
+                     "torsions.json": lambda path: write_torsions_json(path, self.entries),
+                     "model.pt": lambda path: save_model(path, learner_state),
                      **png_writers(evaluation["figures_png"])}
         return metrics, artifacts
 
     def state(self) -> dict[str, Any]:
-        return {"learner": ray.get(self.learner.get_state.remote())}
+        return {"learner": ray.get(self.learner.get_state.remote()),
+                "replay_buffer": ray.get(self.buffer.state_dict.remote())}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.step = ray.get(self.learner.set_state.remote(state["learner"]))
+        ray.get(self.buffer.load_state_dict.remote(state["replay_buffer"]))
+
+    def recover(self, state: dict[str, Any] | None) -> None:
+        self.to_buffer.discard()  # calls to a dead actor never finish
+        super().recover(state)
 
     def actors(self) -> list[Any]:
-        return [self.learner, *self.energy_workers]
+        return [self.learner, self.buffer, *self.energy_workers]
 
-
-def _write_samples(path: Path, rows: list) -> None:
-    """samples.parquet: smiles, local_structure, torsions (radians), energy_kcal_mol, log_pf."""
-    columns = {name: [getattr(row, name) for row in rows]
-               for name in ("smiles", "local_structure", "torsions", "energy_kcal_mol", "log_pf")}
-    pq.write_table(pa.table(columns), path)

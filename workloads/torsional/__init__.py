@@ -16,4 +16,5 @@ Learning layer (plain PyTorch):
     config.py         TorsionalConfig (defaults in one place)
     data.py           the dataset: MD local structures of training and validation molecules, by split
     learner.py        TorsionalLearner: sample, energies, TB / VarGrad step, evaluation against the grid
+    export.py         evaluation files (structures.sdf, torsions.json, samples.parquet, model.pt) and back
 """

@@ -35,6 +35,8 @@ class TorsionalReplayConfig(StrictConfig):
     """Terminal states kept per (molecule, local structure) by the replay buffer."""
     share: float = Field(0.25, ge=0, lt=1)
     """Fraction of each training batch's trajectories drawn backward from replayed terminal states."""
+    draw_every: int = Field(50, gt=0)
+    """Iterations trained on one draw from the buffer (one round trip to the replay-buffer actor)."""
 
 
 class TorsionalConfig(StrictConfig):
@@ -50,6 +52,8 @@ class TorsionalConfig(StrictConfig):
     """Backend of the energy pool (the in-process learner path always uses RDKit)."""
     energy_clamp_kcal_mol: float = Field(100.0, gt=0)
     """E - E_L (E_L: the local structure's own energy) is clamped to at most this; non-finite -> this."""
+    reward_floor_kcal_mol: float = Field(10.0, gt=0)
+    """Training's log R' = -min(E - E_L, this) / kT: bounded residuals (learner.py docstring)."""
     num_train_structures: int = Field(4, gt=0)
     """MD frames per training molecule used for training (split train)."""
     num_heldout_structures: int = Field(2, gt=0)
@@ -63,7 +67,10 @@ class TorsionalConfig(StrictConfig):
     """S: steps of a trajectory on the torus."""
     hidden_dim: int = Field(64, gt=0)
     encoder_layers: int = Field(3, gt=0)
-    step_layers: int = Field(2, gt=0)
+    step_layers: int = Field(2, ge=0)
+    """Atom-level message-passing layers run at every step (policy.py); 0: torsion-level coupling only."""
+    torsion_layers: int = Field(0, ge=0)
+    """Torsion-level layers coupling the torsions of a molecule at every step (about 10x cheaper)."""
     log_z_hidden_dim: int = Field(32, gt=0)
     loss: Literal["tb", "vargrad"] = "tb"
     """tb: learned conditional log Z_phi(G, L); vargrad: log Z = detached mean per local structure."""

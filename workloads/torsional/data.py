@@ -21,6 +21,10 @@ from workloads.torsional.molecule import Molecule, MoleculeError, load_molecule
 
 Split = Literal["train", "unseen_structures", "unseen_molecules"]
 SPLITS: tuple[Split, ...] = ("train", "unseen_structures", "unseen_molecules")
+POSITION_DECIMALS = 6
+"""Local structures are rounded to 1e-6 A, the precision of an SDF V3000 file (export.py): the structure written to
+structures.sdf is then exactly the one trained and evaluated on (MD frames are not minima: 1e-4 A, V2000's precision,
+moves their energies by ~1e-2 kcal/mol, more in clashes)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,11 +33,13 @@ class StructureEntry:
 
     smiles: str
     structure_id: str
-    """'<smiles>/md<f>': frame f of the molecule's MD trajectory (heldout frames continue the numbering)."""
+    """'<smiles>/md<f>': frame f of the molecule's MD trajectory (heldout frames continue the numbering);
+    '<smiles>/etkdg': the relaxed embedding (zero_shot_entry)."""
     split: Split
     molecule: Molecule
     positions: np.ndarray
-    """[N, 3] float64 Angstrom, the MD frame (its bond lengths and angles are the local structure)."""
+    """[N, 3] float64 Angstrom rounded to POSITION_DECIMALS, the MD frame (its bond lengths and angles are the local
+    structure)."""
     graph: MolecularGraph
 
     @property
@@ -41,9 +47,11 @@ class StructureEntry:
         return self.molecule.num_torsions
 
 
-def _entry(molecule: Molecule, frame: np.ndarray, index: int, split: Split) -> StructureEntry:
-    return StructureEntry(molecule.smiles, f"{molecule.smiles}/md{index}", split, molecule, frame,
-                          graph_from_molecule(molecule.mol, frame, molecule.torsions))
+def _entry(molecule: Molecule, positions: np.ndarray, name: str, split: Split) -> StructureEntry:
+    """name: 'md<f>' (frame f of the molecule's MD) or 'etkdg' (its relaxed embedding)."""
+    positions = np.round(positions, POSITION_DECIMALS)
+    return StructureEntry(molecule.smiles, f"{molecule.smiles}/{name}", split, molecule, positions,
+                          graph_from_molecule(molecule.mol, positions, molecule.torsions))
 
 
 def load_molecules(smiles: list[str], variant: str) -> list[Molecule]:
@@ -72,9 +80,23 @@ def build_dataset(config: TorsionalConfig, md_settings: MDSettings = MDSettings(
     for m in train_molecules:
         tr, ho = train_and_heldout_frames(m, c.num_train_structures, c.num_heldout_structures, c.md_seed, c.variant,
                                           c.cache_dir, settings)
-        train += [_entry(m, f, i, "train") for i, f in enumerate(tr)]
-        heldout += [_entry(m, f, len(tr) + i, "unseen_structures") for i, f in enumerate(ho)]
+        train += [_entry(m, f, f"md{i}", "train") for i, f in enumerate(tr)]
+        heldout += [_entry(m, f, f"md{len(tr) + i}", "unseen_structures") for i, f in enumerate(ho)]
     for m in val_molecules:
         frames = md_frames(m, c.num_val_structures, c.md_seed, c.variant, c.cache_dir, settings)
-        val += [_entry(m, f, i, "unseen_molecules") for i, f in enumerate(frames)]
+        val += [_entry(m, f, f"md{i}", "unseen_molecules") for i, f in enumerate(frames)]
     return train + heldout + val
+
+
+def zero_shot_entry(smiles: str, structure: Literal["etkdg", "md"], config: TorsionalConfig,
+                    md_settings: MDSettings = MDSettings()) -> StructureEntry:
+    """One (molecule, local structure) of any SMILES, to sample a trained policy zero-shot (split unseen_molecules):
+        etkdg: the molecule's ETKDG embedding relaxed with MMFF                 ('<smiles>/etkdg')
+        md:    frame 0 of its own MD, made (and cached) as a validation molecule's  ('<smiles>/md0')
+    Raises MoleculeError naming the SMILES when it cannot be used."""
+    molecule = load_molecule(smiles, variant=config.variant)
+    if structure == "etkdg":
+        return _entry(molecule, molecule.positions(), "etkdg", "unseen_molecules")
+    settings = replace(md_settings, temperature_k=config.temperature_k)
+    frames = md_frames(molecule, config.num_val_structures, config.md_seed, config.variant, config.cache_dir, settings)
+    return _entry(molecule, frames[0], "md0", "unseen_molecules")

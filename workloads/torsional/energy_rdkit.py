@@ -13,6 +13,7 @@ import numpy as np
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
+from .conformer import set_torsions
 from .molecule import Molecule
 
 
@@ -37,8 +38,8 @@ class RDKitEnergy:
     def __init__(self, molecule: Molecule, positions_local: np.ndarray | None = None, variant: str = "MMFF94s"):
         self.molecule = molecule
         self.variant = variant
-        positions_local = molecule.positions() if positions_local is None else positions_local
-        self.mol = molecule_with_positions(molecule, positions_local)  # the force field points into it
+        self.positions_local = molecule.positions() if positions_local is None else np.asarray(positions_local)
+        self.mol = molecule_with_positions(molecule, self.positions_local)  # the force field points into it
         self.ff = mmff_force_field(self.mol, variant)
 
     def energies(self, positions: np.ndarray) -> np.ndarray:
@@ -48,6 +49,10 @@ class RDKitEnergy:
             positions = positions[None]
         flat = positions.reshape(len(positions), -1)  # [B, 3N]
         return np.array([self.ff.CalcEnergy(x.tolist()) for x in flat], dtype=np.float64)
+
+    def torsion_energies(self, angles: np.ndarray) -> np.ndarray:
+        """[B, K] radians -> [B] float64 kcal/mol of the conformers set_torsions(x_L, angles)."""
+        return self.energies(set_torsions(self.positions_local, self.molecule, angles))
 
 
 def reference_energy(molecule: Molecule, positions: np.ndarray, variant: str = "MMFF94s") -> np.ndarray:

@@ -17,6 +17,10 @@ from every energy of that structure: the target density is unchanged (a constant
 instead of E_L / kT (which reaches hundreds between molecules), so one small network fits every structure:
     log Z = log Z' - E_L / kT        (what `evaluate` reports and compares with the grid's log Z)
 Energies with E - E_L above `energy_clamp_kcal_mol` (overlapping atoms) or non-finite are set to E_L + clamp.
+Reward floor. Training uses log R' = -min(E - E_L, reward_floor_kcal_mol) / kT: near-clashes (tens of kcal/mol)
+otherwise give residuals of 100+ nats that dominate the squared loss and its gradient (measured: loss ~250 ->
+~20 with a floor of 10 kcal/mol). The target changes only where its density is below exp(-floor / kT) = e^-17
+(298 K) times that at E_L, which no histogram, log Z or energy metric can see; evaluation uses the true energies.
 
 The learner splits an iteration into `sample_batch()` (no gradient) -> energies -> `loss_and_step(batch,
 energies)` so that the energy pool can evaluate batch k while batch k+1 is sampled; `train(n)` is that loop
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -51,8 +55,17 @@ from workloads.torsional.torus import (
     sample_forward_angles, sample_trajectories,
 )
 
-EnergyFn = Callable[[list[tuple[StructureEntry, np.ndarray]]], list[np.ndarray]]
-"""[(entry, angles [n, K] radians), ...] -> [energies [n] kcal/mol, ...] in the same order."""
+EnergyRequests = list[tuple[StructureEntry, np.ndarray]]
+"""[(entry, angles [n, K] radians), ...]; answered by [energies [n] kcal/mol, ...] in the same order."""
+
+
+class EnergyFn(Protocol):
+    """fn(requests) answers at once; submit(requests) -> handle, then result(handle), lets the caller work
+    (sample the next batch) while the energies are computed elsewhere (the Ray energy pool)."""
+
+    def __call__(self, requests: EnergyRequests) -> list[np.ndarray]: ...
+    def submit(self, requests: EnergyRequests) -> Any: ...
+    def result(self, handle: Any) -> list[np.ndarray]: ...
 EVAL_METRICS = ("jsd", "kl_model_to_true", "kl_true_to_model", "log_z_error", "log_z_error_is", "ess_fraction",
                 "energy_w1")
 
@@ -73,8 +86,14 @@ class RDKitEnergies:
         """angles [n, K] -> [n] kcal/mol."""
         return self.force_field(entry).energies(set_torsions(entry.positions, entry.molecule, angles))
 
-    def __call__(self, requests: list[tuple[StructureEntry, np.ndarray]]) -> list[np.ndarray]:
+    def __call__(self, requests: EnergyRequests) -> list[np.ndarray]:
         return [self.energies(entry, angles) for entry, angles in requests]
+
+    def submit(self, requests: EnergyRequests) -> EnergyRequests:
+        return requests  # in process there is nothing to overlap with: computed in result()
+
+    def result(self, handle: EnergyRequests) -> list[np.ndarray]:
+        return self(handle)
 
 
 @dataclass
@@ -100,8 +119,7 @@ class TorsionalBatch:
         K = int(starts[rows[0] + 1] - starts[rows[0]])
         return self.angles[starts[rows][:, None] + torch.arange(K), -1]  # [n, K]
 
-    def energy_requests(self, entries: list[StructureEntry]) -> tuple[list[tuple[StructureEntry, np.ndarray]],
-                                                                      list[Tensor]]:
+    def energy_requests(self, entries: list[StructureEntry]) -> tuple[EnergyRequests, list[Tensor]]:
         """Forward rows grouped by structure: ([(entry, angles [n, K])], [rows [n]]), for an EnergyFn."""
         requests, groups = [], []
         forward = torch.isnan(self.replay_energy)
@@ -163,7 +181,7 @@ class TorsionalLearner:
             [float(self.rdkit.force_field(e).energies(e.positions)[0]) for e in self.entries], dtype=torch.float64)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
             torch.manual_seed(seed)
-            self.policy = TorsionPolicy(c.hidden_dim, c.encoder_layers, c.step_layers).to(self.device)
+            self.policy = TorsionPolicy(c.hidden_dim, c.encoder_layers, c.step_layers, c.torsion_layers).to(self.device)
             self.log_z_net = ConditionalLogZ(c.log_z_hidden_dim).to(self.device)
         self.optimizer = torch.optim.Adam([
             {"params": list(self.policy.parameters()), "lr": c.lr},
@@ -177,12 +195,14 @@ class TorsionalLearner:
     def _graph(self, entry_index: Tensor) -> MolecularGraph:
         return collate([self.entries[i].graph for i in entry_index.tolist()]).to(self.device)
 
-    def log_reward(self, entry_index: Tensor, energies: Tensor) -> tuple[Tensor, Tensor]:
-        """Shifted log R' = -(E - E_L) / kT [B] float64 after the clamp, and the clamp flags [B] bool."""
+    def log_reward(self, entry_index: Tensor, energies: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Training's shifted log R' = -min(E - E_L, reward_floor) / kT [B] float64, and two flags [B] bool:
+        clamped (non-finite or above energy_clamp: overlapping atoms) and floored (above reward_floor)."""
         e_rel = energies.double() - self.structure_energy[entry_index]  # [B]
         clamped = ~torch.isfinite(e_rel) | (e_rel > self.config.energy_clamp_kcal_mol)
-        e_rel = torch.where(clamped, torch.full_like(e_rel, self.config.energy_clamp_kcal_mol), e_rel)
-        return log_reward(e_rel, self.config.temperature_k), clamped
+        floored = clamped | (e_rel > self.config.reward_floor_kcal_mol)
+        e_rel = torch.where(floored, torch.full_like(e_rel, self.config.reward_floor_kcal_mol), e_rel)
+        return log_reward(e_rel, self.config.temperature_k), clamped, floored
 
     def log_z(self, entry_index: Tensor) -> Tensor:
         """Unshifted learned log Z = log Z'_phi - E_L / kT per given structure [U] float64 (no gradient)."""
@@ -222,18 +242,24 @@ class TorsionalLearner:
             entry_index = torch.cat([entry_index, r_entry])
         return TorsionalBatch(entry_index, angles, torsion_index, replay_energy)
 
-    def batch_energies(self, batch: TorsionalBatch) -> Tensor:
-        """[B] float64 kcal/mol: energy_fn for forward rows, the stored energies for replayed ones."""
+    def submit_energies(self, batch: TorsionalBatch) -> tuple[Any, list[Tensor]]:
+        """Send the forward rows' terminal conformers to energy_fn; returns (handle, row groups)."""
         requests, groups = batch.energy_requests(self.entries)
+        return self.energy_fn.submit(requests), groups
+
+    def batch_energies(self, batch: TorsionalBatch, pending: tuple[Any, list[Tensor]] | None = None) -> Tensor:
+        """[B] float64 kcal/mol: energy_fn for forward rows (`pending` = submit_energies(batch) if already
+        sent), the stored energies for replayed ones."""
+        handle, groups = pending if pending is not None else self.submit_energies(batch)
         energies = batch.replay_energy.clone()
-        for rows, e in zip(groups, self.energy_fn(requests)):
+        for rows, e in zip(groups, self.energy_fn.result(handle)):
             energies[rows] = torch.as_tensor(np.asarray(e, dtype=np.float64))
         return energies
 
     def loss_and_step(self, batch: TorsionalBatch, energies: Tensor) -> dict[str, float]:
         c = self.config
         B = len(batch)
-        log_r, clamped = self.log_reward(batch.entry_index, torch.as_tensor(energies))
+        log_r, clamped, floored = self.log_reward(batch.entry_index, torch.as_tensor(energies))
         log_r = log_r.float().to(self.device)  # [B]
         graph = self._graph(batch.entry_index)
         angles, tidx = batch.angles.to(self.device), batch.torsion_index.to(self.device)
@@ -264,6 +290,7 @@ class TorsionalLearner:
             "train/mean_log_reward_shifted": log_r.mean().item(),
             "train/grad_norm": grad_norm.item(),
             "train/clamped_fraction": clamped.double().mean().item(),
+            "train/floored_fraction": floored.double().mean().item(),
             "train/replay_fraction": (~torch.isnan(batch.replay_energy)).double().mean().item(),
             "train/num_molecules": float(len({self.entries[i].smiles for i in structures.tolist()})),
         }
@@ -271,15 +298,25 @@ class TorsionalLearner:
     def train(self, num_iters: int, replay: TorsionalTerminals | None = None
               ) -> tuple[dict[str, float], TorsionalTerminals]:
         """num_iters of sample_batch -> energies (energy_fn) -> loss_and_step; chunk-mean metrics and the
-        forward terminal states with their energies (for the replay buffer)."""
+        forward terminal states with their energies (for the replay buffer).
+
+        Pipelined: batch k+1 is sampled while the energies of batch k are computed, so batch k+1 comes from
+        the parameters before step k (one step off-policy, which TB and VarGrad allow: log PF is recomputed
+        under the current parameters in loss_and_step)."""
         logs: list[dict[str, float]] = []
-        terminals: list[tuple[Tensor, Tensor, Tensor]] = []
-        for _ in range(num_iters):
-            batch = self.sample_batch(replay)
-            energies = self.batch_energies(batch)
-            logs.append(self.loss_and_step(batch, energies))
-            forward = torch.isnan(batch.replay_energy)
-            terminals.append((batch, forward, energies))
+        terminals: list[tuple[TorsionalBatch, Tensor, Tensor]] = []
+        in_flight: tuple[TorsionalBatch, tuple[Any, list[Tensor]]] | None = None
+        for i in range(num_iters + 1):
+            sent = None
+            if i < num_iters:
+                batch = self.sample_batch(replay)
+                sent = (batch, self.submit_energies(batch))
+            if in_flight is not None:
+                done, pending = in_flight
+                energies = self.batch_energies(done, pending)
+                logs.append(self.loss_and_step(done, energies))
+                terminals.append((done, torch.isnan(done.replay_energy), energies))
+            in_flight = sent
         metrics = {k: float(np.mean([m[k] for m in logs])) for k in logs[0]} if logs else {}
         return metrics, self._terminals(terminals)
 

@@ -13,7 +13,11 @@ Drift, at step k with torsion angles x [P, M] (P rows: steps or replicas sharing
     h_i^0 = h_i^enc + gamma(k) + sum_{m, r: atom r of torsion m is i} W_r phi(x_m)   (r = a, b, c, d)
     h = MP^{L_step}(h^0) over bonds only             (neighbours' angles reach each torsion; the static
                                                       1-3 pairs are already in h^enc, and cost 2-3x the bonds)
-    f_m  = MLP_out([h_a, h_b, h_c, h_d, W_phi phi(x_m), gamma(k)])
+    u_m^0 = W_u [h_a, h_b, h_c, h_d] + W_phi phi(x_m) + gamma(k)                        one row per torsion
+    u_m <- LN(u_m + MLP([u_m, sum_{m' in G(m), m' != m} u_m']))  x L_tor    (torsions of a molecule couple)
+    f_m  = MLP_out([u_m, W_phi phi(x_m), gamma(k)])
+The atom-level step layers cost ~N/K (about 10) times the torsion-level ones, since they update every atom
+at each of the S steps; with L_step = 0 the torsions couple only through the torsion-level layers.
     mu_m = pi tanh( sigma_k f_m / pi )                                   bounded (|mu| < pi) mean shift
 gamma(k) = MLP(Fourier(k / (S-1))). MLP_out's last layer is zero-initialized: the untrained policy is the
 zero-drift noising process (terminal torsions uniform).
@@ -100,11 +104,25 @@ class StepEmbedding(nn.Module):
         return self.mlp(torch.cat([wt.sin(), wt.cos()], dim=-1))  # [P, H]
 
 
+class TorsionCoupling(nn.Module):
+    """u_m <- LN(u_m + MLP([u_m, sum_{m' in G(m), m' != m} u_m'])) for torsion states u [P, M, H]."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.update = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, u: Tensor, torsion_graph_index: Tensor, num_graphs: int) -> Tensor:
+        per_graph = u.new_zeros(u.shape[0], num_graphs, u.shape[2]).index_add_(1, torsion_graph_index, u)
+        others = per_graph.index_select(1, torsion_graph_index) - u  # [P, M, H]
+        return self.norm(u + self.update(torch.cat([u, others], dim=-1)))
+
+
 class TorsionPolicy(nn.Module):
     """Per-torsion mean shift mu_theta(x, k | G, L) of the forward wrapped-normal kernel (module docstring)."""
 
-    def __init__(self, hidden: int = 64, encoder_layers: int = 3, step_layers: int = 2, max_shift: float = math.pi,
-                 scale_by_sigma: bool = True):
+    def __init__(self, hidden: int = 64, encoder_layers: int = 3, step_layers: int = 2, torsion_layers: int = 0,
+                 max_shift: float = math.pi, scale_by_sigma: bool = True):
         super().__init__()
         self.max_shift = max_shift
         self.scale_by_sigma = scale_by_sigma
@@ -113,7 +131,9 @@ class TorsionPolicy(nn.Module):
         self.role_embed = nn.Linear(2 * NUM_HARMONICS, 4 * hidden, bias=False)  # W_a, W_b, W_c, W_d stacked
         self.torsion_embed = nn.Linear(2 * NUM_HARMONICS, hidden)
         self.layers = nn.ModuleList(MessagePassing(hidden) for _ in range(step_layers))
-        self.head = nn.Sequential(nn.Linear(6 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.torsion_in = nn.Linear(4 * hidden, hidden)
+        self.torsion_layers = nn.ModuleList(TorsionCoupling(hidden) for _ in range(torsion_layers))
+        self.head = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
         self.out = nn.Linear(hidden, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -132,7 +152,11 @@ class TorsionPolicy(nn.Module):
         for layer in self.layers:
             h = layer(h, graph.bond_index, bond_emb)  # over bonds only: the 1-3 pairs are static, in h_enc
         z = h.index_select(1, quads.reshape(-1)).reshape(P, M, 4 * H)  # [P, M, 4H]
-        z = torch.cat([z, self.torsion_embed(phi), gamma[:, None].expand(P, M, H)], dim=-1)  # [P, M, 6H]
+        torsion_phi = self.torsion_embed(phi)  # [P, M, H]
+        u = self.torsion_in(z) + torsion_phi + gamma[:, None]  # [P, M, H]
+        for layer in self.torsion_layers:
+            u = layer(u, graph.torsion_graph_index, graph.num_graphs)
+        z = torch.cat([u, torsion_phi, gamma[:, None].expand(P, M, H)], dim=-1)  # [P, M, 3H]
         f = self.out(self.head(z)).squeeze(-1)  # [P, M]
         if self.scale_by_sigma:
             f = f * sigma_schedule(num_steps).to(f)[k][:, None]  # sigma_k f

@@ -1,0 +1,66 @@
+"""`python -m orchestrator sample`: zero-shot samples of a trained Torsional-GFN for any molecule.
+
+    model.pt of the trial run's newest evaluation (MLflow)
+    -> a TorsionalLearner over one (molecule, local structure): the ETKDG + MMFF conformer, or MD frame 0
+    -> N on-policy samples x ~ PF_theta(. | G, L), with log PF of their trajectories
+    -> E(x) kcal/mol, RDKit MMFF with the trial's variant (not clamped, unlike a trial's samples.parquet)
+    -> FILE.parquet (samples.parquet's columns) or FILE.sdf (one conformer per sample)
+Runs in this process on the CPU; no Ray.
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.tracking import download_latest_eval_file
+from workloads.torsional.data import zero_shot_entry
+from workloads.torsional.export import (
+    learner_from_model, load_model, model_config, write_samples_parquet, write_samples_sdf,
+)
+from workloads.torsional.learner import SampleRow
+from workloads.torsional.molecule import MoleculeError
+
+FORMATS = (".parquet", ".sdf")
+
+
+def sample(run_id: str, smiles: str, structure: str, num_samples: int, out: Path, tracking_uri: str,
+           seed: int = 0) -> str:
+    """Writes `out`; returns a one-line summary. User mistakes raise OrchestratorError."""
+    out = Path(out)
+    if out.suffix not in FORMATS:
+        raise OrchestratorError(f"sample --out {out}: expected a file name ending in {' or '.join(FORMATS)}.")
+    if num_samples < 1:
+        raise OrchestratorError(f"sample -n: expected a number of samples >= 1, found {num_samples}.")
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact, path = download_latest_eval_file(tracking_uri, run_id, "model.pt", Path(tmp))
+        model = load_model(path)
+    try:
+        config = model_config(model)
+    except ValidationError as error:
+        found = re.sub(r"\s*\n\s*", "; ", str(error))
+        raise OrchestratorError(f"{artifact} of run {run_id}: its config does not fit this version's "
+                                f"TorsionalConfig: {found}.") from error
+    try:
+        entry = zero_shot_entry(smiles, structure, config)
+    except MoleculeError as error:
+        raise OrchestratorError(f"sample --smiles: {error}") from error
+
+    learner = learner_from_model(model, [entry])
+    angles, log_pf, _ = learner.sample(0, num_samples, torch.Generator().manual_seed(seed))  # [n, K], [n]
+    energies = learner.rdkit.energies(entry, angles)  # [n] kcal/mol
+    rows = [SampleRow(entry.smiles, entry.structure_id, a, e, lp)
+            for a, e, lp in zip(angles.tolist(), energies.tolist(), log_pf.tolist())]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".sdf":
+        write_samples_sdf(out, entry, rows)
+    else:
+        write_samples_parquet(out, rows)
+    return (f"{num_samples} samples of {smiles} ({entry.structure_id}, {entry.num_torsions} torsions) from {artifact} "
+            f"of run {run_id} (step {model['step']}): energy min {np.min(energies):.2f}, median "
+            f"{np.median(energies):.2f} kcal/mol -> {out}")

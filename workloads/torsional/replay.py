@@ -1,0 +1,68 @@
+"""Per-structure replay of terminal torsions with their energies (Torsional-GFN, arXiv:2507.11759).
+
+The reference kept a buffer of 500 terminal states per (molecule, local structure) L. Here one ring buffer
+per L (the newest `capacity` states of L are kept), and a replay draw is uniform over the structures that
+have states, then uniform within the structure, so that the structures a batch sees are balanced whatever
+their sampling history:
+    s ~ U{L : |buffer_L| > 0},   x ~ U(buffer_s)
+Replayed states are trained on by backward trajectories tau ~ PB(. | x) with their stored energies (no
+energy evaluation).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from workloads.torsional.config import TorsionalConfig
+from workloads.torsional.learner import TorsionalTerminals
+
+
+class StructureReplayBuffer:
+    def __init__(self, capacity_per_structure: int, seed: int):
+        self.capacity = capacity_per_structure
+        self.rng = np.random.default_rng(seed)
+        self.angles: dict[int, np.ndarray] = {}
+        """structure (entry index) -> [n, K_max] float32 radians (NaN-padded), oldest first."""
+        self.energies: dict[int, np.ndarray] = {}
+        """structure -> [n] float64 kcal/mol."""
+
+    def __len__(self) -> int:
+        return sum(len(e) for e in self.energies.values())
+
+    def ping(self) -> int:
+        """len(self), callable on the Ray actor (which does not expose __len__)."""
+        return len(self)
+
+    def add(self, terminals: TorsionalTerminals) -> int:
+        """Append each structure's new states, dropping its oldest beyond capacity; returns the total size."""
+        for s in np.unique(terminals.entry_index).tolist():
+            rows = terminals.entry_index == s
+            angles = np.concatenate([self.angles.get(s, terminals.angles[:0]), terminals.angles[rows]])
+            energies = np.concatenate([self.energies.get(s, np.zeros(0)), terminals.energy_kcal_mol[rows]])
+            self.angles[s], self.energies[s] = angles[-self.capacity:], energies[-self.capacity:]
+        return len(self)
+
+    def sample(self, n: int) -> TorsionalTerminals | None:
+        """n states (structure uniform, then state uniform); None while the buffer is empty."""
+        structures = [s for s, e in self.energies.items() if len(e)]
+        if not structures or n <= 0:
+            return None
+        chosen = self.rng.choice(structures, size=n)  # [n]
+        index = np.array([self.rng.integers(len(self.energies[s])) for s in chosen.tolist()])  # [n]
+        angles = np.stack([self.angles[s][i] for s, i in zip(chosen.tolist(), index.tolist())])
+        energies = np.array([self.energies[s][i] for s, i in zip(chosen.tolist(), index.tolist())])
+        return TorsionalTerminals(chosen.astype(np.int64), angles.astype(np.float32), energies)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"angles": self.angles, "energies": self.energies, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.angles, self.energies = dict(state["angles"]), dict(state["energies"])
+        self.rng.bit_generator.state = state["rng"]
+
+
+def replay_rows(config: TorsionalConfig, num_iters: int) -> int:
+    """Replayed states to draw for num_iters iterations: replay.share of each batch's trajectories."""
+    structures = min(config.structures_per_batch, config.num_train_structures * len(config.train_smiles))
+    return max(1, round(config.replay.share * structures * config.trajectories_per_structure)) * num_iters
