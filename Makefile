@@ -5,7 +5,7 @@
 
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
-SWEEP ?= sweeps/samplers.yaml
+SWEEP ?= sweeps/torsional.yaml
 export MLFLOW_DISABLE_TELEMETRY := true
 
 $(VENV)/.installed: pyproject.toml

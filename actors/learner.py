@@ -69,6 +69,10 @@ class Learner:
             raise AttributeError(f"{name!r} is private to {type(self.learner).__name__}")
         return getattr(self.learner, name)
 
+    def call(self, method: str, *args: Any) -> Any:
+        """A public method of the wrapped learner that only one workload has (e.g. `md_seed_terminals`)."""
+        return self.attribute(method)(*args)
+
     def get_state(self) -> dict[str, Any]:
         return self.learner.state_dict()
 

@@ -146,3 +146,19 @@ def test_config_is_strict():
         TorsionalConfig(learning_rate=1e-3)
     with pytest.raises(pydantic.ValidationError):
         TorsionalConfig(grid_bins=30)  # 15-degree bins must divide the grid
+
+
+def test_md_seeds_are_the_training_frames_torsions_with_their_energies(config, entries):
+    learner = _learner(config, entries)
+    seeds = learner.md_seed_terminals()
+    train = [i for i, e in enumerate(entries) if e.split == "train"]
+    assert set(seeds.entry_index.tolist()) == set(train)
+    for i in train:
+        rows = seeds.entry_index == i
+        own_frames = sum(e.smiles == entries[i].smiles for e in (entries[j] for j in train))
+        assert rows.sum() == own_frames
+        # one of the seeds is the structure's own frame: its torsions give back E_L exactly
+        gap = np.abs(seeds.energy_kcal_mol[rows] - learner.structure_energy[i].item()).min()
+        assert gap < 1e-6
+        K = entries[i].num_torsions
+        assert np.isfinite(seeds.angles[rows, :K]).all() and np.isnan(seeds.angles[rows, K:]).all()

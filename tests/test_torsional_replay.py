@@ -42,3 +42,19 @@ def test_state_round_trip_gives_the_same_draws():
     copy.load_state_dict(buffer.state_dict())
     a, b = buffer.sample(30), copy.sample(30)
     assert np.array_equal(a.entry_index, b.entry_index) and np.array_equal(a.energy_kcal_mol, b.energy_kcal_mol)
+
+
+def test_seeds_are_kept_and_drawn_with_their_share():
+    buffer = StructureReplayBuffer(capacity_per_structure=3, seed=3, seed_share=0.25)
+    buffer.add_seeds(_terminals([0, 0], start=-2))  # seeds of structure 0: energies -2, -1
+    only_seeds = buffer.sample(50)
+    assert set(only_seeds.energy_kcal_mol.tolist()) == {-2.0, -1.0}  # nothing stored yet: seeds only
+    for start in range(0, 30, 3):
+        buffer.add(_terminals([0, 0, 0], start=start))  # the ring buffer turns over; seeds stay
+    batch = buffer.sample(4000)
+    seeded = np.isin(batch.energy_kcal_mol, [-2.0, -1.0])
+    assert abs(seeded.mean() - 0.25) < 0.03
+    assert set(batch.energy_kcal_mol[~seeded].tolist()) == {27.0, 28.0, 29.0}
+    restored = StructureReplayBuffer(capacity_per_structure=3, seed=0, seed_share=0.25)
+    restored.load_state_dict(buffer.state_dict())
+    assert set(restored.seeds) == {0} and restored.seeds[0][1].tolist() == [-2.0, -1.0]

@@ -50,7 +50,9 @@ class TorsionalDriver(ActorDriver):
             self.learner_class, self.config, ctx.seed, ctx.cpus("learner"),
             {"energy_fn": PoolEnergyFn(self.energy_workers)})
         self.buffer = ray.remote(StructureReplayBuffer).options(**ctx.actor_options("replay_buffer")).remote(
-            self.config.replay.capacity_per_structure, ctx.seed + 1)
+            self.config.replay.capacity_per_structure, ctx.seed + 1, self.config.replay.seed_share)
+        if self.config.replay.enabled and self.config.replay.seed_with_md:  # a restore replaces them
+            self.buffer.add_seeds.remote(self.learner.call.remote("md_seed_terminals"))
         self.to_buffer = BoundedInFlight(MAX_IN_FLIGHT)
         self.step = 0
         self.device = ray.get(self.learner.ping.remote())

@@ -35,6 +35,10 @@ class TorsionalReplayConfig(StrictConfig):
     """Terminal states kept per (molecule, local structure) by the replay buffer."""
     share: float = Field(0.25, ge=0, lt=1)
     """Fraction of each training batch's trajectories drawn backward from replayed terminal states."""
+    seed_with_md: bool = True
+    """Seed the buffer with the torsions of each training molecule's MD frames (replay.py), kept for good."""
+    seed_share: float = Field(0.5, ge=0, le=1)
+    """Probability that a replayed state of a structure with seeds is one of them."""
     draw_every: int = Field(50, gt=0)
     """Iterations trained on one draw from the buffer (one round trip to the replay-buffer actor)."""
 

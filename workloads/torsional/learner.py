@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from workloads.checkpoint import restore_training_state, training_state
 from workloads.samplers.losses import tb_loss
 from workloads.torsional.config import METRIC_BIN_DEGREES, TorsionalConfig
-from workloads.torsional.conformer import set_torsions
+from workloads.torsional.conformer import dihedral_angles, set_torsions
 from workloads.torsional.data import SPLITS, StructureEntry, build_dataset
 from workloads.torsional.energy_rdkit import RDKitEnergy
 from workloads.torsional.features import MolecularGraph, collate
@@ -333,6 +333,23 @@ class TorsionalLearner:
                 en.append(energies[rows].numpy())
         if not idx:
             return TorsionalTerminals(np.zeros(0, np.int64), np.zeros((0, k_max), np.float32), np.zeros(0))
+        return TorsionalTerminals(np.concatenate(idx), np.concatenate(ang), np.concatenate(en))
+
+    def md_seed_terminals(self) -> TorsionalTerminals:
+        """Replay seeds: for each training structure L of molecule m, the torsions of every training MD frame of m
+        (the frames are a physical sample at T) with their energies E(x | L). Never from held-out frames."""
+        k_max = max(e.num_torsions for e in self.entries)
+        idx, ang, en = [], [], []
+        for i in self.train_entries:
+            entry = self.entries[i]
+            frames = np.stack([self.entries[j].positions for j in self.train_entries
+                               if self.entries[j].smiles == entry.smiles])  # [F, N, 3]
+            angles = dihedral_angles(frames, entry.molecule.torsions)  # [F, K]
+            padded = np.full((len(angles), k_max), np.nan, dtype=np.float32)
+            padded[:, : entry.num_torsions] = angles
+            idx.append(np.full(len(angles), i, dtype=np.int64))
+            ang.append(padded)
+            en.append(self.rdkit.energies(entry, angles))
         return TorsionalTerminals(np.concatenate(idx), np.concatenate(ang), np.concatenate(en))
 
     # ---------------------------------------------------------------- evaluation

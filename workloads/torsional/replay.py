@@ -7,6 +7,11 @@ their sampling history:
     s ~ U{L : |buffer_L| > 0},   x ~ U(buffer_s)
 Replayed states are trained on by backward trajectories tau ~ PB(. | x) with their stored energies (no
 energy evaluation).
+
+Seeds: states known before training, kept for good (never evicted) and drawn with probability `seed_share`
+within their structure. The learner's seeds are the torsions of its molecule's MD frames (a physical sample at T,
+learner.md_seed_terminals): on-policy training alone can settle on a broad, safe region and never find a narrow
+joint mode (anisole: planar C-O with a staggered methyl), which backward trajectories from the seeds show it.
 """
 from __future__ import annotations
 
@@ -19,9 +24,11 @@ from workloads.torsional.learner import TorsionalTerminals
 
 
 class StructureReplayBuffer:
-    def __init__(self, capacity_per_structure: int, seed: int):
-        self.capacity = capacity_per_structure
+    def __init__(self, capacity_per_structure: int, seed: int, seed_share: float = 0.0):
+        self.capacity, self.seed_share = capacity_per_structure, seed_share
         self.rng = np.random.default_rng(seed)
+        self.seeds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        """structure -> (angles [n, K_max], energies [n]) kept for good."""
         self.angles: dict[int, np.ndarray] = {}
         """structure (entry index) -> [n, K_max] float32 radians (NaN-padded), oldest first."""
         self.energies: dict[int, np.ndarray] = {}
@@ -43,22 +50,34 @@ class StructureReplayBuffer:
             self.angles[s], self.energies[s] = angles[-self.capacity:], energies[-self.capacity:]
         return len(self)
 
+    def add_seeds(self, terminals: TorsionalTerminals) -> None:
+        for s in np.unique(terminals.entry_index).tolist():
+            rows = terminals.entry_index == s
+            self.seeds[s] = (terminals.angles[rows], terminals.energy_kcal_mol[rows])
+
     def sample(self, n: int) -> TorsionalTerminals | None:
-        """n states (structure uniform, then state uniform); None while the buffer is empty."""
-        structures = [s for s, e in self.energies.items() if len(e)]
+        """n states (structure uniform, then a seed w.p. seed_share, else a stored state, uniform); None while
+        the buffer is empty."""
+        structures = sorted({s for s, e in self.energies.items() if len(e)} | set(self.seeds))
         if not structures or n <= 0:
             return None
-        chosen = self.rng.choice(structures, size=n)  # [n]
-        index = np.array([self.rng.integers(len(self.energies[s])) for s in chosen.tolist()])  # [n]
-        angles = np.stack([self.angles[s][i] for s, i in zip(chosen.tolist(), index.tolist())])
-        energies = np.array([self.energies[s][i] for s, i in zip(chosen.tolist(), index.tolist())])
-        return TorsionalTerminals(chosen.astype(np.int64), angles.astype(np.float32), energies)
+        rows = []
+        for s in self.rng.choice(structures, size=n).tolist():
+            stored = (self.angles[s], self.energies[s]) if len(self.energies.get(s, ())) else None
+            use_seed = s in self.seeds and (stored is None or self.rng.random() < self.seed_share)
+            angles, energies = self.seeds[s] if use_seed else stored
+            i = self.rng.integers(len(energies))
+            rows.append((s, angles[i], energies[i]))
+        structure, angles, energies = zip(*rows)
+        return TorsionalTerminals(np.array(structure, dtype=np.int64), np.stack(angles).astype(np.float32),
+                                  np.array(energies, dtype=np.float64))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"angles": self.angles, "energies": self.energies, "rng": self.rng.bit_generator.state}
+        return {"angles": self.angles, "energies": self.energies, "seeds": self.seeds,
+                "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.angles, self.energies = dict(state["angles"]), dict(state["energies"])
+        self.angles, self.energies, self.seeds = dict(state["angles"]), dict(state["energies"]), dict(state["seeds"])
         self.rng.bit_generator.state = state["rng"]
 
 

@@ -20,7 +20,9 @@ from workloads.torsional.replay import StructureReplayBuffer, replay_rows
 
 def run(config: TorsionalConfig, seed: int, log=print) -> list[dict[str, float]]:
     learner = TorsionalLearner(config, seed)
-    buffer = StructureReplayBuffer(config.replay.capacity_per_structure, seed + 1)
+    buffer = StructureReplayBuffer(config.replay.capacity_per_structure, seed + 1, config.replay.seed_share)
+    if config.replay.enabled and config.replay.seed_with_md:
+        buffer.add_seeds(learner.md_seed_terminals())
     history, t0 = [], time.time()
     while learner.step < config.total_iters:
         until_eval = config.eval_every - learner.step % config.eval_every
