@@ -71,12 +71,14 @@ class TorsionalConfig(StrictConfig):
     """S: steps of a trajectory on the torus."""
     hidden_dim: int = Field(64, gt=0)
     encoder_layers: int = Field(3, gt=0)
-    step_layers: int = Field(2, ge=0)
+    step_layers: int = Field(0, ge=0)
     """Atom-level message-passing layers run at every step (policy.py); 0: torsion-level coupling only."""
-    torsion_layers: int = Field(0, ge=0)
-    """Torsion-level layers coupling the torsions of a molecule at every step (about 10x cheaper)."""
+    torsion_layers: int = Field(2, ge=0)
+    """Torsion-level layers coupling the torsions of a molecule at every step: about 6x cheaper per iteration
+    than 2 atom-level layers on the reference molecules, as accurate after equal training time (train JSD 0.25 vs
+    0.24 after ~11 min) and 5x cheaper to evaluate (measured 2026-11-29, run_local)."""
     log_z_hidden_dim: int = Field(32, gt=0)
-    loss: Literal["tb", "vargrad"] = "tb"
+    loss: Literal["tb", "vargrad"] = "vargrad"
     """tb: learned conditional log Z_phi(G, L); vargrad: log Z = detached mean per local structure."""
     trajectories_per_structure: int = Field(16, gt=1)
     structures_per_batch: int = Field(8, gt=0)
@@ -110,6 +112,6 @@ class TorsionalConfig(StrictConfig):
         return self.model_copy(update=dict(
             train_smiles=["CCC", "COC=O"], val_smiles=["COc1ccccc1"], num_train_structures=1,
             num_heldout_structures=1, num_val_structures=1, hidden_dim=16, log_z_hidden_dim=16,
-            encoder_layers=2, step_layers=1, num_steps=8, trajectories_per_structure=8, structures_per_batch=2,
+            encoder_layers=2, torsion_layers=1, num_steps=8, trajectories_per_structure=8, structures_per_batch=2,
             total_iters=4, eval_every=2, eval_samples=64, eval_chunk=64, grid_bins=24,
         ))
