@@ -46,6 +46,20 @@ def trial(ray_cluster, tmp_path_factory):
     return SimpleNamespace(uri=uri, run_id=run_id, config=spec.config, evals=evals, tmp=tmp)
 
 
+def test_smoke_trial_logs_metrics_by_split_figures_and_replay(trial):
+    run = MlflowClient(trial.uri).get_run(trial.run_id)
+    assert run.info.status == "FINISHED"
+    for split in ("train", "unseen_structures", "unseen_molecules"):
+        assert 0 <= run.data.metrics[f"eval/{split}/jsd"] <= 1
+    assert run.data.metrics["train/buffer_size"] > 0  # terminal states reached the replay-buffer actor
+    assert run.data.metrics["train/replay_fraction"] > 0  # and replayed states came back into training batches
+    final = trial.evals[max(trial.evals)]
+    assert any(f.suffix == ".png" for f in final.iterdir())
+    table = pq.read_table(final / "samples.parquet")
+    assert table.column_names == ["smiles", "local_structure", "torsions", "energy_kcal_mol", "log_pf"]
+    assert set(table.column("smiles").to_pylist()) == {*trial.config.train_smiles, *trial.config.val_smiles}
+
+
 def _read_sdf(path: Path) -> list[Chem.Mol]:
     mols = list(Chem.SDMolSupplier(str(path), removeHs=False))
     assert all(m is not None for m in mols), path
