@@ -16,5 +16,7 @@ Learning layer (plain PyTorch):
     config.py         TorsionalConfig (defaults in one place)
     data.py           the dataset: MD local structures of training and validation molecules, by split
     learner.py        TorsionalLearner: sample, energies, TB / VarGrad step, evaluation against the grid
+    replay.py         StructureReplayBuffer: per-structure terminal states, seeded with MD torsions
+    run_local.py      the training loop in one process (no Ray, no MLflow), for debugging and tuning
     export.py         evaluation files (structures.sdf, torsions.json, samples.parquet, model.pt) and back
 """
