@@ -35,7 +35,11 @@ def test_smoke_sweep_through_ray_job_submit(tmp_path, sweep, experiment):
     # other Ray instances on the machine (as `ray stop` would).
     head = subprocess.Popen(
         [str(bin_dir / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--port", str(gcs_port),
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port)],
+         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
+         # The agents' default ports collide with any other Ray on this machine (a sweep running beside the tests).
+         *(f"--{option}={_free_port()}" for option in (
+             "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+             "metrics-export-port", "ray-client-server-port"))],
         env=env, stdout=(tmp_path / "head.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         address = f"http://127.0.0.1:{dashboard_port}"
@@ -43,13 +47,14 @@ def test_smoke_sweep_through_ray_job_submit(tmp_path, sweep, experiment):
         command = [str(bin_dir / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
                    "python", "-m", "orchestrator", "run", sweep, "--smoke",
                    "--tracking-uri", f"sqlite:///{db}"]
-        deadline = time.monotonic() + 120
-        while True:  # the job server needs a few seconds after the head starts
+        deadline = time.monotonic() + 180
+        while True:  # the job server and its agent need a while after the head starts
             result = subprocess.run(command, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True,
                                     timeout=600)
             if result.returncode == 0 or time.monotonic() > deadline or "succeeded" in result.stdout:
                 break
-            if "Connection refused" not in result.stdout + result.stderr:
+            output = result.stdout + result.stderr
+            if "Connection refused" not in output and "No available agent" not in output:
                 break
             time.sleep(3)
         assert result.returncode == 0, (result.stdout[-3000:] + result.stderr[-3000:]
