@@ -3,7 +3,7 @@
     every replay.draw_every iterations: learner.train(chunk, replay); buffer.add(terminals); replay <- buffer.sample
     every eval_every iterations: learner.evaluate() -> one JSON line of metrics
 Energies come from RDKit in process. Threads: set OMP_NUM_THREADS.
-    OMP_NUM_THREADS=1 python -m workloads.torsional.run_local --set total_iters=2000 --set loss=vargrad
+    OMP_NUM_THREADS=1 python -m workloads.torsional.run_local --set total_iters=3000 --set replay.enabled=true
 """
 from __future__ import annotations
 
@@ -47,10 +47,14 @@ def main() -> None:
                         help="override a TorsionalConfig field (YAML value), e.g. --set lr=3e-4")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    overrides = {}
+    overrides: dict = {}
     for item in args.set:
         key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
+        *parents, leaf = key.split(".")  # replay.enabled=true -> {"replay": {"enabled": True}}
+        node = overrides
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
     run(TorsionalConfig(**overrides), args.seed)
 
 
