@@ -39,7 +39,7 @@ def test_state_round_trip_gives_the_same_draws():
     buffer = StructureReplayBuffer(capacity_per_structure=50, seed=2)
     buffer.add(_terminals([0, 1, 2] * 20, start=0))
     copy = StructureReplayBuffer(capacity_per_structure=50, seed=99)
-    copy.load_state_dict(buffer.state_dict())
+    copy.set_state(buffer.get_state())
     a, b = buffer.sample(30), copy.sample(30)
     assert np.array_equal(a.entry_index, b.entry_index) and np.array_equal(a.energy_kcal_mol, b.energy_kcal_mol)
 
@@ -56,5 +56,5 @@ def test_seeds_are_kept_and_drawn_with_their_share():
     assert abs(seeded.mean() - 0.25) < 0.03
     assert set(batch.energy_kcal_mol[~seeded].tolist()) == {27.0, 28.0, 29.0}
     restored = StructureReplayBuffer(capacity_per_structure=3, seed=0, seed_share=0.25)
-    restored.load_state_dict(buffer.state_dict())
+    restored.set_state(buffer.get_state())
     assert set(restored.seeds) == {0} and restored.seeds[0][1].tolist() == [-2.0, -1.0]

@@ -49,3 +49,23 @@ def mean_metrics(dicts: list[dict[str, float]]) -> dict[str, float]:
     """Per key, the mean over the chunks of training between two reports that logged it."""
     keys = {k for d in dicts for k in d}
     return {k: float(np.mean([d[k] for d in dicts if k in d])) for k in sorted(keys)}
+
+
+class LearnerBufferDriver(ActorDriver):
+    """A learner and a replay-buffer actor that receives terminal states through a bounded channel
+    (`to_buffer`): what the samplers and torsional drivers share for checkpoints and recovery."""
+
+    buffer: Any
+    to_buffer: Any  # actors.channel.BoundedInFlight
+
+    def state(self) -> dict[str, Any]:
+        return {"learner": ray.get(self.learner.get_state.remote()),
+                "replay_buffer": ray.get(self.buffer.get_state.remote())}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.step = ray.get(self.learner.set_state.remote(state["learner"]))
+        ray.get(self.buffer.set_state.remote(state["replay_buffer"]))
+
+    def recover(self, state: dict[str, Any] | None) -> None:
+        self.to_buffer.discard()  # calls to a dead actor never finish
+        super().recover(state)

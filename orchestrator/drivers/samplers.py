@@ -19,13 +19,13 @@ import ray
 from actors.channel import BoundedInFlight
 from actors.learner import Learner
 from actors.replay_buffer import ReplayBufferRole
-from orchestrator.drivers import ActorDriver, mean_metrics, png_writers
+from orchestrator.drivers import LearnerBufferDriver, mean_metrics, png_writers
 from orchestrator.placement import TrialContext
 
 MAX_IN_FLIGHT = 2
 
 
-class SamplerDriver(ActorDriver):
+class SamplerDriver(LearnerBufferDriver):
     learner_class = "workloads.samplers.learner:SamplerLearner"
 
     def __init__(self, ctx: TrialContext):
@@ -73,18 +73,6 @@ class SamplerDriver(ActorDriver):
         if not self.config.replay.enabled:
             return None
         return self.buffer.sample.remote(math.ceil(num_iters / 2) * self.config.batch_size)
-
-    def state(self) -> dict[str, Any]:
-        return {"learner": ray.get(self.learner.get_state.remote()),
-                "replay_buffer": ray.get(self.buffer.get_state.remote())}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.step = ray.get(self.learner.set_state.remote(state["learner"]))
-        ray.get(self.buffer.set_state.remote(state["replay_buffer"]))
-
-    def recover(self, state: dict[str, Any] | None) -> None:
-        self.to_buffer.discard()  # calls to the dead actor will never finish
-        super().recover(state)
 
     def actors(self) -> list[Any]:
         return [self.learner, self.buffer]

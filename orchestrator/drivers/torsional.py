@@ -22,7 +22,7 @@ import ray
 from actors.channel import BoundedInFlight
 from actors.energy import EnergyWorker, PoolEnergyFn
 from actors.learner import Learner
-from orchestrator.drivers import ActorDriver, mean_metrics, png_writers
+from orchestrator.drivers import LearnerBufferDriver, mean_metrics, png_writers
 from orchestrator.placement import TrialContext
 from workloads.torsional.export import save_model, write_samples_parquet, write_structures_sdf, write_torsions_json
 from workloads.torsional.replay import StructureReplayBuffer, replay_rows
@@ -34,7 +34,7 @@ FINAL_EVAL_SAMPLES = 2_000
 structure not to be dominated by sampling noise; earlier evaluations use config.eval_samples."""
 
 
-class TorsionalDriver(ActorDriver):
+class TorsionalDriver(LearnerBufferDriver):
     learner_class = "workloads.torsional.learner:TorsionalLearner"
 
     def __init__(self, ctx: TrialContext):
@@ -87,18 +87,6 @@ class TorsionalDriver(ActorDriver):
                      "model.pt": lambda path: save_model(path, learner_state),
                      **png_writers(evaluation["figures_png"])}
         return metrics, artifacts
-
-    def state(self) -> dict[str, Any]:
-        return {"learner": ray.get(self.learner.get_state.remote()),
-                "replay_buffer": ray.get(self.buffer.state_dict.remote())}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.step = ray.get(self.learner.set_state.remote(state["learner"]))
-        ray.get(self.buffer.load_state_dict.remote(state["replay_buffer"]))
-
-    def recover(self, state: dict[str, Any] | None) -> None:
-        self.to_buffer.discard()  # calls to a dead actor never finish
-        super().recover(state)
 
     def actors(self) -> list[Any]:
         return [self.learner, self.buffer, *self.energy_workers]

@@ -72,11 +72,11 @@ class StructureReplayBuffer:
         return TorsionalTerminals(np.array(structure, dtype=np.int64), np.stack(angles).astype(np.float32),
                                   np.array(energies, dtype=np.float64))
 
-    def state_dict(self) -> dict[str, Any]:
+    def get_state(self) -> dict[str, Any]:
         return {"angles": self.angles, "energies": self.energies, "seeds": self.seeds,
                 "rng": self.rng.bit_generator.state}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def set_state(self, state: dict[str, Any]) -> None:
         self.angles, self.energies, self.seeds = dict(state["angles"]), dict(state["energies"]), dict(state["seeds"])
         self.rng.bit_generator.state = state["rng"]
 
