@@ -13,6 +13,7 @@ from workloads.torsional.config import TorsionalConfig
 from workloads.torsional.conformer import set_torsions
 from workloads.torsional.data import SPLITS, build_dataset
 from workloads.torsional.energy_rdkit import RDKitEnergy
+from workloads.torsional.energy_torch import TorchTorsionalEnergy
 from workloads.torsional.ground_truth import grid_density
 from workloads.torsional.learner import EVAL_METRICS, TorsionalLearner
 from workloads.torsional.molecule import MoleculeError
@@ -79,8 +80,10 @@ def test_log_reward_is_minus_e_over_kt_applied_once(config, entries):
     assert torch.allclose(log_r_bad, torch.full((3,), -config.reward_floor_kcal_mol / kT, dtype=torch.float64))
     # the TB loss of loss_and_step is tb_loss on these log rewards and the learned (shifted) log Z
     graph = learner._graph(batch.entry_index)
-    log_pf = forward_log_prob(learner.policy.drift_fn(graph, config.num_steps), batch.angles, batch.torsion_index,
-                              len(batch))
+    energy = TorchTorsionalEnergy(entries, "MMFF94s")  # the policy's score: -dE/dx / kT of the exact energy
+    score_fn = lambda x: energy.gradient(batch.entry_index, graph.torsion_graph_index, x) / -kT  # noqa: E731
+    log_pf = forward_log_prob(learner.policy.drift_fn(graph, config.num_steps, score_fn), batch.angles,
+                              batch.torsion_index, len(batch))
     log_pb = backward_log_prob(batch.angles, batch.torsion_index, len(batch))
     log_z = learner.log_z_net(learner._graph(batch.entry_index))
     expected = tb_loss(log_pf, log_pb, log_r.float(), log_z).item()

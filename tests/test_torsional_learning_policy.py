@@ -126,3 +126,29 @@ def test_untrained_policy_is_the_zero_drift_process(graphs):
                                torch.Generator().manual_seed(0))
     assert torch.allclose(traj.log_pb - traj.log_pf, torch.full((3,), 2 * LOG_2PI), atol=1e-3)
     assert traj.dense().shape == (3, 21, 2)
+
+
+def test_untrained_score_drift_is_the_clipped_langevin_step(graphs):
+    """score_drift, untrained (f = 0, lambda = 1): mu = pi tanh(sigma_k^2 v0 / (v0 + c_k) clip(s, +-1 / sigma_k) / pi)
+    with c_k = sum_{j >= k} sigma_j^2, and the score enters through score_fn at the angles the drift is asked about."""
+    torch.manual_seed(0)
+    policy = TorsionPolicy(hidden=32, score_drift=True, basin_variance=0.05)
+    batch = collate([graphs[0], graphs[1]])
+    seen = []
+
+    def score_fn(x):  # a toy score with large and small entries: s = 40 sin(x) + 3
+        seen.append(x.clone())
+        return 40.0 * x.sin() + 3.0
+
+    drift = policy.drift_fn(batch, 20, score_fn)
+    x = torch.rand(20, 4) * 2 * math.pi
+    k = torch.arange(20)
+    mu = drift(x, k)
+    sigma = (math.pi * 0.01 ** (k / 19.0))[:, None]  # [S, 1]
+    c = torch.tensor([float((sigma[j:] ** 2).sum()) for j in range(20)])[:, None]
+    s = torch.clamp(40.0 * x.sin() + 3.0, min=-1 / sigma, max=1 / sigma)
+    assert torch.allclose(mu, math.pi * torch.tanh(sigma**2 * 0.05 / (0.05 + c) * s / math.pi), atol=1e-5)
+    assert len(seen) == 1 and torch.equal(seen[0], x)
+    assert (s.abs() < 1 / sigma - 1e-3).any() and (s.abs() > 1 / sigma - 1e-6).any()  # both regimes are tested
+    with pytest.raises(AssertionError, match="score_fn"):
+        policy.drift_fn(batch, 20)

@@ -15,6 +15,9 @@ load (the machine may be shared: the load average is printed), and each figure i
     CPU efficiency    the same per CPU second: conformers per CPU second of the actors and the
                       driver / the in-process worker's; unlike the wall clock it does not count
                       time the actors wait for a core that another process holds
+The torch rows time energy_torch.TorchTorsionalEnergy (the exact energy the policy's score drift
+differentiates) on the same conformers, all molecules in one batched call per 2,560 conformers (the
+learner's size at log PF), energies alone and with dE/d(torsion).
 Targets (issue 3): efficiency >= 0.85, per core >= 5x the reference's way. The last rows time the
 learner's batch shape (8 structures x 16 conformers per call, batch b + 1 sent before batch b is
 gathered) in process and on the largest pool, where each call carries only a few ms of work.
@@ -34,11 +37,14 @@ os.environ.setdefault("RAY_worker_niceness", "0")
 
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
+import torch  # noqa: E402
 
 from actors.energy import EnergyPool, EnergyRequest, EnergyWorker, Structure  # noqa: E402
-from workloads.torsional.config import REFERENCE_TRAIN_SMILES, REFERENCE_VAL_SMILES  # noqa: E402
+from workloads.torsional.config import REFERENCE_TRAIN_SMILES, REFERENCE_VAL_SMILES, TorsionalConfig  # noqa: E402
 from workloads.torsional.conformer import set_torsions  # noqa: E402
+from workloads.torsional.data import zero_shot_entry  # noqa: E402
 from workloads.torsional.energy_rdkit import reference_energy  # noqa: E402
+from workloads.torsional.energy_torch import TorchTorsionalEnergy  # noqa: E402
 from workloads.torsional.molecule import load_molecule  # noqa: E402
 
 BACKENDS = ("rdkit", "openmm")
@@ -83,6 +89,24 @@ def main() -> None:
             angles = request.angles[:args.reference_conformers]
             reference_energy(molecule, set_torsions(molecule.positions(), molecule, angles))
 
+    torch.set_num_threads(1)
+    torch_energy = TorchTorsionalEnergy([zero_shot_entry(s, "etkdg", TorsionalConfig()) for s in smiles])
+    entry_index = torch.arange(len(smiles)).repeat_interleave(args.conformers)  # [total]
+    torch_angles = torch.zeros(total, torch_energy.k_max, dtype=torch.float64)
+    for i, r in enumerate(requests):
+        torch_angles[i * args.conformers:(i + 1) * args.conformers, : r.angles.shape[1]] = torch.as_tensor(r.angles)
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(0))  # molecules mixed, as in a batch
+    entry_index, torch_angles = entry_index[order], torch_angles[order]
+
+    def torch_backend(with_gradient: bool) -> None:
+        for start in range(0, total, 2560):
+            e, a = entry_index[start:start + 2560], torch_angles[start:start + 2560]
+            if with_gradient:
+                a = a.requires_grad_()
+                torch_energy.energies(e, a).sum().backward()
+            else:
+                torch_energy.energies(e, a)
+
     def learner_in_process(worker: EnergyWorker) -> None:
         for batch in learner_batches:
             worker.evaluate([(r.key, r.angles) for r in batch])
@@ -115,6 +139,8 @@ def main() -> None:
     rounds: dict[Any, list[tuple[float, float]]] = defaultdict(list)
     for _ in range(args.repeats):
         rounds["reference"].append(timing(reference_way))
+        rounds["torch"].append(timing(lambda: torch_backend(False)))
+        rounds["torch", "gradient"].append(timing(lambda: torch_backend(True)))
         for backend in BACKENDS:
             rounds[backend].append(timing(lambda: workers[backend].evaluate(segments)))
             for k in args.workers:
@@ -133,6 +159,8 @@ def main() -> None:
     row("reference way (1 core)", reference_rate, 1, reference_rate)
     for backend in BACKENDS:
         row(f"{backend} backend (1 core)", total / best[backend][0], 1, reference_rate)
+    row("torch, batched (1 core)", total / best["torch"][0], 1, reference_rate)
+    row("torch, with dE/dtorsion (1 core)", total / best["torch", "gradient"][0], 1, reference_rate)
     for backend in BACKENDS:
         wall_1, cpu_1 = best[backend]
         for k in args.workers:

@@ -22,6 +22,12 @@ otherwise give residuals of 100+ nats that dominate the squared loss and its gra
 ~20 with a floor of 10 kcal/mol). The target changes only where its density is below exp(-floor / kT) = e^-17
 (298 K) times that at E_L, which no histogram, log Z or energy metric can see; evaluation uses the true energies.
 
+Score. With score_drift (default) the policy's drift takes the Langevin step of s(x) = -dE(x | L)/dx / kT at every
+state (policy.py); s comes from TorchTorsionalEnergy (energy_torch.py: the exact MMFF energy of every entry, in
+torch on the learner's device, ~25 us per state on one core), while the rewards of terminal states still come
+from energy_fn. Measured untrained (zero-initialized f, 1,000 samples per structure): mean JSD train / unseen
+structures / unseen molecules 0.15 / 0.14 / 0.08 with the score, 0.50 / 0.50 / 0.44 without (uniform torsions).
+
 The learner splits an iteration into `sample_batch()` (no gradient) -> energies -> `loss_and_step(batch,
 energies)` so that the energy pool can evaluate batch k while batch k+1 is sampled; `train(n)` is that loop
 in process. log PF is recomputed with gradient in `loss_and_step` under the current parameters.
@@ -45,13 +51,14 @@ from workloads.torsional.config import METRIC_BIN_DEGREES, TorsionalConfig
 from workloads.torsional.conformer import dihedral_angles, set_torsions
 from workloads.torsional.data import SPLITS, StructureEntry, build_dataset
 from workloads.torsional.energy_rdkit import RDKitEnergy
+from workloads.torsional.energy_torch import TorchTorsionalEnergy
 from workloads.torsional.features import MolecularGraph, collate
 from workloads.torsional.ground_truth import (
     GridDensity, bins_for_width, effective_sample_size, energy_w1, grid_density, histogram_metrics,
 )
 from workloads.torsional.policy import ConditionalLogZ, TorsionPolicy
 from workloads.torsional.torus import (
-    Exploration, backward_log_prob, forward_log_prob, kt_kcal_mol, log_reward, sample_backward_angles,
+    DriftFn, Exploration, backward_log_prob, forward_log_prob, kt_kcal_mol, log_reward, sample_backward_angles,
     sample_forward_angles, sample_trajectories,
 )
 
@@ -181,12 +188,15 @@ class TorsionalLearner:
             [float(self.rdkit.force_field(e).energies(e.positions)[0]) for e in self.entries], dtype=torch.float64)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
             torch.manual_seed(seed)
-            self.policy = TorsionPolicy(c.hidden_dim, c.encoder_layers, c.step_layers, c.torsion_layers).to(self.device)
+            self.policy = TorsionPolicy(c.hidden_dim, c.encoder_layers, c.step_layers, c.torsion_layers,
+                                        score_drift=c.score_drift, basin_variance=c.basin_variance_rad2).to(self.device)
             self.log_z_net = ConditionalLogZ(c.log_z_hidden_dim).to(self.device)
         self.optimizer = torch.optim.Adam([
             {"params": list(self.policy.parameters()), "lr": c.lr},
             {"params": list(self.log_z_net.parameters()), "lr": c.lr_log_z},
         ])
+        # exact, differentiable E(x | L) of every entry: the score grad_x log R of the policy's drift
+        self.torch_energy = TorchTorsionalEnergy(self.entries, c.variant, self.device) if c.score_drift else None
         self.generator = torch.Generator(device=self.device).manual_seed(seed)  # structures, noise, replay rows
         self.step = 0
         self._grids: dict[str, GridDensity] = {}
@@ -194,6 +204,15 @@ class TorsionalLearner:
     # ---------------------------------------------------------------- helpers
     def _graph(self, entry_index: Tensor) -> MolecularGraph:
         return collate([self.entries[i].graph for i in entry_index.tolist()]).to(self.device)
+
+    def _drift_fn(self, entry_index: Tensor, graph: MolecularGraph) -> DriftFn:
+        """The policy's drift for trajectories of these entries [B] (graph = self._graph(entry_index)); with
+        score_drift, its score is s(x) = -dE(x | L_b)/dx / kT (true energies: no floor, no clamp)."""
+        if self.torch_energy is None:
+            return self.policy.drift_fn(graph, self.config.num_steps)
+        energy, entries, tidx = self.torch_energy, entry_index.to(self.device), graph.torsion_graph_index
+        return self.policy.drift_fn(graph, self.config.num_steps,
+                                    lambda x: energy.gradient(entries, tidx, x) / -self.kT)
 
     def log_reward(self, entry_index: Tensor, energies: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Training's shifted log R' = -min(E - E_L, reward_floor) / kT [B] float64, and two flags [B] bool:
@@ -224,7 +243,7 @@ class TorsionalLearner:
             keep = torch.randperm(B, generator=g, device=self.device)[: B - n_replay].sort().values.cpu()  # forward
             entry_index = entry_index[keep]
         graph = self._graph(entry_index)
-        angles = sample_forward_angles(self.policy.drift_fn(graph, c.num_steps), graph.torsion_graph_index,
+        angles = sample_forward_angles(self._drift_fn(entry_index, graph), graph.torsion_graph_index,
                                        entry_index.numel(), c.num_steps, Exploration(c.noise_prob, c.noise_factor), g)
         angles, torsion_index = angles.cpu(), graph.torsion_graph_index.cpu()
         replay_energy = torch.full((entry_index.numel(),), float("nan"), dtype=torch.float64)
@@ -263,7 +282,7 @@ class TorsionalLearner:
         log_r = log_r.float().to(self.device)  # [B]
         graph = self._graph(batch.entry_index)
         angles, tidx = batch.angles.to(self.device), batch.torsion_index.to(self.device)
-        log_pf = forward_log_prob(self.policy.drift_fn(graph, c.num_steps), angles, tidx, B)  # [B]
+        log_pf = forward_log_prob(self._drift_fn(batch.entry_index, graph), angles, tidx, B)  # [B]
         log_pb = backward_log_prob(angles, tidx, B)  # [B]
         structures, inverse = torch.unique(batch.entry_index, return_inverse=True)  # [U], [B]
         inverse = inverse.to(self.device)
@@ -371,8 +390,9 @@ class TorsionalLearner:
         out = []
         for start in range(0, n, c.eval_chunk):
             m = min(c.eval_chunk, n - start)
-            graph = self._graph(torch.full((m,), entry_index, dtype=torch.long))
-            traj = sample_trajectories(self.policy.drift_fn(graph, c.num_steps), graph.torsion_graph_index, m,
+            rows = torch.full((m,), entry_index, dtype=torch.long)
+            graph = self._graph(rows)
+            traj = sample_trajectories(self._drift_fn(rows, graph), graph.torsion_graph_index, m,
                                        c.num_steps, None, generator)
             out.append((traj.terminal.reshape(m, entry.num_torsions).cpu(), traj.log_pf.cpu(), traj.log_pb.cpu()))
         angles, log_pf, log_pb = (torch.cat(t) for t in zip(*out))

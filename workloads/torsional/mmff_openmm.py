@@ -20,17 +20,19 @@ Nonbonded pairs are those 3 or more bonds apart (1-4 and beyond), within one fra
 only between atoms with non-zero partial charges.
 Each term is its own force group (FORCE_GROUPS), so each can be compared with RDKit's.
 
-Torsional subsystem (`mmff_system(..., rotatable_bonds=B)`): setting the torsions of bonds B rotates
-rigid parts of the molecule (the connected pieces left when B is cut) about those bonds, which keeps
-every bond length, bond angle and out-of-plane angle: each of those terms has its atoms bonded to one
-centre, and all of them lie in one rigid part or on the rotation axis. So only the torsion terms about
-bonds in B and the nonbonded pairs in different rigid parts change, and for conformers x made from a
-local structure x_L by setting torsions
+Torsional subsystem (`mmff_system(..., rotatable_bonds=B)`; its terms, `torsional_terms`, are also
+energy_torch.py's): setting the torsions of bonds B rotates rigid parts of the molecule (the connected
+pieces left when B is cut) about those bonds, which keeps every bond length, bond angle and
+out-of-plane angle: each of those terms has its atoms bonded to one centre, and all of them lie in one
+rigid part or on the rotation axis. So only the torsion terms about bonds in B and the nonbonded pairs
+in different rigid parts change, and for conformers x made from a local structure x_L by setting torsions
     E(x) = E_B(x) + [E(x_L) - E_B(x_L)],
 with E_B the subsystem's energy: on the reference molecules it holds 3-18 of 5-72 torsion terms and
 11-131 of 11-300 pairs, and none of the stretch-bend and out-of-plane terms that cost most to evaluate.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import openmm
@@ -128,17 +130,54 @@ def _oops(mol, props) -> openmm.CustomCompoundBondForce:
     return force
 
 
-def _torsions(mol, props, keep=lambda j, k: True) -> openmm.CustomTorsionForce:
-    force = openmm.CustomTorsionForce(
-        f"{KJ_PER_KCAL}*0.5*(V1*(1 + cos(theta)) + V2*(1 - cos(2*theta)) + V3*(1 + cos(3*theta)))"
-    )
-    for name in ("V1", "V2", "V3"):
-        force.addPerTorsionParameter(name)
+@dataclass(frozen=True, eq=False)
+class TorsionalTerms:
+    """The torsion and nonbonded terms of an MMFF energy, with RDKit's parameters (numpy, Angstrom, kcal/mol)."""
+
+    torsions: np.ndarray
+    """[T, 4] int64 atom quadruples (i, j, k, l) of the torsion terms."""
+    torsion_v: np.ndarray
+    """[T, 3] float64 (V1, V2, V3) kcal/mol."""
+    vdw_pairs: np.ndarray
+    """[P, 2] int64 atom pairs (i < j) of the van der Waals terms."""
+    vdw_r: np.ndarray
+    """[P] float64 R*_ij, Angstrom."""
+    vdw_eps: np.ndarray
+    """[P] float64 epsilon_ij, kcal/mol (both after donor-acceptor scaling)."""
+    ele_pairs: np.ndarray
+    """[P', 2] int64 atom pairs (i < j) of the electrostatic terms (non-zero charges only)."""
+    ele_qq: np.ndarray
+    """[P'] float64 332.0716 q_i q_j / D x (0.75 if 1-4), kcal/mol Angstrom."""
+    distance_dielectric: bool
+    """Denominator (r + 0.05)^2 (distance-dependent dielectric) instead of (r + 0.05)."""
+
+
+def torsional_terms(mol: Chem.Mol, variant: str = "MMFF94s", rotatable_bonds: np.ndarray | None = None,
+                    props=None) -> TorsionalTerms:
+    """The torsion and nonbonded terms of an explicit-H molecule's MMFF energy (module docstring's rules).
+
+    rotatable_bonds: [K, 2] atom pairs; when given, only the terms of the torsional subsystem: the torsion terms
+    about these bonds and the nonbonded pairs in different rigid parts. None: every torsion and nonbonded term.
+    props: RDKit's MMFFMolProperties of `mol` (made from `variant` when None).
+    """
+    if props is None:
+        props = AllChem.MMFFGetMoleculeProperties(mol, mmffVariant=variant)
+        assert props is not None, f"no MMFF parameters for {Chem.MolToSmiles(mol)}"
+    n = mol.GetNumAtoms()
+    if rotatable_bonds is None:
+        rotatable, part = None, np.arange(n)  # every atom its own part: every pair kept
+    else:
+        rotatable = {frozenset(map(int, bond)) for bond in np.asarray(rotatable_bonds).reshape(-1, 2)}
+        part = rigid_parts(mol, rotatable)
+
+    quads, vs = [], []
     ok_hybrid = (Chem.HybridizationType.SP2, Chem.HybridizationType.SP3)
     for j, k in mol.GetSubstructMatches(TORSION_BOND_SMARTS, uniquify=True, maxMatches=10**9):
         if mol.GetAtomWithIdx(j).GetHybridization() not in ok_hybrid:
             continue
-        if mol.GetAtomWithIdx(k).GetHybridization() not in ok_hybrid or not keep(j, k):
+        if mol.GetAtomWithIdx(k).GetHybridization() not in ok_hybrid:
+            continue
+        if rotatable is not None and frozenset((j, k)) not in rotatable:
             continue
         for i in (nb.GetIdx() for nb in mol.GetAtomWithIdx(j).GetNeighbors()):
             if i == k:
@@ -148,37 +187,61 @@ def _torsions(mol, props, keep=lambda j, k: True) -> openmm.CustomTorsionForce:
                     continue
                 p = props.GetMMFFTorsionParams(mol, i, j, k, l)
                 if p is not None:
-                    _, v1, v2, v3 = p
-                    force.addTorsion(i, j, k, l, [v1, v2, v3])
+                    quads.append((i, j, k, l))
+                    vs.append(p[1:4])
+
+    vdw_pairs, vdw_params, ele_pairs, ele_qq = [], [], [], []
+    dielectric = props.GetMMFFDielectricConstant()
+    topo = Chem.GetDistanceMatrix(mol)  # [N, N] shortest path in bonds
+    frag = np.zeros(n, dtype=np.int64)
+    for f, atoms in enumerate(Chem.GetMolFrags(mol)):
+        frag[list(atoms)] = f
+    q = np.array([props.GetMMFFPartialCharge(i) for i in range(n)])
+    for i in range(n):
+        for j in range(i + 1, n):
+            if frag[i] != frag[j] or topo[i, j] < 3 or part[i] == part[j]:
+                continue
+            p = props.GetMMFFVdWParams(i, j)
+            if p is not None:
+                vdw_pairs.append((i, j))
+                vdw_params.append((p[2], p[3]))  # (R_ij_star, epsilon), after donor-acceptor scaling
+            if abs(q[i]) > 1e-10 and abs(q[j]) > 1e-10:
+                scale = 0.75 if topo[i, j] == 3 else 1.0
+                ele_pairs.append((i, j))
+                ele_qq.append(332.0716 * q[i] * q[j] / dielectric * scale)
+    vdw_params = np.array(vdw_params, dtype=np.float64).reshape(-1, 2)
+    return TorsionalTerms(
+        torsions=np.array(quads, dtype=np.int64).reshape(-1, 4),
+        torsion_v=np.array(vs, dtype=np.float64).reshape(-1, 3),
+        vdw_pairs=np.array(vdw_pairs, dtype=np.int64).reshape(-1, 2), vdw_r=vdw_params[:, 0], vdw_eps=vdw_params[:, 1],
+        ele_pairs=np.array(ele_pairs, dtype=np.int64).reshape(-1, 2), ele_qq=np.array(ele_qq, dtype=np.float64),
+        distance_dielectric=props.GetMMFFDielectricModel() == 2)  # RDKit: 1 constant, 2 distance-dependent
+
+
+def _torsions(terms: TorsionalTerms) -> openmm.CustomTorsionForce:
+    force = openmm.CustomTorsionForce(
+        f"{KJ_PER_KCAL}*0.5*(V1*(1 + cos(theta)) + V2*(1 - cos(2*theta)) + V3*(1 + cos(3*theta)))"
+    )
+    for name in ("V1", "V2", "V3"):
+        force.addPerTorsionParameter(name)
+    for (i, j, k, l), v in zip(terms.torsions.tolist(), terms.torsion_v.tolist()):
+        force.addTorsion(i, j, k, l, v)
     return force
 
 
-def _nonbonded(mol, props, keep=lambda i, j: True) -> tuple[openmm.CustomBondForce, openmm.CustomBondForce]:
+def _nonbonded(terms: TorsionalTerms) -> tuple[openmm.CustomBondForce, openmm.CustomBondForce]:
     vdw = openmm.CustomBondForce(
         f"{KJ_PER_KCAL}*eps*(1.07*R/(rA + 0.07*R))^7*(1.12*R^7/(rA^7 + 0.12*R^7) - 2); rA = 10*r"
     )
     vdw.addPerBondParameter("R")
     vdw.addPerBondParameter("eps")
-    distance_dielectric = props.GetMMFFDielectricModel() == 2  # RDKit: 1 constant, 2 distance-dependent
-    denominator = "(10*r + 0.05)^2" if distance_dielectric else "(10*r + 0.05)"
+    for (i, j), r, eps in zip(terms.vdw_pairs.tolist(), terms.vdw_r.tolist(), terms.vdw_eps.tolist()):
+        vdw.addBond(i, j, [r, eps])
+    denominator = "(10*r + 0.05)^2" if terms.distance_dielectric else "(10*r + 0.05)"
     ele = openmm.CustomBondForce(f"{KJ_PER_KCAL}*qq/{denominator}")
     ele.addPerBondParameter("qq")
-    dielectric = props.GetMMFFDielectricConstant()
-    topo = Chem.GetDistanceMatrix(mol)  # [N, N] shortest path in bonds
-    frag = np.zeros(mol.GetNumAtoms(), dtype=np.int64)
-    for f, atoms in enumerate(Chem.GetMolFrags(mol)):
-        frag[list(atoms)] = f
-    q = np.array([props.GetMMFFPartialCharge(i) for i in range(mol.GetNumAtoms())])
-    for i in range(mol.GetNumAtoms()):
-        for j in range(i + 1, mol.GetNumAtoms()):
-            if frag[i] != frag[j] or topo[i, j] < 3 or not keep(i, j):
-                continue
-            p = props.GetMMFFVdWParams(i, j)
-            if p is not None:
-                vdw.addBond(i, j, [p[2], p[3]])  # (R_ij_star, epsilon), after donor-acceptor scaling
-            if abs(q[i]) > 1e-10 and abs(q[j]) > 1e-10:
-                scale = 0.75 if topo[i, j] == 3 else 1.0
-                ele.addBond(i, j, [332.0716 * q[i] * q[j] / dielectric * scale])
+    for (i, j), qq in zip(terms.ele_pairs.tolist(), terms.ele_qq.tolist()):
+        ele.addBond(i, j, [qq])
     return vdw, ele
 
 
@@ -210,16 +273,12 @@ def mmff_system(mol: Chem.Mol, variant: str = "MMFF94s", rotatable_bonds: np.nda
     system = openmm.System()
     for atom in mol.GetAtoms():
         system.addParticle(atom.GetMass())
+    terms = torsional_terms(mol, variant, rotatable_bonds, props)
+    vdw, ele = _nonbonded(terms)
+    forces = {"torsion": _torsions(terms), "vdw": vdw, "ele": ele}
     if rotatable_bonds is None:
-        vdw, ele = _nonbonded(mol, props)
         forces = {"bond": _bonds(mol, props), "angle": _angles(mol, props), "stretch_bend": _stretch_bends(mol, props),
-                  "oop": _oops(mol, props), "torsion": _torsions(mol, props), "vdw": vdw, "ele": ele}
-    else:
-        rotatable = {frozenset(map(int, bond)) for bond in np.asarray(rotatable_bonds).reshape(-1, 2)}
-        part = rigid_parts(mol, rotatable)
-        vdw, ele = _nonbonded(mol, props, keep=lambda i, j: part[i] != part[j])
-        forces = {"torsion": _torsions(mol, props, keep=lambda j, k: frozenset((j, k)) in rotatable),
-                  "vdw": vdw, "ele": ele}
+                  "oop": _oops(mol, props), **forces}
     for name, force in forces.items():
         force.setName(f"MMFF {name}")
         force.setForceGroup(FORCE_GROUPS[name])

@@ -19,6 +19,16 @@ Drift, at step k with torsion angles x [P, M] (P rows: steps or replicas sharing
 The atom-level step layers cost ~N/K (about 10) times the torsion-level ones, since they update every atom
 at each of the S steps; with L_step = 0 the torsions couple only through the torsion-level layers.
     mu_m = pi tanh( sigma_k f_m / pi )                                   bounded (|mu| < pi) mean shift
+Score drift (score_drift=True): the reversal of the noising kernel PB has (Tweedie) the drift sigma_k^2 grad log p_k,
+with p_k the target smoothed by the noise still to come, c_k = sum_{j >= k} sigma_j^2; for a basin of R of variance v,
+grad log p_k = grad log R x v / (v + c_k). So, with the score s = grad_x log R(x) = -dE/dx / kT at the current angles
+(the learner computes it exactly, energy_torch.py), clipped so that its step moves at most one sigma_k,
+    s^_m = clip(s_m, -1 / sigma_k, 1 / sigma_k),
+    mu_m = pi tanh( (sigma_k f_m + lambda_k sigma_k^2 v0 / (v0 + c_k) s^_m) / pi ),    lambda_k = exp(w . gamma(k))
+with v0 = basin_variance (config.basin_variance_rad2: why 0.3) and lambda_k learned (init 1): the
+untrained policy is this annealed Langevin sampler, and f learns what the local gradient does not say (which
+basin, and how the noise smooths the target); sigma_k s^_m also enters u_m^0 (W_s), so f can modulate it.
+Because s is the structure's own gradient, held-out local structures and zero-shot molecules start from it.
 gamma(k) = MLP(Fourier(k / (S-1))). MLP_out's last layer is zero-initialized: the untrained policy is the
 zero-drift noising process (terminal torsions uniform).
 Why sigma_k f: the time reversal of the noising kernel has drift ~ sigma_k^2 grad log p_{k+1} = O(sigma_k), and
@@ -34,6 +44,7 @@ ConditionalLogZ: a small separate encoder, then sum- and mean-pooling per graph 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +52,10 @@ from torch import Tensor, nn
 from workloads.torsional.features import ANGLE_DIM, ATOM_DIM, BOND_DIM, MolecularGraph
 from workloads.torsional.torus import DriftFn, sigma_schedule
 
+ScoreFn = Callable[[Tensor], Tensor]
+"""x [P, M] angles -> grad_x log R(x) [P, M] (no graph attached)."""
+SCORE_CLIP_SIGMAS = 1.0
+"""|s^| <= SCORE_CLIP_SIGMAS / sigma_k: the score step sigma_k^2 s^ moves at most one sigma_k (near clashes)."""
 NUM_HARMONICS = 3
 """phi(x) = [sin n x, cos n x], n = 1..3 (MMFF torsion terms have periods 1, 2, 3)."""
 
@@ -122,8 +137,11 @@ class TorsionPolicy(nn.Module):
     """Per-torsion mean shift mu_theta(x, k | G, L) of the forward wrapped-normal kernel (module docstring)."""
 
     def __init__(self, hidden: int = 64, encoder_layers: int = 3, step_layers: int = 2, torsion_layers: int = 0,
-                 max_shift: float = math.pi, scale_by_sigma: bool = True):
+                 max_shift: float = math.pi, scale_by_sigma: bool = True, score_drift: bool = False,
+                 basin_variance: float = 0.3):
         super().__init__()
+        self.score_drift = score_drift
+        self.basin_variance = basin_variance
         self.max_shift = max_shift
         self.scale_by_sigma = scale_by_sigma
         self.encoder = GraphEncoder(hidden, encoder_layers)
@@ -137,10 +155,16 @@ class TorsionPolicy(nn.Module):
         self.out = nn.Linear(hidden, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if score_drift:
+            self.score_embed = nn.Linear(1, hidden, bias=False)  # W_s
+            self.score_scale = nn.Linear(hidden, 1)  # log lambda_k = w . gamma(k), zero-initialized: lambda = 1
+            nn.init.zeros_(self.score_scale.weight)
+            nn.init.zeros_(self.score_scale.bias)
 
     def drift(self, encoding: tuple[Tensor, Tensor], graph: MolecularGraph, x: Tensor, k: Tensor,
-              num_steps: int) -> Tensor:
-        """mu [P, M] for angles x [P, M] at steps k [P], given encoding = self.encoder(graph)."""
+              num_steps: int, score: Tensor | None = None) -> Tensor:
+        """mu [P, M] for angles x [P, M] at steps k [P], given encoding = self.encoder(graph); score [P, M] =
+        grad_x log R(x), required when score_drift."""
         h_enc, bond_emb = encoding
         P, M = x.shape
         H = h_enc.shape[1]
@@ -154,18 +178,32 @@ class TorsionPolicy(nn.Module):
         z = h.index_select(1, quads.reshape(-1)).reshape(P, M, 4 * H)  # [P, M, 4H]
         torsion_phi = self.torsion_embed(phi)  # [P, M, H]
         u = self.torsion_in(z) + torsion_phi + gamma[:, None]  # [P, M, H]
+        sigma = sigma_schedule(num_steps).to(x)[k][:, None]  # [P, 1]
+        if self.score_drift:
+            assert score is not None, "score_drift needs the score grad_x log R at x"
+            score = torch.maximum(torch.minimum(score, SCORE_CLIP_SIGMAS / sigma), -SCORE_CLIP_SIGMAS / sigma)
+            u = u + self.score_embed((sigma * score)[..., None])  # [P, M, H]
         for layer in self.torsion_layers:
             u = layer(u, graph.torsion_graph_index, graph.num_graphs)
         z = torch.cat([u, torsion_phi, gamma[:, None].expand(P, M, H)], dim=-1)  # [P, M, 3H]
         f = self.out(self.head(z)).squeeze(-1)  # [P, M]
         if self.scale_by_sigma:
-            f = f * sigma_schedule(num_steps).to(f)[k][:, None]  # sigma_k f
+            f = f * sigma  # sigma_k f
+        if self.score_drift:
+            sigma2 = sigma_schedule(num_steps).to(x).pow(2)  # [S]
+            c = sigma2.flip(0).cumsum(0).flip(0)[k][:, None]  # [P, 1] c_k = sum_{j >= k} sigma_j^2
+            v0 = self.basin_variance
+            f = f + self.score_scale(gamma).exp() * sigma.pow(2) * v0 / (v0 + c) * score  # lambda_k sigma_k^2 ...
         return self.max_shift * torch.tanh(f / self.max_shift)  # [P, M]
 
-    def drift_fn(self, graph: MolecularGraph, num_steps: int) -> DriftFn:
-        """Encode the graphs once; the returned closure (x [P, M], k [P]) -> mu [P, M] reuses the encoding."""
+    def drift_fn(self, graph: MolecularGraph, num_steps: int, score_fn: ScoreFn | None = None) -> DriftFn:
+        """Encode the graphs once; the returned closure (x [P, M], k [P]) -> mu [P, M] reuses the encoding
+        (and calls score_fn(x) when score_drift)."""
         encoding = self.encoder(graph)
-        return lambda x, k: self.drift(encoding, graph, x, k, num_steps)
+        if not self.score_drift:
+            return lambda x, k: self.drift(encoding, graph, x, k, num_steps)
+        assert score_fn is not None, "score_drift needs a score_fn"
+        return lambda x, k: self.drift(encoding, graph, x, k, num_steps, score_fn(x))
 
     def forward(self, graph: MolecularGraph, x: Tensor, k: Tensor, num_steps: int) -> Tensor:
         return self.drift(self.encoder(graph), graph, x, k, num_steps)

@@ -1,7 +1,7 @@
 """In-process Torsional-GFN training (no Ray): what the orchestrator distributes, for debugging and tuning.
 
     every replay.draw_every iterations: learner.train(chunk, replay); buffer.add(terminals); replay <- buffer.sample
-    every eval_every iterations: learner.evaluate() -> one JSON line of metrics
+    every eval_every iterations: learner.evaluate() -> a JSON line of metrics, a JSON line of JSD per split and molecule
 Energies come from RDKit in process. Threads: set OMP_NUM_THREADS.
     OMP_NUM_THREADS=1 python -m workloads.torsional.run_local --set total_iters=3000 --set replay.enabled=true
 """
@@ -11,6 +11,7 @@ import argparse
 import json
 import time
 
+import numpy as np
 import yaml
 
 from workloads.torsional.config import TorsionalConfig
@@ -38,6 +39,11 @@ def run(config: TorsionalConfig, seed: int, log=print) -> list[dict[str, float]]
         row |= metrics | {k: v for k, v in evaluation.metrics.items() if k.split("/")[-1] in ("jsd", "log_z_error")}
         history.append(row)
         log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+        per_molecule: dict[str, list[float]] = {}
+        for s in evaluation.structures:
+            per_molecule.setdefault(f"{s['split']}/{s['smiles']}", []).append(s["jsd"])
+        log(json.dumps({"step": learner.step, "jsd": {k: round(float(np.mean(v)), 3) for k, v in per_molecule.items()}}),
+            flush=True)
     return history
 
 
