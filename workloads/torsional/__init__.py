@@ -6,12 +6,13 @@ Chemistry layer (plain RDKit / OpenMM / numpy, no Ray):
     energy_rdkit.py   RDKitEnergy: one MMFF force field per (molecule, local structure), reused
     mmff_openmm.py    MMFF94 / MMFF94s as an OpenMM System of Custom*Forces from RDKit's parameters
     energy_openmm.py  OpenMMEnergy: one Context per (molecule, local structure)
+    energy_torch.py   TorchTorsionalEnergy: the same energy batched over mixed entries in torch, exact dE/dtorsion
     md.py             Langevin MD frames (local structures), cached on disk
 
 Learning layer (plain PyTorch):
     torus.py          wrapped-normal kernels, trajectories over the torus, log R = -E/kT (applied once)
     features.py       MolecularGraph of one (molecule, local structure); collate mixes molecules in a batch
-    policy.py         TorsionPolicy (message passing, per-torsion drift) and ConditionalLogZ
+    policy.py         TorsionPolicy (message passing, per-torsion drift + annealed score step) and ConditionalLogZ
     ground_truth.py   exact Boltzmann density on a torus grid; JSD / KL / log Z error / ESS / energy W1
     config.py         TorsionalConfig (defaults in one place)
     data.py           the dataset: MD local structures of training and validation molecules, by split
