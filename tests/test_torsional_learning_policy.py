@@ -136,7 +136,7 @@ def test_untrained_score_drift_is_the_clipped_langevin_step(graphs):
     batch = collate([graphs[0], graphs[1]])
     seen = []
 
-    def score_fn(x):  # a toy score with large and small entries: s = 40 sin(x) + 3
+    def score_fn(x, k):  # a toy score with large and small entries: s = 40 sin(x) + 3
         seen.append(x.clone())
         return 40.0 * x.sin() + 3.0
 

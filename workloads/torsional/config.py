@@ -86,6 +86,10 @@ class TorsionalConfig(StrictConfig):
     mean JSD train / unseen structures / unseen molecules): untrained 0.20 / 0.20 / 0.12 against 0.32 / 0.33 / 0.23
     with 0.04 and 0.16 / 0.15 / 0.09 with 1000 (s unscaled); after 1,500 iterations 0.096 / 0.14 / 0.19 against
     0.12 / 0.16 / 0.17 with 1000 (lr 3e-4)."""
+    score_probes: int = Field(16, ge=0)
+    """J probes of the Tweedie estimate of the smoothed score at the steps whose remaining noise variance c_k exceeds
+    basin_variance_rad2 (smoothed_score.py); the local score after them, unscaled. 0: the local score at every
+    step, scaled by v0 / (v0 + c_k) (policy.py)."""
     log_z_hidden_dim: int = Field(32, gt=0)
     loss: Literal["tb", "vargrad"] = "vargrad"
     """tb: learned conditional log Z_phi(G, L); vargrad: log Z = detached mean per local structure."""

@@ -57,6 +57,7 @@ from workloads.torsional.ground_truth import (
     GridDensity, bins_for_width, effective_sample_size, energy_w1, grid_density, histogram_metrics,
 )
 from workloads.torsional.policy import ConditionalLogZ, TorsionPolicy
+from workloads.torsional.smoothed_score import SmoothedScore
 from workloads.torsional.torus import (
     DriftFn, Exploration, backward_log_prob, forward_log_prob, kt_kcal_mol, log_reward, sample_backward_angles,
     sample_forward_angles, sample_trajectories,
@@ -188,8 +189,9 @@ class TorsionalLearner:
             [float(self.rdkit.force_field(e).energies(e.positions)[0]) for e in self.entries], dtype=torch.float64)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
             torch.manual_seed(seed)
-            self.policy = TorsionPolicy(c.hidden_dim, c.encoder_layers, c.step_layers, c.torsion_layers,
-                                        score_drift=c.score_drift, basin_variance=c.basin_variance_rad2).to(self.device)
+            self.policy = TorsionPolicy(
+                c.hidden_dim, c.encoder_layers, c.step_layers, c.torsion_layers, score_drift=c.score_drift,
+                basin_variance=None if c.score_probes else c.basin_variance_rad2).to(self.device)
             self.log_z_net = ConditionalLogZ(c.log_z_hidden_dim).to(self.device)
         self.optimizer = torch.optim.Adam([
             {"params": list(self.policy.parameters()), "lr": c.lr},
@@ -197,6 +199,8 @@ class TorsionalLearner:
         ])
         # exact, differentiable E(x | L) of every entry: the score grad_x log R of the policy's drift
         self.torch_energy = TorchTorsionalEnergy(self.entries, c.variant, self.device) if c.score_drift else None
+        if self.torch_energy is not None:  # grad log p_k: Tweedie probes at the noisy steps, then -dE/dx / kT
+            self.score = SmoothedScore(self.torch_energy, self.kT, c.num_steps, c.score_probes, c.basin_variance_rad2)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)  # structures, noise, replay rows
         self.step = 0
         self._grids: dict[str, GridDensity] = {}
@@ -210,9 +214,8 @@ class TorsionalLearner:
         score_drift, its score is s(x) = -dE(x | L_b)/dx / kT (true energies: no floor, no clamp)."""
         if self.torch_energy is None:
             return self.policy.drift_fn(graph, self.config.num_steps)
-        energy, entries, tidx = self.torch_energy, entry_index.to(self.device), graph.torsion_graph_index
-        return self.policy.drift_fn(graph, self.config.num_steps,
-                                    lambda x: energy.gradient(entries, tidx, x) / -self.kT)
+        entries, tidx = entry_index.to(self.device), graph.torsion_graph_index
+        return self.policy.drift_fn(graph, self.config.num_steps, lambda x, k: self.score(entries, tidx, x, k))
 
     def log_reward(self, entry_index: Tensor, energies: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Training's shifted log R' = -min(E - E_L, reward_floor) / kT [B] float64, and two flags [B] bool:

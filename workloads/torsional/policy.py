@@ -25,7 +25,8 @@ grad log p_k = grad log R x v / (v + c_k). So, with the score s = grad_x log R(x
 (the learner computes it exactly, energy_torch.py), clipped so that its step moves at most one sigma_k,
     s^_m = clip(s_m, -1 / sigma_k, 1 / sigma_k),
     mu_m = pi tanh( (sigma_k f_m + lambda_k sigma_k^2 v0 / (v0 + c_k) s^_m) / pi ),    lambda_k = exp(w . gamma(k))
-with v0 = basin_variance (config.basin_variance_rad2: why 0.3) and lambda_k learned (init 1): the
+with v0 = basin_variance (config.basin_variance_rad2: why 0.3; None: the factor is 1, for a score_fn that is
+already smoothed, smoothed_score.py) and lambda_k learned (init 1): the
 untrained policy is this annealed Langevin sampler, and f learns what the local gradient does not say (which
 basin, and how the noise smooths the target); sigma_k s^_m also enters u_m^0 (W_s), so f can modulate it.
 Because s is the structure's own gradient, held-out local structures and zero-shot molecules start from it.
@@ -52,8 +53,9 @@ from torch import Tensor, nn
 from workloads.torsional.features import ANGLE_DIM, ATOM_DIM, BOND_DIM, MolecularGraph
 from workloads.torsional.torus import DriftFn, sigma_schedule
 
-ScoreFn = Callable[[Tensor], Tensor]
-"""x [P, M] angles -> grad_x log R(x) [P, M] (no graph attached)."""
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+"""(x [P, M] angles, k [P] steps) -> the score [P, M] that guides step k (no graph attached): grad_x log R(x),
+or that of the target smoothed by the noise still to come (smoothed_score.py)."""
 SCORE_CLIP_SIGMAS = 1.0
 """|s^| <= SCORE_CLIP_SIGMAS / sigma_k: the score step sigma_k^2 s^ moves at most one sigma_k (near clashes)."""
 NUM_HARMONICS = 3
@@ -138,7 +140,7 @@ class TorsionPolicy(nn.Module):
 
     def __init__(self, hidden: int = 64, encoder_layers: int = 3, step_layers: int = 2, torsion_layers: int = 0,
                  max_shift: float = math.pi, scale_by_sigma: bool = True, score_drift: bool = False,
-                 basin_variance: float = 0.3):
+                 basin_variance: float | None = 0.3):
         super().__init__()
         self.score_drift = score_drift
         self.basin_variance = basin_variance
@@ -190,10 +192,11 @@ class TorsionPolicy(nn.Module):
         if self.scale_by_sigma:
             f = f * sigma  # sigma_k f
         if self.score_drift:
-            sigma2 = sigma_schedule(num_steps).to(x).pow(2)  # [S]
-            c = sigma2.flip(0).cumsum(0).flip(0)[k][:, None]  # [P, 1] c_k = sum_{j >= k} sigma_j^2
-            v0 = self.basin_variance
-            f = f + self.score_scale(gamma).exp() * sigma.pow(2) * v0 / (v0 + c) * score  # lambda_k sigma_k^2 ...
+            if self.basin_variance is not None:  # smooth the local score as a basin of variance v0
+                sigma2 = sigma_schedule(num_steps).to(x).pow(2)  # [S]
+                c = sigma2.flip(0).cumsum(0).flip(0)[k][:, None]  # [P, 1] c_k = sum_{j >= k} sigma_j^2
+                score = score * self.basin_variance / (self.basin_variance + c)
+            f = f + self.score_scale(gamma).exp() * sigma.pow(2) * score  # lambda_k sigma_k^2 s^
         return self.max_shift * torch.tanh(f / self.max_shift)  # [P, M]
 
     def drift_fn(self, graph: MolecularGraph, num_steps: int, score_fn: ScoreFn | None = None) -> DriftFn:
@@ -203,7 +206,7 @@ class TorsionPolicy(nn.Module):
         if not self.score_drift:
             return lambda x, k: self.drift(encoding, graph, x, k, num_steps)
         assert score_fn is not None, "score_drift needs a score_fn"
-        return lambda x, k: self.drift(encoding, graph, x, k, num_steps, score_fn(x))
+        return lambda x, k: self.drift(encoding, graph, x, k, num_steps, score_fn(x, k))
 
     def forward(self, graph: MolecularGraph, x: Tensor, k: Tensor, num_steps: int) -> Tensor:
         return self.drift(self.encoder(graph), graph, x, k, num_steps)
