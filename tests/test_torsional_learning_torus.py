@@ -93,9 +93,12 @@ def _direct_log_probs(drift_fn, angles, torsion_index, B):
 
 
 def test_log_pf_and_log_pb_match_a_direct_computation_on_and_off_policy():
+    """With gradient log PF is recomputed over all steps; without (evaluation) it is accumulated while sampling."""
     g = torch.Generator().manual_seed(0)
-    for exploration in (None, Exploration(), Exploration(noise_prob=0.5, noise_factor=3.0, temperature=2.0)):
-        traj = sample_trajectories(some_drift, TORSION_INDEX, 3, num_steps=7, exploration=exploration, generator=g)
+    for exploration, grad in [(None, True), (None, False), (Exploration(), True), (Exploration(), False),
+                              (Exploration(noise_prob=0.5, noise_factor=3.0, temperature=2.0), False)]:
+        with torch.set_grad_enabled(grad):
+            traj = sample_trajectories(some_drift, TORSION_INDEX, 3, 7, exploration, g)
         assert traj.angles.shape == (6, 8) and traj.log_pf.shape == (3,) and traj.log_pb.shape == (3,)
         assert traj.angles.min() >= 0 and traj.angles.max() < 2 * math.pi
         lpf, lpb = _direct_log_probs(some_drift, traj.angles, TORSION_INDEX, 3)

@@ -13,6 +13,7 @@ Learning layer (plain PyTorch):
     torus.py          wrapped-normal kernels, trajectories over the torus, log R = -E/kT (applied once)
     features.py       MolecularGraph of one (molecule, local structure); collate mixes molecules in a batch
     policy.py         TorsionPolicy (message passing, per-torsion drift + annealed score step) and ConditionalLogZ
+    smoothed_score.py grad log of the target smoothed by the remaining noise (Tweedie probes), the drift's guide
     ground_truth.py   exact Boltzmann density on a torus grid; JSD / KL / log Z error / ESS / energy W1
     config.py         TorsionalConfig (defaults in one place)
     data.py           the dataset: MD local structures of training and validation molecules, by split

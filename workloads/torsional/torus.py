@@ -157,9 +157,11 @@ def sample_forward_angles(
     num_steps: int = 20,
     exploration: Exploration | None = None,
     generator: torch.Generator | None = None,
+    log_pf: Tensor | None = None,
 ) -> Tensor:
-    """The angles [M, S+1] of B forward trajectories from uniform x_0, without log-probabilities
-    (a learner recomputes log PF with gradient at its step anyway)."""
+    """The angles [M, S+1] of B forward trajectories from uniform x_0. A learner recomputes log PF with gradient
+    at its step anyway; for samples without gradient, pass log_pf [M] (zeros) and it is filled in place with
+    each torsion's log p(x_0) + sum_k log PF under the unmodified policy (std sigma_k), at no extra drift call."""
     device = torsion_index.device
     M, S, B = torsion_index.numel(), num_steps, num_trajectories
     sigma = sigma_schedule(S).to(device)  # [S]
@@ -167,15 +169,19 @@ def sample_forward_angles(
         angles = torch.empty(M, S + 1, device=device)  # [M, S+1]
         x = torch.rand(M, generator=generator, device=device) * TWO_PI  # [M]
         angles[:, 0] = x
+        if log_pf is not None:
+            log_pf -= LOG_2PI
         for k in range(S):
             std = sigma[k].expand(M)  # [M]
             if exploration is not None:
                 wide = torch.rand(B, generator=generator, device=device) < exploration.noise_prob  # [B]
                 factor = (1.0 + wide.float() * (exploration.noise_factor - 1.0)) * math.sqrt(exploration.temperature)
                 std = std * factor[torsion_index]  # [M]
-            mu = drift_fn(x[None], torch.full((1,), k, device=device))[0]  # [M]
-            x = sample_wrapped_normal(x + mu, std, generator)  # [M]
+            mean = x + drift_fn(x[None], torch.full((1,), k, device=device))[0]  # [M]
+            x = sample_wrapped_normal(mean, std, generator)  # [M]
             angles[:, k + 1] = x
+            if log_pf is not None:
+                log_pf += wrapped_normal_log_prob(x, mean, sigma[k])
     return angles
 
 
@@ -187,10 +193,16 @@ def sample_trajectories(
     exploration: Exploration | None = None,
     generator: torch.Generator | None = None,
 ) -> TorusTrajectory:
-    """B forward trajectories from uniform x_0 (exploration None: on-policy); log PF under the unmodified policy."""
-    angles = sample_forward_angles(drift_fn, torsion_index, num_trajectories, num_steps, exploration, generator)
+    """B forward trajectories from uniform x_0 (exploration None: on-policy); log PF under the unmodified policy
+    (with gradient when enabled: one more drift call over all S steps; without, accumulated while sampling)."""
     B = num_trajectories
-    log_pf = forward_log_prob(drift_fn, angles, torsion_index, B)
+    if torch.is_grad_enabled():
+        angles = sample_forward_angles(drift_fn, torsion_index, B, num_steps, exploration, generator)
+        log_pf = forward_log_prob(drift_fn, angles, torsion_index, B)
+    else:
+        per_torsion = torch.zeros(torsion_index.numel(), device=torsion_index.device)  # [M]
+        angles = sample_forward_angles(drift_fn, torsion_index, B, num_steps, exploration, generator, per_torsion)
+        log_pf = _per_trajectory(per_torsion, torsion_index, B)
     return TorusTrajectory(angles, torsion_index, log_pf, backward_log_prob(angles, torsion_index, B))
 
 
