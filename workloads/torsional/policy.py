@@ -20,16 +20,16 @@ The atom-level step layers cost ~N/K (about 10) times the torsion-level ones, si
 at each of the S steps; with L_step = 0 the torsions couple only through the torsion-level layers.
     mu_m = pi tanh( sigma_k f_m / pi )                                   bounded (|mu| < pi) mean shift
 Score drift (score_drift=True): the reversal of the noising kernel PB has (Tweedie) the drift sigma_k^2 grad log p_k,
-with p_k the target smoothed by the noise still to come, c_k = sum_{j >= k} sigma_j^2; for a basin of R of variance v,
-grad log p_k = grad log R x v / (v + c_k). So, with the score s = grad_x log R(x) = -dE/dx / kT at the current angles
-(the learner computes it exactly, energy_torch.py), clipped so that its step moves at most one sigma_k,
+with p_k the target smoothed by the noise still to come, c_k = sum_{j >= k} sigma_j^2. The score s is given by the
+learner at the current angles and step: grad log p_k itself (smoothed_score.py, the default), or the local
+s = grad_x log R(x) = -dE/dx / kT, smoothed as a basin of R of variance v0 would be (grad log p_k = s v0 / (v0 + c_k)).
+Clipped so that its step moves at most one sigma_k,
     s^_m = clip(s_m, -1 / sigma_k, 1 / sigma_k),
-    mu_m = pi tanh( (sigma_k f_m + lambda_k sigma_k^2 v0 / (v0 + c_k) s^_m) / pi ),    lambda_k = exp(w . gamma(k))
-with v0 = basin_variance (config.basin_variance_rad2: why 0.3; None: the factor is 1, for a score_fn that is
-already smoothed, smoothed_score.py) and lambda_k learned (init 1): the
-untrained policy is this annealed Langevin sampler, and f learns what the local gradient does not say (which
-basin, and how the noise smooths the target); sigma_k s^_m also enters u_m^0 (W_s), so f can modulate it.
-Because s is the structure's own gradient, held-out local structures and zero-shot molecules start from it.
+    mu_m = pi tanh( (sigma_k f_m + lambda_k sigma_k^2 a_k s^_m) / pi ),    lambda_k = exp(w . gamma(k))  (init 1)
+with a_k = v0 / (v0 + c_k) for the local score (v0 = basin_variance, config.basin_variance_rad2) and a_k = 1 for a
+smoothed one (basin_variance None). The untrained policy is then an annealed Langevin-type sampler of the target,
+and f learns what the score does not say; sigma_k s^_m also enters u_m^0 (W_s), so f can modulate it. Because s is
+the structure's own, held-out local structures and zero-shot molecules start from it.
 gamma(k) = MLP(Fourier(k / (S-1))). MLP_out's last layer is zero-initialized: the untrained policy is the
 zero-drift noising process (terminal torsions uniform).
 Why sigma_k f: the time reversal of the noising kernel has drift ~ sigma_k^2 grad log p_{k+1} = O(sigma_k), and
