@@ -212,7 +212,7 @@ class TorsionalLearner:
 
     def _drift_fn(self, entry_index: Tensor, graph: MolecularGraph) -> DriftFn:
         """The policy's drift for trajectories of these entries [B] (graph = self._graph(entry_index)); with
-        score_drift, its score is s(x) = -dE(x | L_b)/dx / kT (true energies: no floor, no clamp)."""
+        score_drift, its score is self.score's grad log p_k of the true energies (no floor, no clamp)."""
         if self.torch_energy is None:
             return self.policy.drift_fn(graph, self.config.num_steps)
         entries, tidx = entry_index.to(self.device), graph.torsion_graph_index

@@ -51,7 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from workloads.torsional.features import ANGLE_DIM, ATOM_DIM, BOND_DIM, MolecularGraph
-from workloads.torsional.torus import DriftFn, sigma_schedule
+from workloads.torsional.torus import DriftFn, remaining_noise_variance, sigma_schedule
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 """(x [P, M] angles, k [P] steps) -> the score [P, M] that guides step k (no graph attached): grad_x log R(x),
@@ -193,8 +193,7 @@ class TorsionPolicy(nn.Module):
             f = f * sigma  # sigma_k f
         if self.score_drift:
             if self.basin_variance is not None:  # smooth the local score as a basin of variance v0
-                sigma2 = sigma_schedule(num_steps).to(x).pow(2)  # [S]
-                c = sigma2.flip(0).cumsum(0).flip(0)[k][:, None]  # [P, 1] c_k = sum_{j >= k} sigma_j^2
+                c = remaining_noise_variance(num_steps).to(x)[k][:, None]  # [P, 1] c_k
                 score = score * self.basin_variance / (self.basin_variance + c)
             f = f + self.score_scale(gamma).exp() * sigma.pow(2) * score  # lambda_k sigma_k^2 s^
         return self.max_shift * torch.tanh(f / self.max_shift)  # [P, M]

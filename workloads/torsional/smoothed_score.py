@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from workloads.torsional.energy_torch import TorchTorsionalEnergy
-from workloads.torsional.torus import sigma_schedule
+from workloads.torsional.torus import remaining_noise_variance
 
 
 class SmoothedScore:
@@ -31,8 +31,7 @@ class SmoothedScore:
     def __init__(self, energy: TorchTorsionalEnergy, kT: float, num_steps: int, num_probes: int,
                  switch_variance: float, seed: int = 0):
         self.energy, self.kT, self.num_probes = energy, kT, num_probes
-        sigma2 = sigma_schedule(num_steps).double().pow(2)  # [S]
-        self.c = sigma2.flip(0).cumsum(0).flip(0).to(energy.device)  # [S] c_k
+        self.c = remaining_noise_variance(num_steps).to(energy.device)  # [S] c_k
         self.early = self.c > switch_variance if num_probes > 0 else torch.zeros_like(self.c, dtype=torch.bool)
         generator = torch.Generator().manual_seed(seed)
         self.probes = torch.randn(num_steps, max(num_probes, 1), energy.k_max, generator=generator,

@@ -81,6 +81,12 @@ def sigma_schedule(num_steps: int, sigma_max: float = math.pi, sigma_min: float 
     return sigma_max * (sigma_min / sigma_max) ** t  # [S]
 
 
+def remaining_noise_variance(num_steps: int) -> Tensor:
+    """c_k = sum_{j >= k} sigma_j^2, [S]: the variance PB adds going back from x_S to x_k, so the reversed process's
+    marginal at step k is the target smoothed by N(0, c_k)."""
+    return sigma_schedule(num_steps).double().pow(2).flip(0).cumsum(0).flip(0)  # [S]
+
+
 @dataclass
 class Exploration:
     """Off-policy sampling: per (trajectory, step), std x noise_factor with probability noise_prob; all stds x
