@@ -1,7 +1,9 @@
-"""Loss properties: TB zero at the optimum and non-negative; VarGrad is the batch variance of log w."""
+"""Loss properties: TB zero at the optimum and non-negative; VarGrad is the batch variance of log w;
+SubTB over a single step is TB, and over whole trajectories with lambda -> inf tends to TB; PIS is
+the mean of -log w. (SubTB / FL-SubTB / PIS in depth: test_samplers_objectives.py.)"""
 import torch
 
-from workloads.samplers.losses import tb_loss, vargrad_loss
+from workloads.samplers.losses import boundary_log_flows, pis_loss, subtb_loss, tb_loss, vargrad_loss
 
 
 def _batch(seed=0, B=32):
@@ -39,3 +41,24 @@ def test_vargrad_is_variance_and_minimum_of_tb_over_log_z():
     assert vargrad_loss(log_pf, log_pb, log_pf - log_pb + 1.5).abs() < 1e-10
     for seed in range(10):
         assert vargrad_loss(*_batch(seed)) >= 0
+
+
+def test_subtb_reduces_to_tb():
+    """T = 1: the only subtrajectory is the whole one, log F(x_0) = log Z, log F(x_1) = log R. Any T with
+    lambda -> inf: the whole trajectory (j - i = T) dominates the weights."""
+    log_pf, log_pb, log_reward = _batch(3)
+    log_z = torch.tensor(0.4)
+    tb = tb_loss(log_pf, log_pb, log_reward, log_z)
+    one_step = boundary_log_flows(torch.zeros(32, 0), log_z, log_reward)  # [B, 2]
+    for lamda in (0.5, 2.0):
+        assert torch.allclose(subtb_loss(log_pf[:, None], log_pb[:, None], one_step, lamda), tb)
+    g = torch.Generator().manual_seed(4)
+    pf_steps, pb_steps = torch.randn(32, 6, generator=g), torch.randn(32, 6, generator=g)
+    flows = boundary_log_flows(torch.randn(32, 5, generator=g), log_z, log_reward)
+    tb = tb_loss(pf_steps.sum(-1), pb_steps.sum(-1), log_reward, log_z)
+    assert torch.allclose(subtb_loss(pf_steps, pb_steps, flows, 1e6), tb, rtol=1e-4)
+
+
+def test_pis_is_minus_mean_log_weight():
+    log_pf, log_pb, log_reward = _batch(5)
+    assert torch.allclose(pis_loss(log_pf, log_pb, log_reward), -(log_reward + log_pb - log_pf).mean())

@@ -1,5 +1,6 @@
-"""Forward / Brownian-bridge trajectories: log PF, log PB against direct Normal log-probs, and
-exact consistency (log w = log Z) of the zero-drift SDE on its own terminal marginal."""
+"""Forward / Brownian-bridge trajectories: per-step and summed log PF, log PB against direct Normal
+log-probs, exact consistency (log w = log Z) of the zero-drift SDE on its own terminal marginal, the
+reference marginal, and the reparameterized (PIS) rollout."""
 import math
 
 import torch
@@ -7,7 +8,9 @@ from torch.distributions import Normal
 
 from workloads.samplers.metrics import log_importance_weights
 from workloads.samplers.policy import DriftPolicy
-from workloads.samplers.sde import sample_backward, sample_forward
+from workloads.samplers.sde import (
+    reference_log_marginal, sample_backward, sample_forward, sample_forward_reparameterized, time_grid,
+)
 from workloads.samplers.targets.base import Target
 
 SIGMA2 = 5.0
@@ -33,29 +36,39 @@ class ScaledGaussian(Target):
 def _random_policy(seed=0):
     torch.manual_seed(seed)
     policy = DriftPolicy(2, hidden_dim=16, time_embedding_dim=8)
-    torch.nn.init.normal_(policy.out.weight, std=0.5)  # non-zero drift
+    torch.nn.init.normal_(policy.nn1.out.weight, std=0.5)  # non-zero drift
     return policy
 
 
-def _direct_log_pf(policy, states, sigma2):
+def _direct_log_pf_steps(policy, states, sigma2):
+    """[B, T], one Normal per step."""
     T = states.shape[1] - 1
     dt = 1.0 / T
-    total = 0.0
+    steps = []
     for i in range(T):
         x = states[:, i]
         f = policy(x, torch.tensor(i / T))
-        total = total + Normal(x + f * dt, math.sqrt(sigma2 * dt)).log_prob(states[:, i + 1]).sum(-1)
-    return total
+        steps.append(Normal(x + f * dt, math.sqrt(sigma2 * dt)).log_prob(states[:, i + 1]).sum(-1))
+    return torch.stack(steps, 1)
+
+
+def _direct_log_pb_steps(states, sigma2):
+    """[B, T], one Normal per step; step 0 (to x_0 = 0) is deterministic: 0."""
+    T = states.shape[1] - 1
+    dt = 1.0 / T
+    steps = [torch.zeros(states.shape[0])]
+    for i in range(1, T):
+        r = (i / T) / ((i + 1) / T)
+        steps.append(Normal(states[:, i + 1] * r, math.sqrt(sigma2 * dt * r)).log_prob(states[:, i]).sum(-1))
+    return torch.stack(steps, 1)
+
+
+def _direct_log_pf(policy, states, sigma2):
+    return _direct_log_pf_steps(policy, states, sigma2).sum(-1)
 
 
 def _direct_log_pb(states, sigma2):
-    T = states.shape[1] - 1
-    dt = 1.0 / T
-    total = 0.0
-    for i in range(1, T):  # the step to x_0 = 0 is deterministic
-        r = (i / T) / ((i + 1) / T)
-        total = total + Normal(states[:, i + 1] * r, math.sqrt(sigma2 * dt * r)).log_prob(states[:, i]).sum(-1)
-    return total
+    return _direct_log_pb_steps(states, sigma2).sum(-1)
 
 
 def test_backward_log_pb_and_log_pf_match_direct_normal():
@@ -103,3 +116,38 @@ def test_zero_drift_sde_has_exact_importance_weights_on_its_terminal_marginal():
     wrong = ScaledGaussian(2.0 * SIGMA2, log_z=1.7)
     log_w = log_importance_weights(wrong.log_reward(traj.terminal), traj.log_pf, traj.log_pb)
     assert log_w.std() > 0.1
+
+
+def test_per_step_terms_match_direct_normals_and_sum_to_the_totals():
+    policy = _random_policy(2)
+    traj = sample_forward(policy, 16, T=8, sigma2=SIGMA2, exploration_std=0.3, dim=2)
+    assert traj.log_pf_steps.shape == traj.log_pb_steps.shape == (16, 8)
+    assert torch.allclose(traj.log_pf_steps, _direct_log_pf_steps(policy, traj.states, SIGMA2), atol=1e-4)
+    assert torch.allclose(traj.log_pb_steps, _direct_log_pb_steps(traj.states, SIGMA2), atol=1e-4)
+    assert torch.all(traj.log_pb_steps[:, 0] == 0)
+    assert torch.allclose(traj.log_pf, traj.log_pf_steps.sum(-1))
+    assert torch.allclose(traj.log_pb, traj.log_pb_steps.sum(-1))
+
+
+def test_reference_log_marginal_is_the_zero_drift_marginal():
+    """log N(x; 0, sigma^2 t I) at each t_i; the zero-drift states at t_i have that variance."""
+    x, t = torch.randn(5, 3, 2), time_grid(4)[1:-1]  # [5, 3, 2], [3]
+    expected = Normal(0.0, (SIGMA2 * t).sqrt()[:, None]).log_prob(x).sum(-1)  # [5, 3]
+    assert torch.allclose(reference_log_marginal(x, t, SIGMA2), expected, atol=1e-5)
+    traj = sample_forward(DriftPolicy(2), 4000, 4, SIGMA2, 0.0, dim=2, generator=torch.Generator().manual_seed(0))
+    var = traj.states[:, 1:].var(dim=(0, 2))  # [4]
+    assert torch.allclose(var, SIGMA2 * time_grid(4)[1:], rtol=0.05)
+
+
+def test_reparameterized_rollout_matches_and_keeps_the_gradient():
+    policy = _random_policy(3)
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    reparam = sample_forward_reparameterized(policy, 8, 6, SIGMA2, dim=2, generator=g())
+    plain = sample_forward(policy, 8, 6, SIGMA2, 0.0, dim=2, generator=g())
+    assert torch.allclose(reparam.states, plain.states, atol=1e-6) and reparam.states.requires_grad
+    (grad,) = torch.autograd.grad(reparam.terminal.sum(), policy.nn1.out.bias)
+    assert grad.abs().min() > 0
+    constant = DriftPolicy(2)  # zero output weight: f = b, so x_1 = b + noise and d x_1 / d b = T dt = 1
+    terminal = sample_forward_reparameterized(constant, 8, 6, SIGMA2, dim=2, generator=g()).terminal
+    (grad,) = torch.autograd.grad(terminal.sum(), constant.nn1.out.bias)
+    assert torch.allclose(grad, torch.full((2,), 8.0))  # summed over the 8 samples

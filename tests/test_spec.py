@@ -107,7 +107,7 @@ def test_set_overrides_rejected(override, words):
 
 def test_override_validated_like_the_file():
     error = spec_error(SAMPLERS, ["config.loss=kl"])
-    assert error.key == "config.loss" and "expected one of: tb, vargrad, found 'kl'" in str(error)
+    assert error.key == "config.loss" and "expected one of: tb, vargrad, subtb, fl_subtb, pis, found 'kl'" in str(error)
 
 
 def test_smoke_shrinks():

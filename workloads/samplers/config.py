@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from workloads.typed_config import StrictConfig
 
@@ -29,18 +29,31 @@ class ReplayConfig(StrictConfig):
     mala_target_acceptance: float = Field(0.574, gt=0, lt=1)
 
 
+SIGMA2_BY_TARGET: dict[str, float] = {"gmm25": 5.0, "gmm40": 5.0, "funnel": 1.0, "manywell": 1.0}
+"""Default sigma^2 per target, as in arXiv:2402.05098 (5 for the Gaussian mixtures, 1 for Funnel and Manywell)."""
+
+
 class SamplerConfig(StrictConfig):
     """Forward-SDE diffusion sampler trained towards an unnormalized target density."""
 
-    target: Literal["gmm25"] = "gmm25"
+    target: Literal["gmm25", "gmm40", "funnel", "manywell"] = "gmm25"
+    """Key of `workloads.samplers.targets.TARGETS`."""
     num_steps: int = Field(100, gt=0)
     """T: discretization steps of the SDE on t in [0, 1]."""
-    sigma2: float = Field(5.0, gt=0)
-    """sigma^2: diffusion coefficient squared (5 for 25GMM)."""
+    sigma2: float | None = Field(None, gt=0)
+    """sigma^2: diffusion coefficient squared; None (unset) becomes SIGMA2_BY_TARGET[target] on validation."""
     hidden_dim: int = Field(64, gt=0)
     time_embedding_dim: int = Field(64, gt=0)
     num_layers: int = Field(2, gt=0)
-    loss: Literal["tb", "vargrad"] = "tb"
+    loss: Literal["tb", "vargrad", "subtb", "fl_subtb", "pis"] = "tb"
+    """Training objective (arXiv:2402.05098, Sec. 2-3): tb (trajectory balance, learned log Z), vargrad
+    (TB with the batch estimate of log Z), subtb (lambda-weighted subtrajectory balance with a learned
+    flow log F(x, t)), fl_subtb (SubTB with the forward-looking flow (1 - t) log p_ref + t log R + log F~),
+    pis (reparameterized KL through the SDE; on-policy: no exploration, no replay)."""
+    subtb_lambda: float = Field(2.0, gt=0)
+    """lambda of (FL-)SubTB: subtrajectory i -> j weighs lambda^{j-i} (lambda > 1 favours long ones)."""
+    langevin: bool = False
+    """Langevin parameterization (LP): drift = NN1(x, t) + NN2(t) * clip(grad log R(x), -100, 100)."""
     batch_size: int = Field(300, gt=0)
     lr_policy: float = Field(1e-3, gt=0)
     lr_log_z: float = Field(1e-1, gt=0)
@@ -54,6 +67,30 @@ class SamplerConfig(StrictConfig):
     """Iterations between evaluations; each evaluation is one Tune report and checkpoint."""
     eval_samples: int = Field(2_000, gt=1)
     replay: ReplayConfig = ReplayConfig()
+
+    @model_validator(mode="after")
+    def _pis_is_on_policy(self) -> "SamplerConfig":
+        """PIS differentiates through states sampled from the policy itself: off-policy data has no
+        pathwise gradient."""
+        if self.loss != "pis":
+            return self
+        conflicts = []
+        if self.exploration_factor > 0:
+            conflicts.append(f"exploration_factor={self.exploration_factor}")
+        if self.replay.enabled:
+            conflicts.append("replay.enabled=true")
+        if conflicts:
+            raise ValueError(f"loss='pis' is on-policy, which conflicts with {' and '.join(conflicts)}: set "
+                             "exploration_factor=0 and replay.enabled=false, or use an off-policy loss "
+                             "(tb, vargrad, subtb, fl_subtb)")
+        return self
+
+    @model_validator(mode="after")
+    def _default_sigma2(self) -> "SamplerConfig":
+        """Fill sigma^2 from the target once; afterwards it is a plain float (changing `target` later keeps it)."""
+        if self.sigma2 is None:
+            self.sigma2 = SIGMA2_BY_TARGET[self.target]  # re-validates once, now with a float
+        return self
 
     def smoke(self) -> "SamplerConfig":
         """A few iterations of the same model: a whole-stack check in seconds."""

@@ -1,4 +1,5 @@
-"""SamplerLearner: trains a forward-SDE diffusion sampler with TB or VarGrad (arXiv:2402.05098).
+"""SamplerLearner: trains a forward-SDE diffusion sampler (arXiv:2402.05098) with TB, VarGrad, SubTB,
+FL-SubTB or PIS, optionally with the Langevin-parameterized drift.
 
 One training iteration s (global step):
     expl_s = exploration_factor * max(0, 1 - s / (exploration_decay_fraction * total_iters))
@@ -6,8 +7,14 @@ One training iteration s (global step):
         tau <- Brownian bridge backward from buffer states x (no exploration)
     else:                                                    (forward iteration)
         tau <- forward SDE from x_0 = 0 with sampling std sqrt(sigma^2 dt + expl_s^2)
-    loss = TB(log PF(tau), log PB(tau), log R(x), log Z)  or  VarGrad(log PF, log PB, log R)
-    Adam step on (theta, log Z) with global-norm gradient clipping.
+               (PIS: on-policy and reparameterized, the gradient kept through the states)
+    loss = TB(log PF(tau), log PB(tau), log R(x), log Z) | VarGrad(log PF, log PB, log R)
+         | SubTB(log PF_i, log PB_i, log F(x_i)) | PIS(log PF, log PB, log R)
+    Adam step on (theta, flow, log Z) with global-norm gradient clipping.
+
+Flows of (FL-)SubTB, i = 0..T: log F(x_0) = log Z, log F(x_T) = log R(x_T), and in between
+log F_phi(x_i, t_i) (subtb) or (1 - t_i) log p_ref(x_i, t_i) + t_i log R(x_i) + log F~_phi(x_i, t_i)
+(fl_subtb). The flow network trains at the policy's learning rate.
 
 A plain class (no Ray): `train(num_iters, replay)` returns chunk metrics and the forward terminal
 states; `evaluate()` the log Z errors, W2 and a figure; `state_dict()` resumes bit-identically.
@@ -24,16 +31,24 @@ from torch import Tensor, nn
 
 from workloads.checkpoint import restore_training_state, training_state
 from workloads.samplers.config import SamplerConfig
-from workloads.samplers.losses import tb_loss, vargrad_loss
+from workloads.samplers.losses import (
+    boundary_log_flows, forward_looking_log_flows, pis_loss, subtb_loss, tb_loss, vargrad_loss,
+)
 from workloads.samplers.metrics import log_importance_weights, log_z_metrics, w2
 from workloads.samplers.plots import samples_over_contours
-from workloads.samplers.policy import DriftPolicy
+from workloads.samplers.policy import DriftPolicy, FlowNetwork
 from workloads.samplers.replay import TerminalBatch
-from workloads.samplers.sde import Trajectory, sample_backward, sample_forward
+from workloads.samplers.sde import (
+    Trajectory, reference_log_marginal, sample_backward, sample_forward, sample_forward_reparameterized, time_grid,
+)
 from workloads.samplers.targets import make_target
 
 EXACT_SAMPLES_SEED_OFFSET = 1_000_003
 """Exact target samples for W2 use seed + this offset (fixed per learner seed)."""
+FLOW_LOSSES = ("subtb", "fl_subtb")
+"""Losses with a learned flow network."""
+BATCH_LOG_Z_LOSSES = ("vargrad", "pis")
+"""Losses that learn no log Z: `log_z` holds the last forward batch's estimate mean(log R + log PB - log PF)."""
 
 
 @dataclass
@@ -49,15 +64,17 @@ class SamplerLearner:
     def __init__(self, config: SamplerConfig, seed: int, device: str = "cpu"):
         self.config, self.seed, self.device = config, seed, torch.device(device)
         self.target = make_target(config.target).to(self.device)
+        net_dims = (config.hidden_dim, config.time_embedding_dim, config.num_layers)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
             torch.manual_seed(seed)
-            self.policy = DriftPolicy(
-                self.target.dim, config.hidden_dim, config.time_embedding_dim, config.num_layers
-            ).to(self.device)
+            grad_log_reward = self.target.grad_log_reward if config.langevin else None
+            self.policy = DriftPolicy(self.target.dim, *net_dims, grad_log_reward=grad_log_reward).to(self.device)
+            self.flow = FlowNetwork(self.target.dim, *net_dims).to(self.device) if config.loss in FLOW_LOSSES else None
         self.log_z = nn.Parameter(torch.zeros((), device=self.device))
+        networks = [self.policy] + ([self.flow] if self.flow is not None else [])
         self.optimizer = torch.optim.Adam(
             [
-                {"params": list(self.policy.parameters()), "lr": config.lr_policy},
+                {"params": [p for net in networks for p in net.parameters()], "lr": config.lr_policy},
                 {"params": [self.log_z], "lr": config.lr_log_z},
             ]
         )
@@ -69,12 +86,45 @@ class SamplerLearner:
         c = self.config
         return c.exploration_factor * max(0.0, 1.0 - step / (c.exploration_decay_fraction * c.total_iters))
 
+    def _log_flows(self, traj: Trajectory, log_r: Tensor) -> Tensor:
+        """log F(x_i, t_i) for i = 0..T, [B, T+1]: log Z, the (forward-looking) learned flow, log R(x_T)."""
+        c = self.config
+        t = time_grid(c.num_steps, self.device)[1:-1]  # [T-1], interior times
+        x = traj.states[:, 1:-1]  # [B, T-1, D]
+        log_f = self.flow(x, t)  # [B, T-1]
+        if c.loss == "fl_subtb":
+            with torch.no_grad():  # log R is a fixed function of the (detached) states
+                log_r_states = self.target.log_reward(x.reshape(-1, x.shape[-1])).view(x.shape[:2])  # [B, T-1]
+            log_f = forward_looking_log_flows(log_f, reference_log_marginal(x, t, c.sigma2), log_r_states, t)
+        return boundary_log_flows(log_f, self.log_z, log_r)  # [B, T+1]
+
     def _loss(self, traj: Trajectory, log_r: Tensor) -> tuple[Tensor, Tensor]:
         """(loss, log Z used by it)."""
-        if self.config.loss == "tb":
+        c = self.config
+        if c.loss == "tb":
             return tb_loss(traj.log_pf, traj.log_pb, log_r, self.log_z), self.log_z.detach()
+        if c.loss in FLOW_LOSSES:
+            loss = subtb_loss(traj.log_pf_steps, traj.log_pb_steps, self._log_flows(traj, log_r), c.subtb_lambda)
+            return loss, self.log_z.detach()
         log_z_hat = (log_r + traj.log_pb - traj.log_pf).mean().detach()  # batch estimate
+        if c.loss == "pis":
+            return pis_loss(traj.log_pf, traj.log_pb, log_r), log_z_hat
         return vargrad_loss(traj.log_pf, traj.log_pb, log_r), log_z_hat
+
+    def _sample_forward(self, exploration_std: float) -> tuple[Trajectory, Tensor]:
+        """Forward trajectories for training and their log R; PIS keeps the gradient through the states
+        (and so through log R), the off-policy losses sample without it."""
+        c = self.config
+        if c.loss == "pis":
+            traj = sample_forward_reparameterized(
+                self.policy, c.batch_size, c.num_steps, c.sigma2, self.target.dim, self.generator
+            )
+            return traj, self.target.log_reward(traj.terminal)
+        traj = sample_forward(
+            self.policy, c.batch_size, c.num_steps, c.sigma2, exploration_std, self.target.dim, self.generator
+        )
+        with torch.no_grad():
+            return traj, self.target.log_reward(traj.terminal)
 
     def train(self, num_iters: int, replay: TerminalBatch | None = None) -> tuple[dict[str, float], TerminalBatch]:
         c = self.config
@@ -97,23 +147,19 @@ class SamplerLearner:
                 log_r = replay_log_r[idx]  # [B]
                 traj = sample_backward(self.policy, replay_x[idx], c.num_steps, c.sigma2, self.generator)
             else:
-                traj = sample_forward(
-                    self.policy, c.batch_size, c.num_steps, c.sigma2, expl, self.target.dim, self.generator
-                )
-                with torch.no_grad():
-                    log_r = self.target.log_reward(traj.terminal)  # [B]
-                terminal_x.append(traj.terminal)
-                terminal_log_r.append(log_r)
+                traj, log_r = self._sample_forward(expl)  # [B]
+                terminal_x.append(traj.terminal.detach())
+                terminal_log_r.append(log_r.detach())
             loss, log_z = self._loss(traj, log_r)
-            if c.loss == "vargrad" and not backward_iter:
-                self.log_z.data.copy_(log_z)  # VarGrad: log Z holds the last forward-batch estimate
+            if c.loss in BATCH_LOG_Z_LOSSES and not backward_iter:
+                self.log_z.data.copy_(log_z)  # log Z holds the last forward-batch estimate
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(params, c.grad_clip)
             if torch.isfinite(grad_norm):
                 self.optimizer.step()
             self.step += 1
-            logs.append(torch.stack([loss.detach(), log_z, grad_norm, log_r.mean()]))
+            logs.append(torch.stack([loss.detach(), log_z, grad_norm, log_r.detach().mean()]))
             expls.append(expl)
         mean = torch.stack(logs).mean(0).tolist() if logs else [float("nan")] * 4
         metrics = {
@@ -160,15 +206,17 @@ class SamplerLearner:
         return SamplerEvaluation(metrics, samples, samples_over_contours(self.target, samples, title))
 
     # ---------------------------------------------------------------- checkpointing
+    def _checkpointed(self) -> dict[str, nn.Module | Tensor]:
+        """The learned state by checkpoint key: policy, log Z, and the flow network of (FL-)SubTB."""
+        return {"policy": self.policy, "log_z": self.log_z} | ({"flow": self.flow} if self.flow is not None else {})
+
     def state_dict(self) -> dict:
         """A snapshot (deep copy): later training does not alter it."""
-        return training_state({"policy": self.policy, "log_z": self.log_z}, self.optimizer, self.step,
-                              self.seed, self.generator, self.config)
+        return training_state(self._checkpointed(), self.optimizer, self.step, self.seed, self.generator, self.config)
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.seed = restore_training_state(
-            state, {"policy": self.policy, "log_z": self.log_z}, self.optimizer,
-            (self.config.lr_policy, self.config.lr_log_z), self.generator)
+            state, self._checkpointed(), self.optimizer, (self.config.lr_policy, self.config.lr_log_z), self.generator)
 
     @classmethod
     def from_state_dict(cls, state: dict, device: str = "cpu") -> "SamplerLearner":

@@ -1,46 +1,129 @@
-"""Drift network f_theta(x, t) of the forward SDE (PIS-style Fourier MLP, arXiv:2111.15141 / 2402.05098).
+"""Networks of the diffusion sampler (PIS-style Fourier MLPs, arXiv:2111.15141 / 2402.05098):
+the drift f_theta(x, t) of the forward SDE and the flow log F_theta(x, t) of (FL-)SubTB.
 
+Time embedding (shared style of both networks, each with its own weights):
     gamma(t) = [sin(omega t), cos(omega t)],   omega = linspace(0.1, 100, E)     (fixed Fourier features)
-    h_0 = W_x x + MLP_t(gamma(t))
+    e(t) = MLP_t(gamma(t))                                                        [H]
+State-time MLP:
+    h_0 = W_x x + e(t)
     h_l = W_l GELU(h_{l-1}),  l = 1..L
-    f_theta(x, t) = W_out GELU(h_L)                                               (W_out zero-initialized)
+    out = W_out GELU(h_L)                                                         (W_out zero-initialized)
 
-The zero-initialized output makes the initial sampler the pure Brownian motion x_1 ~ N(0, sigma^2 I).
-The time embedding depends on t only, so trajectories compute it once for the T time points
-(`time_embedding`) and call `drift` per step; `forward(x, t)` broadcasts x [..., D] against t [...].
+Drift, plain:               f_theta(x, t) = NN1(x, t)
+Drift, Langevin (LP):       f_theta(x, t) = NN1(x, t) + NN2(t) * clip(grad_x log R(x), -100, 100)
+    NN2(t) = W_2 GELU(W_1 e(t)) is a scalar per time (zero-initialized last layer); the gradient of
+    log R is an input, not differentiated through (`Target.grad_log_reward` detaches x).
+Flow:                       log F_theta(x, t) = out of a state-time MLP with its own e(t), [...]
+
+The zero-initialized outputs make the initial sampler the pure Brownian motion x_1 ~ N(0, sigma^2 I)
+and the initial learned flow 0. The time embedding depends on t only, so trajectories compute it once
+for the T time points (`time_embedding`) and call `drift` per step; `forward(x, t)` broadcasts
+x [..., D] against t [...].
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
+LANGEVIN_GRAD_CLIP = 100.0
+"""|grad log R| is clipped to this in the Langevin drift (arXiv:2402.05098, Sec. 3)."""
 
-class DriftPolicy(nn.Module):
-    def __init__(self, dim: int, hidden_dim: int = 64, time_embedding_dim: int = 64, num_layers: int = 2):
+
+class FourierTimeEmbedding(nn.Module):
+    """e(t) = MLP_t([sin(omega t), cos(omega t)]), omega = linspace(0.1, 100, E)."""
+
+    def __init__(self, time_embedding_dim: int, hidden_dim: int):
         super().__init__()
-        self.dim = dim
         self.register_buffer("omega", torch.linspace(0.1, 100.0, time_embedding_dim))  # [E]
-        self.time_mlp = nn.Sequential(
+        self.mlp = nn.Sequential(
             nn.Linear(2 * time_embedding_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim)
         )
+
+    def forward(self, t: Tensor) -> Tensor:
+        """t [...] -> [..., H]."""
+        wt = t[..., None] * self.omega  # [..., E]
+        return self.mlp(torch.cat([wt.sin(), wt.cos()], dim=-1))  # [..., H]
+
+
+class StateTimeMLP(nn.Module):
+    """out = W_out GELU(h_L), h_0 = W_x x + e(t), h_l = W_l GELU(h_{l-1}); W_out zero-initialized."""
+
+    def __init__(self, dim: int, out_dim: int, hidden_dim: int, num_layers: int):
+        super().__init__()
         self.state_embed = nn.Linear(dim, hidden_dim)
         layers: list[nn.Module] = []
         for _ in range(num_layers):
             layers += [nn.GELU(), nn.Linear(hidden_dim, hidden_dim)]
         self.trunk = nn.Sequential(*layers, nn.GELU())
-        self.out = nn.Linear(hidden_dim, dim)
+        self.out = nn.Linear(hidden_dim, out_dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    def forward(self, x: Tensor, t_emb: Tensor) -> Tensor:
+        """x [..., D] and a time embedding broadcastable to [..., H] -> [..., out_dim]."""
+        return self.out(self.trunk(self.state_embed(x) + t_emb))
+
+
+class DriftPolicy(nn.Module):
+    """f_theta(x, t); Langevin-parameterized (LP) iff `grad_log_reward` (the target's) is given."""
+
+    def __init__(
+        self,
+        dim: int,
+        hidden_dim: int = 64,
+        time_embedding_dim: int = 64,
+        num_layers: int = 2,
+        grad_log_reward: Callable[[Tensor], Tensor] | None = None,
+    ):
+        super().__init__()
+        self.dim = dim
+        self.time_embed = FourierTimeEmbedding(time_embedding_dim, hidden_dim)
+        self.nn1 = StateTimeMLP(dim, dim, hidden_dim, num_layers)
+        self.grad_log_reward = grad_log_reward
+        self.nn2 = None if grad_log_reward is None else self._langevin_scale(hidden_dim)
+
+    @staticmethod
+    def _langevin_scale(hidden_dim: int) -> nn.Sequential:
+        """NN2(t) = W_2 GELU(W_1 e(t)), a scalar; W_2 zero-initialized (the LP drift starts at 0)."""
+        nn2 = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, 1))
+        nn.init.zeros_(nn2[-1].weight)
+        nn.init.zeros_(nn2[-1].bias)
+        return nn2
+
+    @property
+    def langevin(self) -> bool:
+        return self.nn2 is not None
+
     def time_embedding(self, t: Tensor) -> Tensor:
-        """MLP_t(gamma(t)) for t [...] -> [..., H]."""
-        wt = t[..., None] * self.omega  # [..., E]
-        return self.time_mlp(torch.cat([wt.sin(), wt.cos()], dim=-1))  # [..., H]
+        """e(t) for t [...] -> [..., H]."""
+        return self.time_embed(t)
+
+    def clipped_grad_log_reward(self, x: Tensor) -> Tensor:
+        """clip(grad_x log R(x), -100, 100) for x [..., D] (the target takes [B, D], so flatten)."""
+        grad = self.grad_log_reward(x.reshape(-1, self.dim)).reshape(x.shape)  # [..., D]
+        return grad.clamp(-LANGEVIN_GRAD_CLIP, LANGEVIN_GRAD_CLIP)
 
     def drift(self, x: Tensor, t_emb: Tensor) -> Tensor:
         """f_theta for x [..., D] and a precomputed time embedding broadcastable to [..., H]."""
-        h = self.state_embed(x) + t_emb  # [..., H]
-        return self.out(self.trunk(h))  # [..., D]
+        f = self.nn1(x, t_emb)  # [..., D]
+        if self.langevin:
+            f = f + self.nn2(t_emb) * self.clipped_grad_log_reward(x)  # [..., 1] * [..., D]
+        return f
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         return self.drift(x, self.time_embedding(t))
+
+
+class FlowNetwork(nn.Module):
+    """log F_theta(x, t), a scalar per state (the learned flow of SubTB, the correction F~ of FL-SubTB)."""
+
+    def __init__(self, dim: int, hidden_dim: int = 64, time_embedding_dim: int = 64, num_layers: int = 2):
+        super().__init__()
+        self.time_embed = FourierTimeEmbedding(time_embedding_dim, hidden_dim)
+        self.mlp = StateTimeMLP(dim, 1, hidden_dim, num_layers)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """x [..., D], t broadcastable to [...] -> [...]."""
+        return self.mlp(x, self.time_embed(t)).squeeze(-1)

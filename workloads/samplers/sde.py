@@ -9,11 +9,16 @@ always evaluated under the unmodified policy above.
 
 Backward policy (Brownian bridge pinned at x_0 = 0, fixed):
     PB(x_i | x_{i+1}) = N(x_i; x_{i+1} t_i / t_{i+1}, sigma^2 dt (t_i / t_{i+1}) I),  i = 1..T-1
-The last backward step to x_0 = 0 is deterministic and contributes no log PB term; all T forward
-log PF terms count.
+The last backward step to x_0 = 0 is deterministic and contributes no log PB term (log PB_0 := 0);
+all T forward log PF terms count.
 
-States are sampled without gradient; log PF is then evaluated with gradient in one batched pass over
-all [B, T] transitions (one network call instead of T), which is what the TB / VarGrad losses need.
+Reference process (zero drift, the one PB reverses): x_t = sigma W_t, marginal p_ref(x, t) = N(x; 0, sigma^2 t I).
+
+Per-step terms are [B, T] (column i: the transition between x_i and x_{i+1}); the trajectory sums
+log PF = sum_i log PF_i, log PB = sum_i log PB_i are their row sums (TB / VarGrad / PIS use the sums,
+SubTB the steps). Off-policy rollouts sample states without gradient and then evaluate log PF with
+gradient in one batched pass over all [B, T] transitions (one network call instead of T); the
+reparameterized rollout (PIS) keeps the gradient through the states.
 """
 from __future__ import annotations
 
@@ -32,14 +37,24 @@ LOG_2PI = math.log(2 * math.pi)
 class Trajectory:
     states: Tensor
     """[B, T+1, D], states[:, 0] = 0, states[:, -1] = terminal x_1."""
-    log_pf: Tensor
-    """[B] sum_i log PF(x_{i+1} | x_i) (differentiable in theta)."""
-    log_pb: Tensor
-    """[B] sum_i log PB(x_i | x_{i+1})."""
+    log_pf_steps: Tensor
+    """[B, T] log PF(x_{i+1} | x_i) (differentiable in theta)."""
+    log_pb_steps: Tensor
+    """[B, T] log PB(x_i | x_{i+1}); column 0 (the deterministic step to x_0) is 0."""
 
     @property
     def terminal(self) -> Tensor:
         return self.states[:, -1]  # [B, D]
+
+    @property
+    def log_pf(self) -> Tensor:
+        """[B] sum_i log PF(x_{i+1} | x_i)."""
+        return self.log_pf_steps.sum(-1)
+
+    @property
+    def log_pb(self) -> Tensor:
+        """[B] sum_i log PB(x_i | x_{i+1})."""
+        return self.log_pb_steps.sum(-1)
 
 
 def time_grid(T: int, device: torch.device | str = "cpu") -> Tensor:
@@ -47,33 +62,71 @@ def time_grid(T: int, device: torch.device | str = "cpu") -> Tensor:
     return torch.arange(T + 1, device=device, dtype=torch.float32) / T
 
 
-def forward_log_prob(policy: DriftPolicy, states: Tensor, sigma2: float) -> Tensor:
-    """sum_{i=0}^{T-1} log N(x_{i+1}; x_i + f(x_i, t_i) dt, sigma^2 dt I), states [B, T+1, D] -> [B]."""
-    T = states.shape[1] - 1
+def forward_log_prob_steps(policy: DriftPolicy, states: Tensor, sigma2: float) -> Tensor:
+    """log N(x_{i+1}; x_i + f(x_i, t_i) dt, sigma^2 dt I) for i = 0..T-1, states [B, T+1, D] -> [B, T]."""
+    T, D = states.shape[1] - 1, states.shape[-1]
     dt = 1.0 / T
     t = time_grid(T, states.device)[:-1]  # [T]
     x, x_next = states[:, :-1], states[:, 1:]  # [B, T, D]
     f = policy.drift(x, policy.time_embedding(t))  # [B, T, D]; [T, H] broadcasts over B
     resid = x_next - x - f * dt  # [B, T, D]
     var = sigma2 * dt
-    D = states.shape[-1]
-    return -0.5 * (resid**2).sum((-1, -2)) / var - 0.5 * T * D * (LOG_2PI + math.log(var))  # [B]
+    return -0.5 * (resid**2).sum(-1) / var - 0.5 * D * (LOG_2PI + math.log(var))  # [B, T]
 
 
-def backward_log_prob(states: Tensor, sigma2: float) -> Tensor:
-    """sum_{i=1}^{T-1} log N(x_i; x_{i+1} t_i / t_{i+1}, sigma^2 dt t_i / t_{i+1} I), [B, T+1, D] -> [B]."""
+def backward_log_prob_steps(states: Tensor, sigma2: float) -> Tensor:
+    """log N(x_i; x_{i+1} t_i / t_{i+1}, sigma^2 dt t_i / t_{i+1} I) for i = 1..T-1, and 0 for i = 0,
+    states [B, T+1, D] -> [B, T]."""
     T = states.shape[1] - 1
     dt = 1.0 / T
     i = torch.arange(1, T, device=states.device, dtype=states.dtype)  # [T-1]
     ratio = (i / (i + 1))[:, None]  # t_i / t_{i+1}, [T-1, 1]
     mean = states[:, 2:] * ratio  # [B, T-1, D]
     var = sigma2 * dt * ratio  # [T-1, 1]
-    lp = -0.5 * ((states[:, 1:-1] - mean) ** 2 / var + LOG_2PI + var.log())  # [B, T-1, D]
-    return lp.sum((-1, -2))  # [B]
+    lp = -0.5 * ((states[:, 1:-1] - mean) ** 2 / var + LOG_2PI + var.log()).sum(-1)  # [B, T-1]
+    return torch.nn.functional.pad(lp, (1, 0))  # [B, T]; the step to x_0 = 0 is deterministic
+
+
+def forward_log_prob(policy: DriftPolicy, states: Tensor, sigma2: float) -> Tensor:
+    """sum_{i=0}^{T-1} log PF(x_{i+1} | x_i), states [B, T+1, D] -> [B]."""
+    return forward_log_prob_steps(policy, states, sigma2).sum(-1)
+
+
+def backward_log_prob(states: Tensor, sigma2: float) -> Tensor:
+    """sum_{i=1}^{T-1} log PB(x_i | x_{i+1}), states [B, T+1, D] -> [B]."""
+    return backward_log_prob_steps(states, sigma2).sum(-1)
+
+
+def reference_log_marginal(x: Tensor, t: Tensor, sigma2: float) -> Tensor:
+    """log p_ref(x, t) = log N(x; 0, sigma^2 t I), the marginal at time t > 0 of the zero-drift reference
+    process x_t = sigma W_t from x_0 = 0 (exact on the grid too: a sum of i steps of variance sigma^2 dt).
+    x [..., D], t broadcastable to [...] -> [...]."""
+    var = sigma2 * t  # [...]
+    D = x.shape[-1]
+    return -0.5 * (x**2).sum(-1) / var - 0.5 * D * (LOG_2PI + var.log())
 
 
 def _device(policy: DriftPolicy) -> torch.device:
     return next(policy.parameters()).device
+
+
+def _trajectory(policy: DriftPolicy, states: Tensor, sigma2: float) -> Trajectory:
+    """Per-step log PF (with gradient in theta) and log PB of given states [B, T+1, D]."""
+    return Trajectory(states, forward_log_prob_steps(policy, states, sigma2), backward_log_prob_steps(states, sigma2))
+
+
+def _euler_maruyama(policy: DriftPolicy, eps: Tensor, std: float) -> Tensor:
+    """x_0 = 0, x_{i+1} = x_i + f_theta(x_i, t_i) dt + std eps_i for noise eps [T, B, D] -> states [B, T+1, D].
+    Differentiable in theta (through every state) unless called under no_grad."""
+    T = eps.shape[0]
+    dt = 1.0 / T
+    t_emb = policy.time_embedding(time_grid(T, eps.device)[:-1])  # [T, H]
+    x = torch.zeros_like(eps[0])  # [B, D]
+    states = [x]
+    for i in range(T):
+        x = x + policy.drift(x, t_emb[i]) * dt + std * eps[i]  # [B, D]
+        states.append(x)
+    return torch.stack(states, dim=1)  # [B, T+1, D]
 
 
 def sample_forward(
@@ -85,19 +138,32 @@ def sample_forward(
     dim: int,
     generator: torch.Generator | None = None,
 ) -> Trajectory:
-    """Roll out B forward trajectories from x_0 = 0; log PF under the unmodified policy (with gradient)."""
+    """Roll out B forward trajectories from x_0 = 0 (states without gradient); log PF under the unmodified
+    policy (with gradient)."""
     device = _device(policy)
-    dt = 1.0 / T
-    std = math.sqrt(sigma2 * dt + exploration_std**2)  # sampling std (policy std if no exploration)
+    std = math.sqrt(sigma2 * (1.0 / T) + exploration_std**2)  # sampling std (policy std if no exploration)
+    eps = torch.randn(T, batch_size, dim, device=device, generator=generator)  # [T, B, D]
     with torch.no_grad():
-        t_emb = policy.time_embedding(time_grid(T, device)[:-1])  # [T, H]
-        eps = torch.randn(T, batch_size, dim, device=device, generator=generator)  # [T, B, D]
-        states = torch.zeros(batch_size, T + 1, dim, device=device)  # [B, T+1, D]
-        x = states[:, 0]
-        for i in range(T):
-            x = x + policy.drift(x, t_emb[i]) * dt + std * eps[i]  # [B, D]
-            states[:, i + 1] = x
-    return Trajectory(states, forward_log_prob(policy, states, sigma2), backward_log_prob(states, sigma2))
+        states = _euler_maruyama(policy, eps, std)  # [B, T+1, D]
+    return _trajectory(policy, states, sigma2)
+
+
+def sample_forward_reparameterized(
+    policy: DriftPolicy,
+    batch_size: int,
+    T: int,
+    sigma2: float,
+    dim: int,
+    generator: torch.Generator | None = None,
+) -> Trajectory:
+    """On-policy forward trajectories x = g_theta(eps) with the gradient kept through every state (PIS).
+
+    (log PF of a reparameterized state is -|eps|^2 / 2 + const, so its total derivative in theta is 0;
+    the gradient of a PIS loss comes through log PB and log R of the states.)
+    """
+    eps = torch.randn(T, batch_size, dim, device=_device(policy), generator=generator)  # [T, B, D]
+    states = _euler_maruyama(policy, eps, math.sqrt(sigma2 * (1.0 / T)))  # [B, T+1, D]; policy std
+    return _trajectory(policy, states, sigma2)
 
 
 def sample_backward(
@@ -118,4 +184,4 @@ def sample_backward(
             ratio = i / (i + 1)
             x = x * ratio + math.sqrt(sigma2 * dt * ratio) * eps[i]
             states[:, i] = x
-    return Trajectory(states, forward_log_prob(policy, states, sigma2), backward_log_prob(states, sigma2))
+    return _trajectory(policy, states, sigma2)

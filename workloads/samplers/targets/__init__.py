@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from workloads.samplers.targets.base import Target
+from workloads.samplers.targets.funnel import Funnel
 from workloads.samplers.targets.gmm25 import GMM25
+from workloads.samplers.targets.gmm40 import GMM40
+from workloads.samplers.targets.manywell import ManyWell
 
-TARGETS: dict[str, type[Target]] = {"gmm25": GMM25}
+TARGETS: dict[str, type[Target]] = {"gmm25": GMM25, "gmm40": GMM40, "funnel": Funnel, "manywell": ManyWell}
 
 
 def make_target(name: str) -> Target:

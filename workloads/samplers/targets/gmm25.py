@@ -4,12 +4,11 @@
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from workloads.samplers.targets.base import Target
+from workloads.samplers.targets.gaussian_mixture import mixture_log_density, mixture_sample
 
 
 class GMM25(Target):
@@ -25,13 +24,7 @@ class GMM25(Target):
         self.num_modes = mu.shape[0]
 
     def log_reward(self, x: Tensor) -> Tensor:
-        d2 = ((x[:, None, :] - self.mu[None]) ** 2).sum(-1)  # [B, K]
-        log_n = -0.5 * d2 / self.variance - 0.5 * self.dim * math.log(2 * math.pi * self.variance)  # [B, K]
-        return torch.logsumexp(log_n, dim=-1) - math.log(self.num_modes)  # [B]
+        return mixture_log_density(x, self.mu, self.variance)
 
     def sample(self, n: int, seed: int) -> Tensor:
-        g = torch.Generator().manual_seed(seed)
-        k = torch.randint(self.num_modes, (n,), generator=g)  # [n]
-        eps = torch.randn(n, self.dim, generator=g)  # [n, D]
-        x = self.mu.cpu()[k] + math.sqrt(self.variance) * eps  # [n, D]
-        return x.to(self.mu.device)
+        return mixture_sample(self.mu, self.variance, n, seed)
