@@ -59,9 +59,8 @@ class Learner:
     def evaluate(self, num_samples: int | None = None) -> dict[str, Any]:
         """metrics, samples (num_samples, default the config's), and the figure(s) as PNG bytes by file name."""
         evaluation = self.learner.evaluate(num_samples)
-        figures = getattr(evaluation, "figures", None) or {"samples": evaluation.figure}
         return {"metrics": evaluation.metrics, "samples": evaluation.samples,
-                "figures_png": {f"{_file_name(name)}.png": figure_png(figure) for name, figure in figures.items()}}
+                "figures_png": {f"{_file_name(name)}.png": figure_png(figure) for name, figure in evaluation.figures.items()}}
 
     def attribute(self, name: str) -> Any:
         """A public attribute of the wrapped learner (e.g. the torsional learner's `entries`, for artifacts)."""

@@ -73,8 +73,7 @@ def test_evaluate_does_not_perturb_training():
     a.train(3)
     b.train(3)
     ev = a.evaluate(200)
-    assert ev.samples.shape == (200, 2) and ev.figure is not None
-    assert set(ev.metrics) >= {"eval/delta_log_z", "eval/delta_log_z_rw", "eval/log_z_learned", "eval/elbo", "eval/w2"}
+    assert ev.samples.shape == (200, 2) and set(ev.figures) == {"samples"}
     assert a.evaluate(200).metrics == ev.metrics  # deterministic
     assert a.train(2)[0] == b.train(2)[0]
 
@@ -112,7 +111,8 @@ def test_run_local_with_replay_and_local_search():
     )
     history = run(config, seed=0, log=lambda _: None)
     assert [h["step"] for h in history] == [10, 20]
-    assert 0.0 < history[-1]["ls/acceptance_rate"] <= 1.0
+    assert 0.0 < history[-1]["train/mala_acceptance"] <= 1.0
+    assert history[-1]["train/replay_staleness_iters"] > 0
     assert all(math.isfinite(h["eval/delta_log_z_rw"]) for h in history)
 
 

@@ -1,5 +1,7 @@
-"""Targets: normalization (log Z exact), exact sampler moments and mode frequencies, autograd gradient."""
+"""Targets: normalization (log Z exact), exact sampler moments and mode frequencies, autograd gradient;
+the per-target sigma^2 default."""
 import math
+from pathlib import Path
 from typing import get_args
 
 import numpy as np
@@ -8,7 +10,9 @@ import torch
 from scipy.integrate import quad
 from torch.distributions import Normal
 
+from orchestrator.spec import load_sweep
 from workloads.samplers.config import SIGMA2_BY_TARGET, SamplerConfig
+from workloads.samplers.learner import SamplerLearner
 from workloads.samplers.targets import TARGETS, make_target
 
 
@@ -202,6 +206,26 @@ def test_registry_and_config_agree():
     targets = set(get_args(SamplerConfig.model_fields["target"].annotation))
     assert targets == set(TARGETS) == set(SIGMA2_BY_TARGET)
     # sigma^2 defaults per target (arXiv:2402.05098): 5 for the mixtures, 1 for Funnel and Manywell
-    assert [SamplerConfig(target=t).sigma2 for t in ("gmm25", "gmm40", "funnel", "manywell")] == [5.0, 5.0, 1.0, 1.0]
-    assert SamplerConfig(target="funnel", sigma2=2.5).sigma2 == 2.5
-    assert SamplerConfig.model_validate(SamplerConfig(target="manywell").model_dump()).sigma2 == 1.0
+    targets = ("gmm25", "gmm40", "funnel", "manywell")
+    assert [SamplerConfig(target=t).diffusion_sigma2 for t in targets] == [5.0, 5.0, 1.0, 1.0]
+    assert SamplerConfig(target="funnel", sigma2=2.5).diffusion_sigma2 == 2.5
+
+
+def test_sigma2_follows_a_target_switch():
+    """sigma^2 stays unset in the config and is resolved from the target when read, so a target changed
+    after validation (model_copy, or the orchestrator re-validating a dumped config with a sampled
+    `target`) gets its own default; an explicit sigma2 is kept."""
+    base = SamplerConfig(target="gmm25")
+    assert base.sigma2 is None and base.diffusion_sigma2 == 5.0
+    assert base.model_copy(update={"target": "funnel"}).diffusion_sigma2 == 1.0
+    assert SamplerConfig.model_validate(base.model_dump() | {"target": "manywell"}).diffusion_sigma2 == 1.0
+    sweep = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "samplers.yaml")
+    assert sweep.config.target == "gmm25" and sweep.resolved_config({"target": "funnel"}).diffusion_sigma2 == 1.0
+    explicit = SamplerConfig(target="gmm25", sigma2=2.5)
+    assert SamplerConfig.model_validate(explicit.model_dump() | {"target": "funnel"}).diffusion_sigma2 == 2.5
+    # the learner samples with it: the untrained (zero-drift) sampler's terminal variance is sigma^2
+    small = dict(num_steps=5, hidden_dim=16, time_embedding_dim=8)
+    switched = SamplerConfig(**small).model_copy(update={"target": "funnel"})
+    for config, sigma2 in ((SamplerConfig(**small), 5.0), (switched, 1.0)):
+        traj, _ = SamplerLearner(config, seed=0).sample(4000, torch.Generator().manual_seed(0))
+        assert abs(traj.terminal.var().item() / sigma2 - 1) < 0.05, (config.target, traj.terminal.var())

@@ -4,6 +4,10 @@ Between two reports the learner trains `eval_every` iterations in sub-chunks of
 `replay.local_search_every`. Each sub-chunk's terminal states go to the buffer through a
 bounded channel; with replay on, each sub-chunk trains its odd iterations on a batch sampled
 from the buffer, and a local-search round runs on the buffer actor while the learner trains.
+
+Each round is told the learner step at its start (the end of the sub-chunk whose states it may
+search); its results keep it, and the learner reports train/replay_staleness_iters, the iterations
+between that step and the one that trains on them.
 """
 from __future__ import annotations
 
@@ -47,15 +51,18 @@ class SamplerDriver(LearnerBufferDriver):
         sizes = [min(sub_chunk, chunk - start) for start in range(0, chunk, sub_chunk)]
         metric_refs, search_refs = [], []
         replay = self._replay_batch(sizes[0])
+        step = self.step
         for k, n in enumerate(sizes):
             metrics_ref, states_ref = self.learner.train.options(num_returns=2).remote(n, replay)
             metric_refs.append(metrics_ref)
+            step += n
             self.to_buffer.submit(lambda: self.buffer.add.remote(states_ref))
             if cfg.replay.enabled:
                 # The next replay batch is queued before this round's local search, so the learner
-                # trains sub-chunk k+1 while the search runs; its results serve sub-chunk k+2 on.
+                # trains sub-chunk k+1 (from `step` on) while the search runs; its results serve
+                # sub-chunk k+2 on.
                 replay = self._replay_batch(sizes[k + 1]) if k + 1 < len(sizes) else None
-                search_refs.append(self.buffer.local_search.remote())
+                search_refs.append(self.buffer.local_search.remote(step))
         metrics = mean_metrics(ray.get(metric_refs) + [m for m in ray.get(search_refs) if m])
         self.to_buffer.drain()
         evaluation = ray.get(self.learner.evaluate.remote())

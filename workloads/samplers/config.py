@@ -41,7 +41,7 @@ class SamplerConfig(StrictConfig):
     num_steps: int = Field(100, gt=0)
     """T: discretization steps of the SDE on t in [0, 1]."""
     sigma2: float | None = Field(None, gt=0)
-    """sigma^2: diffusion coefficient squared; None (unset) becomes SIGMA2_BY_TARGET[target] on validation."""
+    """sigma^2: diffusion coefficient squared; None: the target's default. Read it as `diffusion_sigma2`."""
     hidden_dim: int = Field(64, gt=0)
     time_embedding_dim: int = Field(64, gt=0)
     num_layers: int = Field(2, gt=0)
@@ -66,6 +66,11 @@ class SamplerConfig(StrictConfig):
     eval_every: int = Field(500, gt=0)
     """Iterations between evaluations; each evaluation is one Tune report and checkpoint."""
     eval_samples: int = Field(2_000, gt=1)
+    """N: forward samples and exact target samples per evaluation."""
+    eval_backward_trajectories: int = Field(10, gt=0)
+    """K: backward trajectories per exact sample in the importance-sampled log-likelihood of the sampler
+    (eval/exact_log_likelihood) and in the EUBO; 10 as the reference code's `mean_log_likelihood`. Costs
+    N K backward trajectories per evaluation (no gradient)."""
     replay: ReplayConfig = ReplayConfig()
 
     @model_validator(mode="after")
@@ -85,12 +90,13 @@ class SamplerConfig(StrictConfig):
                              "(tb, vargrad, subtb, fl_subtb)")
         return self
 
-    @model_validator(mode="after")
-    def _default_sigma2(self) -> "SamplerConfig":
-        """Fill sigma^2 from the target once; afterwards it is a plain float (changing `target` later keeps it)."""
-        if self.sigma2 is None:
-            self.sigma2 = SIGMA2_BY_TARGET[self.target]  # re-validates once, now with a float
-        return self
+    @property
+    def diffusion_sigma2(self) -> float:
+        """sigma^2 in use: `sigma2` if set, else SIGMA2_BY_TARGET[target].
+
+        Resolved on every read rather than stored by a validator: the orchestrator re-validates a dumped
+        config with a sampled `target`, and a stored default would keep the base target's sigma^2."""
+        return self.sigma2 if self.sigma2 is not None else SIGMA2_BY_TARGET[self.target]
 
     def smoke(self) -> "SamplerConfig":
         """A few iterations of the same model: a whole-stack check in seconds."""

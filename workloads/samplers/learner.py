@@ -16,8 +16,15 @@ Flows of (FL-)SubTB, i = 0..T: log F(x_0) = log Z, log F(x_T) = log R(x_T), and 
 log F_phi(x_i, t_i) (subtb) or (1 - t_i) log p_ref(x_i, t_i) + t_i log R(x_i) + log F~_phi(x_i, t_i)
 (fl_subtb). The flow network trains at the policy's learning rate.
 
+Replay states found by local search carry the learner step at the start of their round;
+train/replay_staleness_iters is the mean over backward iterations s of s - search_step(x).
+
+Evaluation (N = eval_samples; metrics.py has the estimators):
+    forward tau ~ PF (no exploration)        -> ELBO, log Z_RW, Delta log Z, Delta log Z_RW, W2, W1, figures
+    N exact x ~ p, K backward tau ~ PB(. | x) -> EUBO, exact_log_likelihood = mean_x log p_theta(x)
+
 A plain class (no Ray): `train(num_iters, replay)` returns chunk metrics and the forward terminal
-states; `evaluate()` the log Z errors, W2 and a figure; `state_dict()` resumes bit-identically.
+states; `evaluate()` the metrics above and figures; `state_dict()` resumes bit-identically.
 The learner owns its own torch.Generator, so evaluation never perturbs training randomness.
 """
 from __future__ import annotations
@@ -34,8 +41,8 @@ from workloads.samplers.config import SamplerConfig
 from workloads.samplers.losses import (
     boundary_log_flows, forward_looking_log_flows, pis_loss, subtb_loss, tb_loss, vargrad_loss,
 )
-from workloads.samplers.metrics import log_importance_weights, log_z_metrics, w2
-from workloads.samplers.plots import samples_over_contours
+from workloads.samplers.metrics import eubo, log_importance_weights, log_likelihood, log_z_metrics, w1, w2
+from workloads.samplers.plots import evaluation_figures
 from workloads.samplers.policy import DriftPolicy, FlowNetwork
 from workloads.samplers.replay import TerminalBatch
 from workloads.samplers.sde import (
@@ -44,7 +51,10 @@ from workloads.samplers.sde import (
 from workloads.samplers.targets import make_target
 
 EXACT_SAMPLES_SEED_OFFSET = 1_000_003
-"""Exact target samples for W2 use seed + this offset (fixed per learner seed)."""
+"""Exact target samples for evaluation use seed + this offset (fixed per learner seed)."""
+EVAL_CHUNK_TRAJECTORIES = 4096
+"""Backward trajectories rolled out at once in evaluation: bounds the [chunk, T+1, D] states and the
+drift network's activations (Manywell, T = 100: ~50 MB of states)."""
 FLOW_LOSSES = ("subtb", "fl_subtb")
 """Losses with a learned flow network."""
 BATCH_LOG_Z_LOSSES = ("vargrad", "pis")
@@ -54,10 +64,12 @@ BATCH_LOG_Z_LOSSES = ("vargrad", "pis")
 @dataclass
 class SamplerEvaluation:
     metrics: dict[str, float]
-    """eval/delta_log_z, eval/delta_log_z_rw, eval/log_z_learned, eval/elbo, eval/log_z_rw, eval/w2."""
+    """eval/delta_log_z, eval/delta_log_z_rw, eval/log_z_learned, eval/elbo, eval/log_z_rw, eval/eubo,
+    eval/w2, eval/w1, eval/exact_log_likelihood."""
     samples: np.ndarray
     """[N, D] terminal states of on-policy forward trajectories."""
-    figure: Figure
+    figures: dict[str, Figure]
+    """'samples' (2-d targets: samples over contours of log R) or 'marginals' (sampler vs exact histograms)."""
 
 
 class SamplerLearner:
@@ -95,7 +107,7 @@ class SamplerLearner:
         if c.loss == "fl_subtb":
             with torch.no_grad():  # log R is a fixed function of the (detached) states
                 log_r_states = self.target.log_reward(x.reshape(-1, x.shape[-1])).view(x.shape[:2])  # [B, T-1]
-            log_f = forward_looking_log_flows(log_f, reference_log_marginal(x, t, c.sigma2), log_r_states, t)
+            log_f = forward_looking_log_flows(log_f, reference_log_marginal(x, t, c.diffusion_sigma2), log_r_states, t)
         return boundary_log_flows(log_f, self.log_z, log_r)  # [B, T+1]
 
     def _loss(self, traj: Trajectory, log_r: Tensor) -> tuple[Tensor, Tensor]:
@@ -117,11 +129,11 @@ class SamplerLearner:
         c = self.config
         if c.loss == "pis":
             traj = sample_forward_reparameterized(
-                self.policy, c.batch_size, c.num_steps, c.sigma2, self.target.dim, self.generator
+                self.policy, c.batch_size, c.num_steps, c.diffusion_sigma2, self.target.dim, self.generator
             )
             return traj, self.target.log_reward(traj.terminal)
         traj = sample_forward(
-            self.policy, c.batch_size, c.num_steps, c.sigma2, exploration_std, self.target.dim, self.generator
+            self.policy, c.batch_size, c.num_steps, c.diffusion_sigma2, exploration_std, self.target.dim, self.generator
         )
         with torch.no_grad():
             return traj, self.target.log_reward(traj.terminal)
@@ -132,9 +144,13 @@ class SamplerLearner:
         if use_replay:
             replay_x = torch.tensor(replay.x, device=self.device)  # [N, D]
             replay_log_r = torch.tensor(replay.log_reward, device=self.device)  # [N]
+            replay_search_step = (  # [N]; None: states of unknown search round
+                None if replay.search_step is None else torch.tensor(replay.search_step, device=self.device)
+            )
             cursor = 0
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         logs: list[Tensor] = []
+        staleness: list[Tensor] = []
         expls: list[float] = []
         terminal_x: list[Tensor] = []
         terminal_log_r: list[Tensor] = []
@@ -145,7 +161,9 @@ class SamplerLearner:
                 idx = (cursor + torch.arange(c.batch_size, device=self.device)) % replay_x.shape[0]  # [B]
                 cursor += c.batch_size
                 log_r = replay_log_r[idx]  # [B]
-                traj = sample_backward(self.policy, replay_x[idx], c.num_steps, c.sigma2, self.generator)
+                if replay_search_step is not None:
+                    staleness.append((self.step - replay_search_step[idx]).double().mean())
+                traj = sample_backward(self.policy, replay_x[idx], c.num_steps, c.diffusion_sigma2, self.generator)
             else:
                 traj, log_r = self._sample_forward(expl)  # [B]
                 terminal_x.append(traj.terminal.detach())
@@ -169,6 +187,8 @@ class SamplerLearner:
             "train/mean_log_reward": mean[3],
             "train/exploration_std": float(np.mean(expls)) if expls else float("nan"),
         }
+        if staleness:
+            metrics["train/replay_staleness_iters"] = torch.stack(staleness).mean().item()
         if terminal_x:
             terminals = TerminalBatch(
                 torch.cat(terminal_x).cpu().numpy(), torch.cat(terminal_log_r).cpu().numpy()
@@ -179,31 +199,57 @@ class SamplerLearner:
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def sample(self, num_samples: int, seed: int) -> tuple[Trajectory, Tensor]:
-        """On-policy forward trajectories (no exploration) and their log R, deterministic in seed."""
+    def sample(self, num_samples: int, generator: torch.Generator) -> tuple[Trajectory, Tensor]:
+        """On-policy forward trajectories (no exploration) and their log R."""
         c = self.config
-        g = torch.Generator(device=self.device).manual_seed(seed)
-        traj = sample_forward(self.policy, num_samples, c.num_steps, c.sigma2, 0.0, self.target.dim, g)
+        traj = sample_forward(
+            self.policy, num_samples, c.num_steps, c.diffusion_sigma2, 0.0, self.target.dim, generator
+        )
         return traj, self.target.log_reward(traj.terminal)
 
     @torch.no_grad()
+    def backward_log_probs(
+        self, x: Tensor, num_trajectories: int, generator: torch.Generator,
+        chunk_trajectories: int = EVAL_CHUNK_TRAJECTORIES,
+    ) -> tuple[Tensor, Tensor]:
+        """log PF(tau_k) and log PB(tau_k | x_n), each [N, K], of K backward trajectories tau_k ~ PB(. | x_n)
+        from each state of x [N, D]; rolled out about `chunk_trajectories` at a time."""
+        c, K = self.config, num_trajectories
+        log_pf, log_pb = [], []
+        for x_chunk in x.split(max(1, chunk_trajectories // K)):  # [n, D]
+            x_repeated = x_chunk.repeat_interleave(K, dim=0)  # [n K, D], row n K + k is (x_n, tau_k)
+            traj = sample_backward(self.policy, x_repeated, c.num_steps, c.diffusion_sigma2, generator)
+            log_pf.append(traj.log_pf.view(-1, K))  # [n, K]
+            log_pb.append(traj.log_pb.view(-1, K))  # [n, K]
+        return torch.cat(log_pf), torch.cat(log_pb)
+
+    @torch.no_grad()
     def evaluate(self, num_samples: int | None = None) -> SamplerEvaluation:
-        n = num_samples or self.config.eval_samples
-        traj, log_r = self.sample(n, seed=self.seed * 1_000_033 + self.step)
+        """Metrics on N on-policy samples and N exact samples (N = num_samples, default eval_samples);
+        deterministic in (seed, step)."""
+        c = self.config
+        n = num_samples or c.eval_samples
+        g = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_033 + self.step)
+        traj, log_r = self.sample(n, g)
         log_w = log_importance_weights(log_r, traj.log_pf, traj.log_pb)  # [N]
         m = log_z_metrics(log_w, self.target.log_z)
-        samples = traj.terminal.cpu().numpy()
-        exact = self.target.sample(n, seed=self.seed + EXACT_SAMPLES_SEED_OFFSET).cpu().numpy()
+        exact_x = self.target.sample(n, seed=self.seed + EXACT_SAMPLES_SEED_OFFSET)  # [N, D]
+        log_pf_bwd, log_pb_bwd = self.backward_log_probs(exact_x, c.eval_backward_trajectories, g)  # [N, K]
+        log_w_bwd = log_importance_weights(self.target.log_reward(exact_x)[:, None], log_pf_bwd, log_pb_bwd)  # [N, K]
+        samples, exact = traj.terminal.cpu().numpy(), exact_x.cpu().numpy()
         metrics = {
             "eval/delta_log_z": m["delta_log_z"],
             "eval/delta_log_z_rw": m["delta_log_z_rw"],
             "eval/log_z_learned": self.log_z.item(),
             "eval/elbo": m["elbo"],
             "eval/log_z_rw": m["log_z_rw"],
+            "eval/eubo": eubo(log_w_bwd),
             "eval/w2": w2(samples, exact),
+            "eval/w1": w1(samples, exact),
+            "eval/exact_log_likelihood": log_likelihood(log_pf_bwd, log_pb_bwd).mean().item(),
         }
-        title = f"{self.config.target} step {self.step}: dlogZ_RW {m['delta_log_z_rw']:.3f}"
-        return SamplerEvaluation(metrics, samples, samples_over_contours(self.target, samples, title))
+        title = f"{c.target} step {self.step}: dlogZ_RW {m['delta_log_z_rw']:.3f}"
+        return SamplerEvaluation(metrics, samples, evaluation_figures(c.target, self.target, samples, exact, title))
 
     # ---------------------------------------------------------------- checkpointing
     def _checkpointed(self) -> dict[str, nn.Module | Tensor]:

@@ -8,15 +8,21 @@ and accepts with probability min(1, alpha),
 During burn-in the shared step size is adapted by a Robbins-Monro step on log eta towards the target
 acceptance rate a* (0.574, optimal for MALA):  log eta <- log eta + (a_batch - a*).
 The step size is frozen after burn-in; the reported acceptance rate is over post-burn-in steps.
+
+`LocalSearchReplay` holds the two buffers of "+ LS" and runs rounds of MALA between them; the
+replay-buffer actor (`actors/replay_buffer.py`) and the in-process loop (`run_local.py`) share it.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from workloads.samplers.config import ReplayConfig
+from workloads.samplers.replay import ReplayBuffer, TerminalBatch
 from workloads.samplers.targets.base import Target
 
 
@@ -78,3 +84,55 @@ def mala(
     if counted == 0:  # no post-burn-in steps: report the last step's rate
         accepted, counted = rate, 1
     return MalaResult(x, log_r, (accepted / counted).item(), math.exp(log_eta))
+
+
+class LocalSearchReplay:
+    """The buffers of arXiv:2402.05098's "+ LS" and the local search between them.
+
+    Forward samples enter `forward_buffer`; a round runs MALA from a prioritized batch of it and puts
+    the results in `searched_buffer`, each tagged with `search_step`, the learner step at the start of
+    its round; replay batches (states for backward trajectories) are drawn from `searched_buffer`.
+    The adapted step size carries over from round to round.
+    """
+
+    def __init__(self, config: ReplayConfig, target: Target, seed: int):
+        self.config = config
+        self.target = target
+        self.forward_buffer = ReplayBuffer(config.capacity, config.prioritization, config.rank_k, seed)
+        self.searched_buffer = ReplayBuffer(config.capacity, config.prioritization, config.rank_k, seed + 1)
+        self.step_size = config.mala_step_size
+        self.generator = torch.Generator(device=target.device).manual_seed(seed + 2)
+
+    def add(self, batch: TerminalBatch) -> int:
+        """Forward samples into `forward_buffer`; returns its size."""
+        self.forward_buffer.add(batch)
+        return len(self.forward_buffer)
+
+    def sample(self, n: int) -> TerminalBatch | None:
+        """A replay batch of local-search results (with their `search_step`); None before the first round."""
+        return self.searched_buffer.sample(n) if len(self.searched_buffer) else None
+
+    def local_search(self, learner_step: int) -> dict[str, float]:
+        """One round of parallel MALA from a prioritized batch of forward samples; `learner_step` is the
+        learner's step as the round starts, kept with the results."""
+        if not len(self.forward_buffer):
+            return {}
+        start = self.forward_buffer.sample(self.config.local_search_batch)
+        result = mala(
+            self.target, torch.as_tensor(start.x, device=self.target.device), num_steps=self.config.mala_steps,
+            burn_in=self.config.mala_burn_in, step_size=self.step_size,
+            target_acceptance=self.config.mala_target_acceptance, generator=self.generator,
+        )
+        self.step_size = result.step_size
+        self.searched_buffer.add(TerminalBatch(result.x.cpu().numpy(), result.log_reward.cpu().numpy(), learner_step))
+        return {"train/mala_acceptance": result.acceptance_rate, "train/mala_step_size": self.step_size}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step_size": self.step_size, "forward_buffer": self.forward_buffer.state_dict(),
+                "searched_buffer": self.searched_buffer.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_size = state["step_size"]
+        self.forward_buffer.load_state_dict(state["forward_buffer"])
+        self.searched_buffer.load_state_dict(state["searched_buffer"])
+        self.generator.set_state(state["generator"])

@@ -78,18 +78,16 @@ class TorsionalConfig(StrictConfig):
     than 2 atom-level layers on the reference molecules, as accurate after equal training time (train JSD 0.25 vs
     0.24 after ~11 min) and 5x cheaper to evaluate (measured 2026-11-29, run_local)."""
     score_drift: bool = True
-    """The drift adds the annealed score step lambda_k sigma_k^2 v0 / (v0 + c_k) grad log R of the exact energy
-    (policy.py): the untrained policy is already a Langevin-type sampler of the target."""
-    basin_variance_rad2: float = Field(0.3, gt=0)
-    """v0 of the score step, a basin variance. A methyl rotor's basin at 298 K is ~0.04 rad^2, but the wider 0.3
-    guides more at the early, noisy steps and measured better (run_local, 2026-11-29, 500 samples per structure,
-    mean JSD train / unseen structures / unseen molecules): untrained 0.20 / 0.20 / 0.12 against 0.32 / 0.33 / 0.23
-    with 0.04 and 0.16 / 0.15 / 0.09 with 1000 (s unscaled); after 1,500 iterations 0.096 / 0.14 / 0.19 against
-    0.12 / 0.16 / 0.17 with 1000 (lr 3e-4)."""
+    """The drift adds the step lambda_k sigma_k^2 s_k along grad log p_k, the score of the target smoothed by the
+    noise still to come (policy.py, smoothed_score.py): the untrained policy is already a sampler of the target."""
+    basin_variance_rad2: float = Field(0.04, gt=0)
+    """v0, the variance of a typical basin of R (a methyl rotor's at 298 K is ~0.04 rad^2). With probes it sets
+    the mix a_k = v0 / (v0 + c_k) of the two score estimators (smoothed_score.py; 0.3 measured 0.075 against 0.072
+    train JSD untrained); with score_probes = 0 it scales the local score by a_k (policy.py), where 0.3 measured
+    better (500 samples, untrained: 0.20 / 0.20 / 0.12 against 0.32 / 0.33 / 0.23 with 0.04)."""
     score_probes: int = Field(16, ge=0)
-    """J probes of the Tweedie estimate of the smoothed score at the steps whose remaining noise variance c_k exceeds
-    basin_variance_rad2 (smoothed_score.py); the local score after them, unscaled. 0: the local score at every
-    step, scaled by v0 / (v0 + c_k) (policy.py)."""
+    """J probes (antithetic pairs, so even) of the smoothed score at every step (smoothed_score.py); 0: the local
+    score -dE/dx / kT, scaled by v0 / (v0 + c_k) (policy.py)."""
     log_z_hidden_dim: int = Field(32, gt=0)
     loss: Literal["tb", "vargrad"] = "vargrad"
     """tb: learned conditional log Z_phi(G, L); vargrad: log Z = detached mean per local structure."""
@@ -116,6 +114,8 @@ class TorsionalConfig(StrictConfig):
     def _check(self) -> "TorsionalConfig":
         if self.grid_bins % bins_for_width(METRIC_BIN_DEGREES):
             raise ValueError(f"grid_bins={self.grid_bins} must be a multiple of {bins_for_width(METRIC_BIN_DEGREES)}")
+        if self.score_probes % 2:
+            raise ValueError(f"score_probes={self.score_probes} must be even (antithetic pairs)")
         if not self.train_smiles:
             raise ValueError("train_smiles is empty")
         return self

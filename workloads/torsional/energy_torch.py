@@ -239,6 +239,13 @@ class TorchTorsionalEnergy:
             return _Energy.apply(angles, self, e)
         return self._evaluate(e, angles)[0]
 
+    def energies_and_gradients(self, entry_index: Tensor, angles: Tensor) -> tuple[Tensor, Tensor]:
+        """E [B] float64 kcal/mol and dE/dangles [B, K_max] (0 in columns >= K_b), no graph attached, for entries
+        entry_index [B] at angles [B, K_max] radians."""
+        energy, grad = self._evaluate(entry_index.to(self.device, torch.long),
+                                      angles.detach().to(self.device, torch.float64), with_gradient=True)
+        return energy, grad
+
     def gradient(self, entry_index: Tensor, torsion_index: Tensor, x: Tensor) -> Tensor:
         """dE/dx [P, M] (x's dtype and device, no graph attached) for x [P, M]: P rows of the same B trajectories,
         whose torsions are flattened: torsion_index [M] long names each torsion's trajectory b (0..B-1), the

@@ -23,11 +23,11 @@ otherwise give residuals of 100+ nats that dominate the squared loss and its gra
 (298 K) times that at E_L, which no histogram, log Z or energy metric can see; evaluation uses the true energies.
 
 Score. With score_drift (default) the policy's drift takes a step along the score of the target smoothed by the
-noise still to come (policy.py, smoothed_score.py): Tweedie probes of the energy at the noisy steps, the local
--dE(x | L)/dx / kT after them. Both come from TorchTorsionalEnergy (energy_torch.py: the exact MMFF energy of every
-entry, in torch on the learner's device), while the rewards of terminal states still come from energy_fn.
-Measured untrained (zero-initialized f, 500 samples per structure): mean JSD train / unseen structures / unseen
-molecules 0.11 / 0.11 / 0.08 with 16 probes, 0.50 / 0.50 / 0.44 without a score (uniform torsions).
+noise still to come (policy.py, smoothed_score.py), estimated at every step from J probes of the energy and its
+gradient. Both come from TorchTorsionalEnergy (energy_torch.py: the exact MMFF energy of every entry, in torch on
+the learner's device), while the rewards of terminal states still come from energy_fn.
+Measured untrained (zero-initialized f, 2,000 samples per structure): mean JSD train / unseen structures / unseen
+molecules 0.072 / 0.074 / 0.036 with 16 probes (smoothed_score.py), 0.50 / 0.50 / 0.44 without a score.
 
 The learner splits an iteration into `sample_batch()` (no gradient) -> energies -> `loss_and_step(batch,
 energies)` so that the energy pool can evaluate batch k while batch k+1 is sampled; `train(n)` is that loop
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -64,6 +64,8 @@ from workloads.torsional.torus import (
     sample_forward_angles, sample_trajectories,
 )
 
+ScoreOfEntries = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+"""(entry_index [B], torsion_index [M], x [P, M], k [P]) -> the score [P, M] of the policy's drift."""
 EnergyRequests = list[tuple[StructureEntry, np.ndarray]]
 """[(entry, angles [n, K] radians), ...]; answered by [energies [n] kcal/mol, ...] in the same order."""
 
@@ -200,8 +202,12 @@ class TorsionalLearner:
         ])
         # exact, differentiable E(x | L) of every entry: the score grad_x log R of the policy's drift
         self.torch_energy = TorchTorsionalEnergy(self.entries, c.variant, self.device) if c.score_drift else None
-        if self.torch_energy is not None:  # grad log p_k: Tweedie probes at the noisy steps, then -dE/dx / kT
+        self.score: ScoreOfEntries | None = None  # grad log p_k by probes, or the local -dE/dx / kT
+        if self.torch_energy is not None and c.score_probes:
             self.score = SmoothedScore(self.torch_energy, self.kT, c.num_steps, c.score_probes, c.basin_variance_rad2)
+        elif self.torch_energy is not None:
+            energy = self.torch_energy
+            self.score = lambda entries, tidx, x, k: energy.gradient(entries, tidx, x) / -self.kT
         self.generator = torch.Generator(device=self.device).manual_seed(seed)  # structures, noise, replay rows
         self.step = 0
         self._grids: dict[str, GridDensity] = {}
