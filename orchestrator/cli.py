@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -45,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--tracking-uri")
     report.add_argument("--metric", help="metric of the table (default: the sweep's tune.metric)")
     report.add_argument("--mode", choices=["min", "max"], help="(default: the sweep's tune.mode)")
+    report.add_argument("--table", action="store_true",
+                        help="the diffusion samplers' results table: methods x targets, mean ± std over seeds of the "
+                             "final Delta log Z / Delta log Z_RW / W2, beside the paper's Table 1")
+    report.add_argument("--rows", default="method", metavar="AXIS",
+                        help="with --table: the variants axis whose names are the rows (default: method)")
+    report.add_argument("--markdown", type=Path, metavar="FILE", help="with --table: also write it as Markdown")
 
     sample = commands.add_parser("sample", help="zero-shot samples of a trained torsional trial for any molecule")
     sample.add_argument("--run", required=True, help="MLflow run id of a torsional trial (a sweep's child run)")
@@ -98,7 +105,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    _print_table(_tracking_uri(args.tracking_uri, None), args.experiment, args.metric, args.mode)
+    if args.markdown and not args.table:
+        raise OrchestratorError("report: --markdown writes the --table; add --table.")
+    if args.table:
+        _print_results_table(_tracking_uri(args.tracking_uri, None), args.experiment, args.rows, args.markdown)
+    else:
+        _print_table(_tracking_uri(args.tracking_uri, None), args.experiment, args.metric, args.mode)
     return 0
 
 
@@ -120,15 +132,105 @@ def _print_table(tracking_uri: str, experiment: str, metric: str | None, mode: s
         [row.name, row.status, *[row.params.get(k, "") for k in sampled], _fmt(row.final), _fmt(row.best)]
         for row in rows
     ]
-    widths = [max(len(str(line[i])) for line in table) for i in range(len(header))]
     print()
-    for line in table:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)))
+    print(_aligned(table))
     print(f"\n{len(rows)} trials in experiment {experiment!r}. {ui_hint(tracking_uri)}")
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
+
+
+def _aligned(table: list[list[str]]) -> str:
+    """Rows of cells as text columns, each as wide as its widest cell."""
+    widths = [max(len(str(line[i])) for line in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table)
+
+
+def _markdown(table: list[list[str]]) -> str:
+    lines = [table[0], ["---"] * len(table[0]), *table[1:]]
+    return "\n".join("| " + " | ".join(str(cell).strip() for cell in line) + " |" for line in lines)
+
+
+# ---------------------------------------------------------------- report --table (diffusion samplers)
+
+TABLE_METRICS = ("eval/delta_log_z", "eval/delta_log_z_rw", "eval/w2")
+"""A cell's figures, in the paper's order: Delta log Z (ELBO), Delta log Z_RW (importance-weighted), W2."""
+TARGET_COLUMNS = {"gmm25": "25GMM", "funnel": "Funnel", "manywell": "Manywell", "gmm40": "40GMM"}
+"""config.target -> column name, in the paper's order; other targets follow, sorted."""
+PAPER_TABLE_1: dict[str, dict[str, str]] = {
+    # arXiv:2402.05098, Table 1, mean over 5 seeds, as printed in ../shared/papers/README.md (section 2):
+    # Delta log Z / Delta log Z_RW / W2^2, '-' where the summary gives no figure; it has no 40GMM column.
+    "PIS": {"gmm25": "1.769 / 1.274 / 6.37", "funnel": "0.534 / 0.262 / 22.0", "manywell": "3.85 / 2.69 / 6.15"},
+    "TB": {"gmm25": "1.176 / 1.071 / -", "funnel": "0.690 / 0.239 / -", "manywell": "4.01 / 2.67 / -"},
+    "TB + Expl.": {"gmm25": "0.560 / 0.422 / -", "funnel": "0.749 / 0.226 / -", "manywell": "4.01 / 2.68 / -"},
+    "FL-SubTB + LP": {"gmm25": "0.209 / 0.011 / -", "funnel": "0.563 / 0.155 / -", "manywell": "4.23 / 2.66 / -"},
+    "TB + Expl. + LS": {"gmm25": "0.171 / 0.004 / 1.25", "funnel": "0.653 / 0.285 / 21.9",
+                        "manywell": "4.57 / 0.19 / 5.66"},
+    "VarGrad + Expl. + LP + LS": {"gmm25": "0.207 / 0.015 / -", "funnel": "0.920 / 0.256 / -",
+                                  "manywell": "4.11 / 0.02 / 5.30"},
+}
+PAPER_SEEDS = 5
+
+
+def _mean_std(values: list[float]) -> str:
+    """mean ± sample standard deviation (n - 1) over seeds; the mean alone for one seed."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3g}"
+    return f"{statistics.fmean(values):.3g} ± {statistics.stdev(values):.2g}"
+
+
+def results_table(trials: list, axis: str) -> list[list[str]]:
+    """Header and rows of the results table from finished trials (`tracking.TrialRow`): one row per
+    variant of `axis` (the paper's rows first, in its order), then the paper's row where it has one;
+    one column per target; a cell is 'Delta log Z / Delta log Z_RW / W2', each mean ± std over seeds."""
+    param = f"sampled.variants.{axis}"
+    grouped: dict[tuple[str, str], list] = {}  # (variant, config.target) -> trials
+    for trial in trials:
+        grouped.setdefault((trial.params[param], trial.params.get("config.target", "?")), []).append(trial)
+    variants = list(dict.fromkeys(variant for variant, _ in grouped))
+    variants.sort(key=lambda v: list(PAPER_TABLE_1).index(v) if v in PAPER_TABLE_1 else len(PAPER_TABLE_1))
+    targets = sorted({target for _, target in grouped},
+                     key=lambda t: (list(TARGET_COLUMNS).index(t) if t in TARGET_COLUMNS else len(TARGET_COLUMNS), t))
+    table = [[axis, "seeds", *[TARGET_COLUMNS.get(t, t) for t in targets]]]
+    for variant in variants:
+        groups = [grouped.get((variant, target), []) for target in targets]
+        cells = [" / ".join(_mean_std([t.finals[m] for t in group if m in t.finals]) for m in TABLE_METRICS)
+                 for group in groups]
+        seeds = sorted({len(group) for group in groups if group})  # differs where trials failed or still run
+        table.append([variant, str(seeds[0]) if seeds[0] == seeds[-1] else f"{seeds[0]}-{seeds[-1]}", *cells])
+        if variant in PAPER_TABLE_1:
+            table.append(["  paper", str(PAPER_SEEDS), *[PAPER_TABLE_1[variant].get(t, "-") for t in targets]])
+    return table
+
+
+def _print_results_table(tracking_uri: str, experiment: str, axis: str, markdown: Path | None) -> None:
+    from orchestrator.tracking import trial_table
+
+    _, trials = trial_table(tracking_uri, experiment)
+    param = f"sampled.variants.{axis}"
+    finished = [t for t in trials if t.status == "FINISHED" and param in t.params]
+    if not finished:
+        raise OrchestratorError(
+            f"report --table: no finished trial of experiment {experiment!r} has a variant of the axis {axis!r} "
+            f"(param {param}); the table's rows are the names of a variants axis of the sweep (see "
+            f"sweeps/samplers_benchmark.yaml); name another with --rows.")
+    table = results_table(finished, axis)
+    left_out = len(trials) - len(finished)
+    notes = [
+        "Cells: Delta log Z / Delta log Z_RW / W2 at each trial's last evaluation (eval/delta_log_z, "
+        "eval/delta_log_z_rw, eval/w2), mean ± std over seeds.",
+        f"paper: Table 1 of arXiv:2402.05098, mean over {PAPER_SEEDS} seeds; its third figure is W2^2 (ours is W2: "
+        "compare ours squared), given for some rows only.",
+    ] + ([f"{left_out} trials left out (not finished, or without a {axis} variant)."] if left_out else [])
+    print()
+    print(_aligned(table))
+    print("\n" + "\n".join(notes))
+    if markdown is not None:
+        markdown.write_text(_markdown(table) + "\n\n" + "\n".join(notes) + "\n")
+        print(f"Markdown written to {markdown}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,11 +2,13 @@
 
 `load_sweep(path, overrides)` is the entry point; every problem becomes one `SpecError` that names
 the file, the key path from the top of the file, what was expected and what was found.
-The format is documented by example in `sweeps/samplers.yaml`. No ray / torch imports here.
+The format is documented by example in `sweeps/samplers.yaml` (named bundles of settings, `variants`:
+`sweeps/samplers_benchmark.yaml`). No ray / torch imports here.
 """
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import math
 import re
@@ -66,6 +68,23 @@ def _field_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
     return paths
 
 
+def _with_overrides(config: BaseModel, overrides: dict[str, Any]) -> BaseModel:
+    """`config` with dotted-path values set, validated again (raises pydantic's ValidationError)."""
+    data = config.model_dump()
+    for path, value in overrides.items():
+        _set_path(data, path, value)
+    return type(config).model_validate(data)
+
+
+def _first_error(config: BaseModel, overrides: dict[str, Any]) -> dict | None:
+    """The first validation error of `config` with `overrides` set, or None when that config is valid."""
+    try:
+        _with_overrides(config, overrides)
+    except ValidationError as error:
+        return error.errors()[0]
+    return None
+
+
 def _field_annotation(model: Any, path: str) -> Any:
     for part in path.split("."):
         model = model.model_fields[part].annotation
@@ -84,6 +103,9 @@ class _Unchecked(BaseModel):
 
 
 _KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
+
+VARIANTS = "variants"
+"""Search-space key prefix of a variants axis: `variants.<axis>` samples that axis's variant names."""
 
 
 class Domain(_Spec):
@@ -254,7 +276,11 @@ class SweepSpec(_Spec):
     config: SerializeAsAny[BaseModel] = Field(None, validate_default=True)
     """An instance of `WORKLOADS[workload].config_model`."""
     search_space: dict[str, Domain] = {}
-    """Dotted path into `config` -> domain."""
+    """Dotted path into `config` -> domain; `variants.<axis>` -> choice or grid of that axis's variant names
+    (filled in at validation as a grid over all of them when absent)."""
+    variants: dict[str, dict[str, dict[str, Any]]] = {}
+    """Named bundles of settings: axis -> variant name -> {dotted path into `config`: value}. A trial takes
+    one variant of every axis, so axes cross like grids (e.g. methods x targets)."""
     tune: TuneSpec
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     mlflow: MlflowSpec = Field(default_factory=MlflowSpec)
@@ -287,8 +313,11 @@ class SweepSpec(_Spec):
     @model_validator(mode="after")
     def _check_against_workload(self) -> SweepSpec:
         entry = WORKLOADS[self.workload]
+        self._check_variants()
+        self._sample_variants()
         for key, domain in self.search_space.items():
-            _check_domain(type(self.config), self.config, key, domain)
+            if not key.startswith(f"{VARIANTS}."):
+                _check_domain(type(self.config), self.config, key, domain)
         for role in self.resources.workers:
             if role not in entry.worker_roles:
                 expected = f"a worker role of workload {self.workload}: {', '.join(entry.worker_roles)}"
@@ -303,6 +332,9 @@ class SweepSpec(_Spec):
             raise _fail_at(("tune", "search"), "random when the search space has a grid (Optuna cannot enumerate one)",
                            f"'optuna' with grid search_space.{grids[0]}")
         if isinstance(self.tune.scheduler, PbtScheduler):
+            if self.variants:
+                raise _fail_at((VARIANTS,), "no variants with tune.scheduler pbt (it mutates values, not named "
+                                            "bundles)", f"axes {', '.join(self.variants)}")
             if self.tune.search != "random":
                 raise _fail_at(("tune", "search"), "random when tune.scheduler is pbt", _show(self.tune.search))
             if not self.search_space:
@@ -312,6 +344,58 @@ class SweepSpec(_Spec):
         if self.mlflow.experiment is None:
             self.mlflow.experiment = self.name
         return self
+
+    def _check_variants(self) -> None:
+        """Every variant sets existing fields to valid values, no setting has two sources, and every
+        combination of one variant per axis is a valid config."""
+        model = type(self.config)
+        paths = _field_paths(model)
+        setter: dict[str, str] = {}  # config path -> the axis whose variants set it
+        for axis, variants in self.variants.items():
+            if not re.fullmatch(r"[\w-]+", axis):
+                raise _fail_at((VARIANTS, axis), "an axis name of letters, digits, '_' and '-'", _show(axis))
+            if not variants:
+                raise _fail_at((VARIANTS, axis), "at least one named variant", "{}")
+            for name, overrides in variants.items():
+                for path in overrides:
+                    where = (VARIANTS, axis, name, path)
+                    if path not in paths:
+                        raise _fail_at(where, f"a dotted path to a field of {model.__name__}",
+                                       f"{path!r} (no such field)", _suggest(path, paths))
+                    if path in self.search_space:
+                        raise _fail_at(where, "a setting that search_space does not also sample",
+                                       f"search_space.{path}")
+                    if setter.setdefault(path, axis) != axis:
+                        raise _fail_at(where, "a setting that no other variants axis sets",
+                                       f"variants.{setter[path]} sets it too")
+                if error := _first_error(self.config, overrides):
+                    raise _variant_error((VARIANTS, axis, name), overrides, error)
+        # A combination can fail where each variant alone is valid (e.g. an on-policy loss with exploration).
+        for combination in itertools.product(*[[(a, n) for n in variants] for a, variants in self.variants.items()]):
+            settings = {path: value for a, n in combination for path, value in self.variants[a][n].items()}
+            if error := _first_error(self.config, settings):
+                (axis, name), others = combination[-1], combination[:-1]
+                raise _variant_error((VARIANTS, axis, name), self.variants[axis][name], error,
+                                     ", ".join(f"variants.{a}.{n}" for a, n in others))
+
+    def _sample_variants(self) -> None:
+        """Each axis is sampled by the domain `variants.<axis>`: a choice or grid of its names, by default
+        a grid over all of them (filled in here, so the saved spec says how it was sampled)."""
+        for key, domain in self.search_space.items():
+            axis = key.removeprefix(f"{VARIANTS}.")
+            if axis == key:
+                continue
+            if axis not in self.variants:
+                axes = list(self.variants)
+                expected = f"variants.<axis> for an axis of variants ({', '.join(axes) or 'none'})"
+                raise _fail_at(("search_space", key), expected, _show(key), _suggest(axis, axes))
+            unknown = [v for v in domain.sample_points() if v not in self.variants[axis]]
+            if domain.kind not in ("choice", "grid") or unknown:
+                found = domain.kind if domain.kind not in ("choice", "grid") else _show(unknown[0])
+                raise _fail_at(("search_space", key), f"choice or grid of names in variants.{axis} "
+                               f"({', '.join(self.variants[axis])})", found)
+        for axis, variants in self.variants.items():
+            self.search_space.setdefault(f"{VARIANTS}.{axis}", Domain(kind="grid", values=list(variants)))
 
     # ------------------------------------------------------------ methods
 
@@ -335,15 +419,22 @@ class SweepSpec(_Spec):
         return self.model_copy(update=dict(search_space=space, tune=tune, config=self.config.smoke()))
 
     def resolved_config(self, overrides: dict[str, Any]) -> BaseModel:
-        """The typed config with dotted-path overrides (a sampled search-space point) applied."""
-        data = self.config.model_dump()
+        """The typed config with a sampled search-space point applied: each `variants.<axis>: name` sets
+        that variant's settings, every other key is a dotted path into the config."""
         model = type(self.config)
+        settings: dict[str, Any] = {}
         for path, value in overrides.items():
-            if path not in _field_paths(model):
+            axis = path.removeprefix(f"{VARIANTS}.")
+            if axis != path:
+                if value not in self.variants.get(axis, {}):
+                    raise SpecError(self.source, f"{VARIANTS}.{axis}", "the name of one of its variants", _show(value))
+                settings.update(self.variants[axis][value])
+            elif path not in _field_paths(model):
                 raise SpecError(self.source, f"config.{path}", f"a field of {model.__name__}", "no such field")
-            _set_path(data, path, value)
+            else:
+                settings[path] = value
         try:
-            return model.model_validate(data)
+            return _with_overrides(self.config, settings)
         except ValidationError as error:
             raise _spec_error(error, {"workload": self.workload}, self.source, prefix=("config",)) from None
 
@@ -362,6 +453,16 @@ class SweepSpec(_Spec):
             raise _spec_error(error, data, source) from None
 
 
+def _variant_error(where: tuple, overrides: dict[str, Any], error: dict, together_with: str = "") -> ValidationError:
+    """A variant whose settings make an invalid config: reported at the field at fault when there is one,
+    else at the variant (a rule across fields, or a clash with the variants it is combined with)."""
+    expected, found, _ = _describe(error)
+    if error["loc"] and not together_with:
+        return _fail_at(where + tuple(error["loc"]), expected, found)
+    context = f" together with {together_with}" if together_with else ""
+    return _fail_at(where, f"settings valid{context} ({expected})", _show(overrides))
+
+
 def _check_domain(model: type[BaseModel], config: BaseModel, key: str, domain: Domain) -> None:
     """Every value the domain can produce must be valid for the config field at `key`."""
     paths = _field_paths(model)
@@ -371,14 +472,9 @@ def _check_domain(model: type[BaseModel], config: BaseModel, key: str, domain: D
     if domain.kind in ("uniform", "loguniform") and _field_annotation(model, key) is int:
         raise _fail_at(("search_space", key), "randint or choice for an integer field", domain.kind)
     for value in domain.sample_points():
-        data = config.model_dump()
-        _set_path(data, key, value)
-        try:
-            model.model_validate(data)
-        except ValidationError as error:
-            first = error.errors()[0]
+        if first := _first_error(config, {key: value}):
             expected = f"{domain.kind} values valid for config.{_dotted(first['loc'])} ({_describe(first)[0]})"
-            raise _fail_at(("search_space", key), expected, _show(value)) from None
+            raise _fail_at(("search_space", key), expected, _show(value))
 
 
 # ---------------------------------------------------------------- ValidationError -> SpecError

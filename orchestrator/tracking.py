@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ STEP_METRIC = "time_total_s"
 _PARAM_BATCH = 100  # log_batch accepts at most 100 params per call
 _METRIC_BATCH = 1000
 _PARAM_VALUE_MAX = 6000
+_PARAM_NAME = re.compile(r"[\w\-. :/]+")  # what MLflow accepts in a param or metric name
 
 T = TypeVar("T")
 
@@ -67,11 +69,12 @@ def _retry(fn: Callable[[], T], what: str, attempts: int = 6, first_wait_s: floa
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}: MLflow params are flat."""
+    """{'a': {'b': 1}} -> {'a.b': 1}: MLflow params are flat. A mapping with a key that MLflow does not
+    accept in a param name (e.g. the variant 'TB + Expl.') stays one param, logged as its JSON."""
     out: dict[str, Any] = {}
     for key, value in d.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict) and value and all(_PARAM_NAME.fullmatch(str(k)) for k in value):
             out.update(flatten(value, name + "."))
         else:
             out[name] = value
@@ -260,6 +263,8 @@ class TrialRow:
     final: float | None
     best: float | None
     run_id: str
+    finals: dict[str, float]
+    """Every metric of the run at its last logged step."""
 
 
 def trial_table(tracking_uri: str, experiment: str, metric: str | None = None,
@@ -286,7 +291,8 @@ def trial_table(tracking_uri: str, experiment: str, metric: str | None = None,
         if metric and final is not None:
             history = [m.value for m in client.get_metric_history(run.info.run_id, metric)]
             best = min(history) if mode == "min" else max(history)
-        rows.append(TrialRow(run.info.run_name, run.info.status, dict(run.data.params), final, best, run.info.run_id))
+        rows.append(TrialRow(run.info.run_name, run.info.status, dict(run.data.params), final, best, run.info.run_id,
+                             dict(run.data.metrics)))
     return metric, rows
 
 

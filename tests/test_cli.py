@@ -68,6 +68,24 @@ def test_smoke_sweep_end_to_end(tmp_path):
     assert "best eval/delta_log_z_rw" in report.stdout
 
 
+@pytest.mark.slow
+def test_benchmark_sweep_smoke_then_results_table(tmp_path):
+    """Variant names travel through Tune and MLflow (param names may not contain '+'), and back into the table."""
+    db = tmp_path / "m.db"
+    result = orchestrator_cli("run", str(ROOT / "sweeps" / "samplers_benchmark.yaml"), "--smoke", "--tracking-uri",
+                              f"sqlite:///{db}", "--set", f"storage_path={tmp_path / 'ray_results'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    _, parents, children = _runs(db, "samplers-benchmark")
+    assert len(parents) == 1 and len(children) == 2
+    assert all(child.info.status == "FINISHED" for child in children)
+    methods = {child.data.params["sampled.variants.method"] for child in children}
+    table = orchestrator_cli("report", "samplers-benchmark", "--tracking-uri", f"sqlite:///{db}", "--table",
+                             "--markdown", str(tmp_path / "table.md"), cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert all(method in table.stdout for method in methods) and "paper" in table.stdout
+    assert (tmp_path / "table.md").read_text().startswith("| method | seeds |")
+
+
 def test_resume_continues_the_same_runs(tmp_path):
     db = tmp_path / "m.db"
     sweep = write_tiny_sweep(tmp_path, name="resumable", total_iters=300, eval_every=20, num_samples=1)

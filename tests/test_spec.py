@@ -35,7 +35,7 @@ def test_good_sweeps_load(path):
 def test_samplers_sweep_contents():
     spec = load_sweep(SAMPLERS)
     assert isinstance(spec.config, SamplerConfig)
-    assert (spec.config.num_steps, spec.config.sigma2, spec.config.batch_size, spec.config.loss) == (100, 5.0, 300, "tb")
+    assert (spec.config.num_steps, spec.config.diffusion_sigma2, spec.config.batch_size, spec.config.loss) == (100, 5.0, 300, "tb")
     assert set(spec.search_space) == {"lr_policy", "exploration_factor"}
     assert spec.tune.scheduler is None and spec.tune.metric == "eval/delta_log_z_rw"
     # Two trials side by side on a 2-core laptop: one trial's actors reserve at most one CPU.
@@ -187,3 +187,95 @@ def test_defaults_filled():
 def test_several_errors_counted():
     with pytest.raises(SpecError, match=r"\(and 1 more error\)"):
         SweepSpec.from_dict({**MINIMAL, "seed": "x", "storage_path": 3})
+
+
+BENCHMARK = ROOT / "sweeps" / "samplers_benchmark.yaml"
+METHODS = {"method": {"PIS": {"loss": "pis", "exploration_factor": 0.0}, "TB": {"loss": "tb"}}}
+
+
+def test_benchmark_sweep_crosses_methods_targets_and_seeds():
+    spec = load_sweep(BENCHMARK)
+    assert list(spec.variants) == ["method", "target"]
+    assert list(spec.variants["method"]) == ["PIS", "TB", "TB + Expl.", "FL-SubTB + LP", "TB + Expl. + LS",
+                                             "VarGrad + Expl. + LP + LS"]
+    # each axis is sampled as a grid over its names, and every grid point is repeated once per seed
+    assert spec.search_space["variants.method"] == Domain(kind="grid", values=list(spec.variants["method"]))
+    assert spec.trial_count_hint() == 6 * 4 * 3
+    config = spec.resolved_config({"variants.method": "VarGrad + Expl. + LP + LS", "variants.target": "Manywell"})
+    method = (config.loss, config.langevin, config.exploration_factor, config.replay.enabled)
+    assert method == ("vargrad", True, 0.2, True)
+    assert (config.target, config.sigma2, config.num_steps, config.batch_size) == ("manywell", 1.0, 100, 300)
+    assert (config.lr_policy, config.lr_log_z) == (1e-3, 0.1)
+    for target, sigma2 in (("25GMM", 5.0), ("Funnel", 1.0), ("40GMM", 5.0)):
+        assert spec.resolved_config({"variants.method": "PIS", "variants.target": target}).sigma2 == sigma2
+    pis = spec.resolved_config({"variants.method": "PIS", "variants.target": "Funnel"})
+    assert (pis.loss, pis.exploration_factor, pis.replay.enabled) == ("pis", 0.0, False)
+
+
+def test_variants_reach_a_trial_through_tune_by_name():
+    """Tune samples variant names (`{'variants': {'method': grid}}`); the trial turns its point back into settings."""
+    from ray import tune
+
+    from orchestrator.trial import nested_to_dotted
+    from orchestrator.tuner import param_space
+
+    spec = load_sweep(BENCHMARK)
+    space = param_space(spec)
+    assert space["variants"]["method"] == tune.grid_search(list(spec.variants["method"]))
+    assert space["variants"]["target"] == tune.grid_search(["25GMM", "Funnel", "Manywell", "40GMM"])
+    point = nested_to_dotted({"variants": {"method": "FL-SubTB + LP", "target": "Funnel"}})
+    config = spec.resolved_config(point)
+    assert (config.loss, config.langevin, config.target, config.sigma2) == ("fl_subtb", True, "funnel", 1.0)
+
+
+def test_smoke_draws_variants_at_random():
+    smoke = load_sweep(BENCHMARK).smoke()
+    assert smoke.trial_count_hint() == 2 and smoke.tune.stop.training_iteration == 2
+    assert {d.kind for d in smoke.search_space.values()} == {"choice"}
+    assert smoke.config.total_iters <= 40 and smoke.config.batch_size < 300
+    # a variant changes the method and target, not the smoke budget
+    config = smoke.resolved_config({"variants.method": "TB + Expl. + LS", "variants.target": "Manywell"})
+    assert (config.total_iters, config.num_steps, config.replay.enabled) == (smoke.config.total_iters, 20, True)
+
+
+def test_variants_sampled_by_choice_and_with_other_domains():
+    spec = SweepSpec.from_dict({**MINIMAL, "variants": METHODS, "search_space": {
+        "variants.method": {"choice": ["TB"]}, "lr_policy": {"grid": [1e-3, 2e-3]}}})
+    assert spec.search_space["variants.method"] == Domain(kind="choice", values=["TB"])
+    assert spec.trial_count_hint() == 2
+    config = spec.resolved_config({"variants.method": "PIS", "lr_policy": 2e-3})
+    assert (config.loss, config.exploration_factor, config.lr_policy) == ("pis", 0.0, 2e-3)
+    assert SweepSpec.from_dict(spec.to_dict()).to_dict() == spec.to_dict()
+    with pytest.raises(SpecError, match=r"variants\.method: expected the name of one of its variants, found 'SAC'"):
+        spec.resolved_config({"variants.method": "SAC"})
+
+
+@pytest.mark.parametrize("patch,key,words", [
+    ({"variants": {"method": {"PIS": {"los": "pis"}}}}, "variants.method.PIS.los", "Did you mean 'loss'?"),
+    ({"variants": {"method": {"X": {"replay.capacity": -1}}}}, "variants.method.X.replay.capacity",
+     "greater than 0, found -1"),
+    ({"variants": {"method": {"PIS": {"loss": "pis"}}}}, "variants.method.PIS",
+     "settings valid (loss='pis' is on-policy"),
+    ({"variants": {"method": []}}, "variants.method", "expected a mapping"),
+    ({"variants": {"method": {}}}, "variants.method", "at least one named variant"),
+    ({"variants": {"a b": {"x": {}}}}, "variants.a b", "axis name of letters"),
+    ({"variants": {**METHODS, "explore": {"on": {"exploration_factor": 0.3}}}},
+     "variants.explore.on.exploration_factor", "no other variants axis sets, found variants.method sets it too"),
+    ({"variants": {**METHODS, "replay": {"on": {"replay.enabled": True}}}}, "variants.replay.on",
+     "settings valid together with variants.method.PIS (loss='pis' is on-policy"),
+    ({"variants": METHODS, "search_space": {"loss": {"grid": ["tb"]}}}, "variants.method.PIS.loss",
+     "search_space does not also sample"),
+    ({"variants": METHODS, "search_space": {"variants.methods": {"grid": ["TB"]}}}, "search_space.variants.methods",
+     "Did you mean 'method'?"),
+    ({"variants": METHODS, "search_space": {"variants.method": {"choice": ["TB", "SAC"]}}},
+     "search_space.variants.method", "names in variants.method (PIS, TB), found 'SAC'"),
+    ({"variants": METHODS, "search_space": {"variants.method": {"uniform": [0, 1]}}}, "search_space.variants.method",
+     "found uniform"),
+    ({"variants": METHODS, "tune": {"metric": "eval/x", "mode": "min", "scheduler": {"type": "pbt"}},
+      "search_space": {"lr_policy": {"choice": [1e-3]}}}, "variants", "no variants with tune.scheduler pbt"),
+])
+def test_variant_mistakes(patch, key, words):
+    with pytest.raises(SpecError) as info:
+        SweepSpec.from_dict({**MINIMAL, **patch}, source="s.yaml")
+    assert info.value.key == key and str(info.value).startswith(f"s.yaml: {key}: expected ")
+    assert words in str(info.value)

@@ -1,7 +1,9 @@
 """The MLflow side of a sweep, against a real SQLite store (no Ray)."""
 from __future__ import annotations
 
-from orchestrator.tracking import STEP_METRIC, SweepTracker
+import json
+
+from orchestrator.tracking import STEP_METRIC, SweepTracker, flatten
 
 
 def test_a_reopened_trial_run_logs_each_step_once(tmp_path, monkeypatch):
@@ -26,3 +28,14 @@ def test_a_reopened_trial_run_logs_each_step_once(tmp_path, monkeypatch):
     other = resumed.trial_run(parent, "trial_b", "trial_b", {"lr": 0.2})
     resumed.log_metrics(other, {"loss": 1.0, STEP_METRIC: 0.1}, step=20)
     assert len(resumed.client.get_metric_history(other, "loss")) == 1
+
+
+def test_a_mapping_keyed_by_free_text_is_one_json_param(tmp_path):
+    """Variant names such as 'TB + Expl.' are not valid MLflow param names: their mapping is logged whole."""
+    sweep = {"name": "s", "variants": {"method": {"TB + Expl.": {"loss": "tb"}}}, "tune": {"num_samples": 3}}
+    flat = flatten(sweep)
+    assert flat == {"name": "s", "variants.method": {"TB + Expl.": {"loss": "tb"}}, "tune.num_samples": 3}
+    tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "variants")
+    parent = tracker.start_parent("s", sweep)
+    params = tracker.client.get_run(parent).data.params
+    assert json.loads(params["variants.method"]) == {"TB + Expl.": {"loss": "tb"}}
