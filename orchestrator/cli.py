@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a key of the sweep file, e.g. --set config.total_iters=2000")
     run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep's, else sqlite:///mlflow.db)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep's mlflow.tracking_uri, else "
+                                            "MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     run.add_argument("--smoke", action="store_true", help="at most 2 trials of a few iterations: a stack check")
 
     validate = commands.add_parser("validate", help="check sweep files without starting Ray")

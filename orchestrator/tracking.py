@@ -7,10 +7,16 @@ Who writes what: the Tune driver (one process) writes params, metrics and run st
 SQLite store has a single writer. Trials write only artifacts (figures, Parquet samples) into
 their own run's artifact location, which they find by the tag `orchestrator.trial_id`, under
 `eval/step_NNNNNNN/` per evaluation; `sample` reads the newest of them back.
+
+A store that is briefly unreachable (an `mlflow server` restarting, a network blip) does not fail a
+trial: every call goes through `_retry`, which retries with exponential back-off for up to
+`ORCHESTRATOR_MLFLOW_RETRY_S` seconds (default 120), and metric batches that still cannot be sent
+wait in the driver's `SweepTracker` and go out, oldest first, with the next call that reaches the store.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -40,6 +46,20 @@ _PARAM_NAME = re.compile(r"[\w\-. :/]+")  # what MLflow accepts in a param or me
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
+RETRY_BUDGET_ENV = "ORCHESTRATOR_MLFLOW_RETRY_S"
+DEFAULT_RETRY_BUDGET_S = 120.0
+"""How long one MLflow call keeps retrying an unreachable store: a tracking server restarts in ~15-20 s."""
+_FIRST_WAIT_S = 0.5
+_MAX_WAIT_S = 8.0
+
+# `_retry` is the one retry layer. Without these, MLflow's HTTP client would itself retry every request
+# 7 times over ~4 minutes inside each of our attempts, and wait up to 120 s for an answer. A user's own
+# setting of either variable wins.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
 
 def default_tracking_uri() -> str:
     """`MLFLOW_TRACKING_URI` if set, else a SQLite store in the working directory."""
@@ -54,18 +74,42 @@ def resolve_tracking_uri(uri: str) -> str:
     return uri
 
 
-def _retry(fn: Callable[[], T], what: str, attempts: int = 6, first_wait_s: float = 0.5) -> T:
-    """Call `fn`, retrying with exponential back-off: a tracking server may be briefly away."""
-    wait = first_wait_s
-    for attempt in range(attempts):
+def retry_budget_s() -> float:
+    return float(os.environ.get(RETRY_BUDGET_ENV) or DEFAULT_RETRY_BUDGET_S)
+
+
+def _transient(error: Exception) -> bool:
+    """Worth another try: the store is unreachable, too slow, or failed on its side (HTTP 5xx or 429).
+    A request the store rejects (4xx: a bad value, a missing run) would fail the same way again."""
+    if isinstance(error, MlflowException):
+        status = error.get_http_status_code()
+        return status >= 500 or status == 429
+    return True
+
+
+def _retry(fn: Callable[[], T], what: str) -> T:
+    """Call `fn`; while it fails with a transient error, retry with exponential back-off (0.5 s doubling to
+    8 s) for up to `retry_budget_s()` seconds, then raise OrchestratorError. A repeated request is harmless:
+    a metric batch is built once (same timestamps), so one that did arrive is not stored twice."""
+    budget = retry_budget_s()
+    deadline = time.monotonic() + budget
+    wait, attempt = _FIRST_WAIT_S, 1
+    while True:
         try:
             return fn()
         except Exception as error:  # noqa: BLE001 - MLflow raises many kinds for a lost server
-            if attempt == attempts - 1:
-                raise OrchestratorError(f"MLflow: {what} failed after {attempts} attempts: {error}") from error
-            time.sleep(wait)
-            wait *= 2
-    raise AssertionError("unreachable")
+            if not _transient(error):
+                raise OrchestratorError(f"MLflow: {what} failed: {error}") from error
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OrchestratorError(
+                    f"MLflow: {what} failed for {budget:g} s ({attempt} attempts; {RETRY_BUDGET_ENV} sets how "
+                    f"long): {error}") from error
+            if attempt == 1:
+                log.warning("MLflow: %s failed (%s); retrying for up to %g s", what, str(error)[:200], budget)
+            time.sleep(min(wait, left))
+            wait = min(wait * 2, _MAX_WAIT_S)
+            attempt += 1
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -93,6 +137,8 @@ class SweepTracker:
         # A resumed trial restarts from its last checkpoint, which may be older than the last step it
         # logged before the interruption; steps up to this mark are already in MLflow and are not logged twice.
         self._logged_through: dict[str, int] = {}
+        # Metric batches (run id, metrics) not yet in the store, oldest first: see `flush`.
+        self._unsent: list[tuple[str, list[Metric]]] = []
 
     def _experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -103,7 +149,13 @@ class SweepTracker:
             # Keep artifacts beside the database rather than in whatever directory we run from.
             db_path = Path(self.tracking_uri[len("sqlite:///"):])
             artifact_location = (db_path.parent / "mlartifacts").as_uri()
-        return self.client.create_experiment(name, artifact_location=artifact_location)
+        try:
+            return self.client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException as error:
+            # Another sweep, or our own earlier attempt whose answer was lost, created it meanwhile.
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(name).experiment_id
 
     # -- parent run -----------------------------------------------------------------------
     def start_parent(self, sweep_name: str, sweep: dict[str, Any], parent_run_id: str | None = None) -> str:
@@ -122,7 +174,9 @@ class SweepTracker:
         return run_id
 
     def end_run(self, run_id: str, status: str, error: str | None = None) -> None:
-        """status: FINISHED, FAILED or KILLED."""
+        """status: FINISHED, FAILED or KILLED. Metrics still waiting are sent first: a run is not closed
+        over missing metrics, and a store still unreachable after the retries fails the call."""
+        self.flush(raise_on_failure=True)
         if error:
             tags = [RunTag("orchestrator.error", error[:5000])]
             _retry(lambda: self.client.log_batch(run_id, tags=tags), "tagging the error")
@@ -151,14 +205,38 @@ class SweepTracker:
         return run_id
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
-        """One `log_batch` per report, not a call per key; a step already logged before a resume is skipped."""
+        """One `log_batch` per report, not a call per key; a step already logged before a resume is skipped.
+        Never fails for an unreachable store: what cannot be sent waits for the next call (see `flush`)."""
         if step <= self._logged_through.get(run_id, -1):
             return
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if _is_number(v)]
-        for start in range(0, len(batch), _METRIC_BATCH):
-            chunk = batch[start:start + _METRIC_BATCH]
-            _retry(lambda: self.client.log_batch(run_id, metrics=chunk), "logging metrics")
+        self._unsent += [(run_id, batch[start:start + _METRIC_BATCH]) for start in range(0, len(batch), _METRIC_BATCH)]
+        self.flush()
+
+    @property
+    def unsent(self) -> int:
+        """Metric batches waiting for the store."""
+        return len(self._unsent)
+
+    def flush(self, raise_on_failure: bool = False) -> bool:
+        """Send the waiting metric batches, oldest first, each with `_retry`. When the store stays unreachable
+        they keep waiting, with a warning (or OrchestratorError if `raise_on_failure`); True when none wait."""
+        while self._unsent:
+            run_id, chunk = self._unsent[0]
+            try:
+                _retry(lambda: self.client.log_batch(run_id, metrics=chunk), "logging metrics")
+            except OrchestratorError as error:
+                if not _transient(error.__cause__):
+                    self._unsent.pop(0)  # the store rejects it (e.g. a bad metric name): it would block the rest
+                    raise
+                if raise_on_failure:
+                    raise OrchestratorError(f"{error} ({len(self._unsent)} metric batches not logged)") from error
+                log.warning("MLflow unreachable: %d metric batches wait for the next report (%s)",
+                            len(self._unsent), error)
+                return False
+            self._unsent.pop(0)
+        return True
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         batch = [RunTag(k, str(v)) for k, v in tags.items()]
@@ -237,12 +315,12 @@ def download_latest_eval_file(tracking_uri: str, run_id: str, name: str, destina
                                 f"--tracking-uri (or set MLFLOW_TRACKING_URI).")
     client = MlflowClient(uri)
     try:
-        client.get_run(run_id)
-    except MlflowException as error:
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+        _retry(lambda: client.get_run(run_id), f"reading run {run_id!r} from {uri}")
+    except OrchestratorError as error:
+        if getattr(error.__cause__, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
             raise OrchestratorError(f"MLflow store {uri} has no run {run_id!r}; give the run id of a trial "
-                                    f"(a child run of a sweep, shown in the MLflow UI).") from error
-        raise OrchestratorError(f"MLflow store {uri}: reading run {run_id!r} failed: {error}") from error
+                                    f"(a child run of a sweep, shown in the MLflow UI).") from error.__cause__
+        raise
     steps = _retry(lambda: client.list_artifacts(run_id, "eval"), f"listing the evaluations of run {run_id}")
     for step in sorted((f.path for f in steps if f.is_dir), reverse=True):  # step_NNNNNNN sorts by step
         files = _retry(lambda: client.list_artifacts(run_id, step), f"listing {step} of run {run_id}")
@@ -272,14 +350,17 @@ def trial_table(tracking_uri: str, experiment: str, metric: str | None = None,
     """The trials of the newest sweep in `experiment`: (metric, rows), for `report`.
     Metric and mode default to the sweep's `tune.metric` and `tune.mode`."""
     client = MlflowClient(resolve_tracking_uri(tracking_uri))
-    found = client.get_experiment_by_name(experiment)
+    found = _retry(lambda: client.get_experiment_by_name(experiment), f"reading experiment {experiment!r}")
     if found is None:
         raise OrchestratorError(f"MLflow store {tracking_uri}: no experiment named {experiment!r}.")
-    parents = client.search_runs([found.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
-                                 order_by=["attributes.start_time DESC"], max_results=1)
+    parents = _retry(lambda: client.search_runs([found.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
+                                                order_by=["attributes.start_time DESC"], max_results=1),
+                     "searching for the sweep's run")
     parent_filter = f" and tags.`{PARENT_TAG}` = '{parents[0].info.run_id}'" if parents else ""
-    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'trial'{parent_filter}",
-                              order_by=["attributes.start_time ASC"], max_results=10_000)
+    runs = _retry(lambda: client.search_runs([found.experiment_id],
+                                             filter_string=f"tags.`{ROLE_TAG}` = 'trial'{parent_filter}",
+                                             order_by=["attributes.start_time ASC"], max_results=10_000),
+                  "searching for the trials' runs")
     if parents:
         metric = metric or parents[0].data.params.get("tune.metric")
         mode = mode or parents[0].data.params.get("tune.mode")
@@ -289,7 +370,8 @@ def trial_table(tracking_uri: str, experiment: str, metric: str | None = None,
         final = run.data.metrics.get(metric) if metric else None
         best = None
         if metric and final is not None:
-            history = [m.value for m in client.get_metric_history(run.info.run_id, metric)]
+            history = [m.value for m in _retry(lambda: client.get_metric_history(run.info.run_id, metric),
+                                               f"reading the history of {metric}")]
             best = min(history) if mode == "min" else max(history)
         rows.append(TrialRow(run.info.run_name, run.info.status, dict(run.data.params), final, best, run.info.run_id,
                              dict(run.data.metrics)))
