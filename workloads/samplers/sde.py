@@ -17,8 +17,10 @@ Reference process (zero drift, the one PB reverses): x_t = sigma W_t, marginal p
 Per-step terms are [B, T] (column i: the transition between x_i and x_{i+1}); the trajectory sums
 log PF = sum_i log PF_i, log PB = sum_i log PB_i are their row sums (TB / VarGrad / PIS use the sums,
 SubTB the steps). Off-policy rollouts sample states without gradient and then evaluate log PF with
-gradient in one batched pass over all [B, T] transitions (one network call instead of T); the
-reparameterized rollout (PIS) keeps the gradient through the states.
+gradient in one batched pass over the [B, T] transitions (a network call per chunk of ~4096 transitions,
+~13 steps at B = 300, instead of one per step); the reparameterized rollout (PIS) keeps the gradient
+through the states. Rollouts compute what depends on t only (the time embedding) and the scaled noise
+once for all T steps, so a step is the drift network and one Euler-Maruyama update.
 """
 from __future__ import annotations
 
@@ -31,6 +33,10 @@ from torch import Tensor
 from workloads.samplers.policy import DriftPolicy
 
 LOG_2PI = math.log(2 * math.pi)
+LOG_PF_CHUNK_TRANSITIONS = 4096
+"""Transitions per network call of the batched log PF pass: [chunk, H] activations stay in cache, which on CPU is
+~10 % faster than one call on all B T transitions (and bounds the memory of a large evaluation batch); the
+per-step numbers are the same for any chunking."""
 
 
 @dataclass
@@ -62,16 +68,25 @@ def time_grid(T: int, device: torch.device | str = "cpu") -> Tensor:
     return torch.arange(T + 1, device=device, dtype=torch.float32) / T
 
 
-def forward_log_prob_steps(policy: DriftPolicy, states: Tensor, sigma2: float) -> Tensor:
-    """log N(x_{i+1}; x_i + f(x_i, t_i) dt, sigma^2 dt I) for i = 0..T-1, states [B, T+1, D] -> [B, T]."""
-    T, D = states.shape[1] - 1, states.shape[-1]
+def forward_log_prob_steps(
+    policy: DriftPolicy, states: Tensor, sigma2: float, chunk_transitions: int = LOG_PF_CHUNK_TRANSITIONS
+) -> Tensor:
+    """log N(x_{i+1}; x_i + f(x_i, t_i) dt, sigma^2 dt I) for i = 0..T-1, states [B, T+1, D] -> [B, T].
+
+    One network call per chunk of about `chunk_transitions` transitions (whole time steps), not per step."""
+    B, T, D = states.shape[0], states.shape[1] - 1, states.shape[-1]
     dt = 1.0 / T
-    t = time_grid(T, states.device)[:-1]  # [T]
-    x, x_next = states[:, :-1], states[:, 1:]  # [B, T, D]
-    f = policy.drift(x, policy.time_embedding(t))  # [B, T, D]; [T, H] broadcasts over B
-    resid = x_next - x - f * dt  # [B, T, D]
     var = sigma2 * dt
-    return -0.5 * (resid**2).sum(-1) / var - 0.5 * D * (LOG_2PI + math.log(var))  # [B, T]
+    t_emb = policy.time_embedding(time_grid(T, states.device)[:-1])  # [T, H]
+    steps = max(1, chunk_transitions // B)  # time steps per chunk
+    log_pf = []
+    for i in range(0, T, steps):
+        j = min(i + steps, T)
+        x, x_next = states[:, i:j], states[:, i + 1 : j + 1]  # [B, j-i, D]
+        f = policy.drift(x, t_emb[i:j])  # [B, j-i, D]; [j-i, H] broadcasts over B
+        resid = x_next - x - f * dt  # [B, j-i, D]
+        log_pf.append(-0.5 * (resid**2).sum(-1) / var - 0.5 * D * (LOG_2PI + math.log(var)))  # [B, j-i]
+    return torch.cat(log_pf, dim=1)  # [B, T]
 
 
 def backward_log_prob_steps(states: Tensor, sigma2: float) -> Tensor:
@@ -120,11 +135,13 @@ def _euler_maruyama(policy: DriftPolicy, eps: Tensor, std: float) -> Tensor:
     Differentiable in theta (through every state) unless called under no_grad."""
     T = eps.shape[0]
     dt = 1.0 / T
-    t_emb = policy.time_embedding(time_grid(T, eps.device)[:-1])  # [T, H]
+    t_emb = policy.time_embedding(time_grid(T, eps.device)[:-1])  # [T, H], once for all steps
+    nn1_weights = policy.nn1.weights()  # looked up once for all steps
+    noise = std * eps  # [T, B, D]
     x = torch.zeros_like(eps[0])  # [B, D]
     states = [x]
     for i in range(T):
-        x = x + policy.drift(x, t_emb[i]) * dt + std * eps[i]  # [B, D]
+        x = x + policy.drift(x, t_emb[i], nn1_weights) * dt + noise[i]  # [B, D]
         states.append(x)
     return torch.stack(states, dim=1)  # [B, T+1, D]
 
