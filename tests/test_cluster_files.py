@@ -23,6 +23,10 @@ CLUSTER = ROOT / "cluster"
 LAUNCHER_FILES = sorted(CLUSTER.glob("*.yaml"))
 RAYCLUSTER = CLUSTER / "kuberay" / "raycluster.yaml"
 RAYJOB = CLUSTER / "kuberay" / "rayjob.yaml"
+NODE_PROJECT_DIR = "/home/ray/amortized"
+"""Where the cluster files put the project on a node (the rayproject/ray image's home), not a local path."""
+NODE_AUTH_TOKEN = "/home/ray/.ray/auth_token"
+"""Ray's token file on a node, synced from the laptop's ~/.ray/auth_token."""
 ACCELERATORS = {"A10G", "L4", "A100", "H100", "T4", "V100"}
 
 
@@ -120,7 +124,7 @@ def test_images_name_the_pinned_ray(path):
 @pytest.mark.parametrize("path", LAUNCHER_FILES, ids=lambda p: p.name)
 def test_setup_installs_the_project_and_the_head_runs_mlflow(path):
     config = launcher(path)
-    assert config["file_mounts"]["/home/ray/amortized"] == "."
+    assert config["file_mounts"][NODE_PROJECT_DIR] == "."
     assert "pip install --quiet -e /home/ray/amortized" in config["setup_commands"]
     start = " ".join(config["head_start_ray_commands"])
     store = "s3" if config["provider"]["type"] == "aws" else "gs"
@@ -149,7 +153,7 @@ def test_only_ssh_is_open_and_token_auth_stays_on(path):
         ray_start = next(c for c in commands if "ray start" in c)
         assert "RAY_AUTH_MODE=token" in ray_start, ray_start
     assert "RAY_AUTH_MODE=disabled" not in text
-    assert config["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"
+    assert config["file_mounts"][NODE_AUTH_TOKEN] == "~/.ray/auth_token"
 
 
 # ------------------------------------------------------------------ no secrets anywhere in cluster/
@@ -192,7 +196,7 @@ def test_no_secret_looking_values(path):
 def test_the_secret_check_catches_what_it_should():
     assert _secret_looking("aws_secret_access_key", "abc") and _secret_looking("password", "hunter2")
     assert not _secret_looking("secretName", "amortized-ray-token")
-    assert not _secret_looking("/home/ray/.ray/auth_token", "~/.ray/auth_token")
+    assert not _secret_looking(NODE_AUTH_TOKEN, "~/.ray/auth_token")
     leaks = ["AKIAIOSFODNN7EXAMPLE", "-----BEGIN RSA PRIVATE KEY-----", "aws_secret_access_key = x",
              "token: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
     assert all(any(p.search(leak) for p in SECRET_VALUE) for leak in leaks)
@@ -268,7 +272,7 @@ def test_rayjob_runs_the_torsional_sweep_on_that_cluster():
     assert argv[:4] == ["python", "-m", "orchestrator", "run"]
     load_sweep(ROOT / argv[4], [])  # the sweep it names exists and validates
     runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
-    assert runtime_env["working_dir"] == "/home/ray/amortized"
+    assert runtime_env["working_dir"] == NODE_PROJECT_DIR
     service = _manifests(RAYCLUSTER)["Service"]
     assert runtime_env["env_vars"]["MLFLOW_TRACKING_URI"] == f"http://{service['metadata']['name']}:5000"
     (submitter,) = _containers(spec["submitterPodTemplate"])
