@@ -9,6 +9,7 @@ import pydantic
 import torch
 
 from workloads.samplers.losses import tb_loss
+from workloads.torsional.basins import BasinMixtureScore
 from workloads.torsional.config import TorsionalConfig
 from workloads.torsional.conformer import set_torsions
 from workloads.torsional.data import SPLITS, build_dataset
@@ -17,7 +18,6 @@ from workloads.torsional.energy_torch import TorchTorsionalEnergy
 from workloads.torsional.ground_truth import grid_density
 from workloads.torsional.learner import EVAL_METRICS, TorsionalLearner
 from workloads.torsional.molecule import MoleculeError
-from workloads.torsional.smoothed_score import SmoothedScore
 from workloads.torsional.torus import backward_log_prob, forward_log_prob
 
 
@@ -81,8 +81,8 @@ def test_log_reward_is_minus_e_over_kt_applied_once(config, entries):
     assert torch.allclose(log_r_bad, torch.full((3,), -config.reward_floor_kcal_mol / kT, dtype=torch.float64))
     # the TB loss of loss_and_step is tb_loss on these log rewards and the learned (shifted) log Z
     graph = learner._graph(batch.entry_index)
-    score = SmoothedScore(TorchTorsionalEnergy(entries, "MMFF94s"), kT, config.num_steps, config.score_probes,
-                          config.basin_variance_rad2)  # the policy's score, built anew
+    assert config.score_guide == "basins"
+    score = BasinMixtureScore(TorchTorsionalEnergy(entries, "MMFF94s"), kT, config.num_steps)  # built anew
     score_fn = lambda x, k: score(batch.entry_index, graph.torsion_graph_index, x, k)  # noqa: E731
     log_pf = forward_log_prob(learner.policy.drift_fn(graph, config.num_steps, score_fn), batch.angles,
                               batch.torsion_index, len(batch))

@@ -152,3 +152,26 @@ def test_untrained_score_drift_is_the_clipped_langevin_step(graphs):
     assert (s.abs() < 1 / sigma - 1e-3).any() and (s.abs() > 1 / sigma - 1e-6).any()  # both regimes are tested
     with pytest.raises(AssertionError, match="score_fn"):
         policy.drift_fn(batch, 20)
+
+
+@pytest.mark.parametrize("learn_std", [False, True])
+def test_forward_std_is_the_reversal_of_a_noising_step_from_a_basin(graphs, learn_std):
+    """std_basin_variance v0: PF's std is sigma_k sqrt((v0 + c_{k+1}) / (v0 + c_k)) (c_S = 0), narrower than PB's
+    at the first steps and ~PB's at the last; a learned multiplier starts at 1 and then moves it, within exp(+-1)."""
+    torch.manual_seed(0)
+    v0, S = 0.04, 20
+    policy = TorsionPolicy(hidden=32, std_basin_variance=v0, learn_std=learn_std)
+    batch = collate([graphs[0], graphs[1]])
+    x = torch.rand(S, 4) * 2 * math.pi
+    mu, r = policy.drift_fn(batch, S)(x, torch.arange(S))
+    sigma2 = (math.pi * 0.01 ** (torch.arange(S, dtype=torch.float64) / (S - 1))) ** 2
+    c = sigma2.flip(0).cumsum(0).flip(0)  # c_k
+    c_next = torch.cat([c[1:], torch.zeros(1, dtype=torch.float64)])
+    expected = ((v0 + c_next) / (v0 + c)).sqrt()
+    assert torch.allclose(r.double().expand(S, 4), expected[:, None].expand(S, 4), rtol=1e-5)
+    assert expected[0] < 0.8 and expected[-1] > 0.97
+    if learn_std:
+        torch.nn.init.normal_(policy.log_std_out.weight, std=5.0)
+        _, moved = policy.drift_fn(batch, S)(x, torch.arange(S))
+        ratio = moved / r
+        assert (ratio - 1).abs().max() > 0.1 and ratio.max() <= math.e + 1e-4 and ratio.min() >= 1 / math.e - 1e-4

@@ -78,21 +78,30 @@ def _direct_log_probs(drift_fn, angles, torsion_index, B):
     sigma = sigma_schedule(S).double().numpy()
     a = angles.double()
     n = np.arange(-20, 21) * 2 * np.pi
-    log_wn = lambda x, m, s: (  # noqa: E731
-        logsumexp(-0.5 * ((x[:, None] - m[:, None] + n) / s) ** 2, axis=1) - math.log(s * math.sqrt(2 * math.pi))
-    )
+
+    def log_wn(x, m, s):  # s: one std, or one per torsion [M, 1]
+        s = np.broadcast_to(np.asarray(s, dtype=np.float64).reshape(-1, 1), (len(x), 1))
+        return logsumexp(-0.5 * ((x[:, None] - m[:, None] + n) / s) ** 2, axis=1) - np.log(s[:, 0] * math.sqrt(2 * math.pi))
+
     lpf = np.full(angles.shape[0], -LOG_2PI)
     lpb = np.zeros(angles.shape[0])
     for k in range(S):
         x = a[:, k]
-        mu = drift_fn(x[None].float(), torch.tensor([k]))[0].double()
-        lpf += log_wn(a[:, k + 1].numpy(), (x + mu).numpy(), sigma[k])
+        out = drift_fn(x[None].float(), torch.tensor([k]))
+        mu, r = out if isinstance(out, tuple) else (out, torch.ones(1, len(x)))
+        lpf += log_wn(a[:, k + 1].numpy(), (x + mu[0].double()).numpy(), sigma[k] * r[0].double().numpy())
         lpb += log_wn(x.numpy(), a[:, k + 1].numpy(), sigma[k])
     to_b = lambda v: np.bincount(torsion_index.numpy(), weights=v, minlength=B)  # noqa: E731
     return to_b(lpf), to_b(lpb)
 
 
-def test_log_pf_and_log_pb_match_a_direct_computation_on_and_off_policy():
+def drift_and_std(x, k):
+    """A drift with its own std per torsion and state (PF's std r sigma_k, PB's still sigma_k)."""
+    return some_drift(x, k), 0.5 + 0.4 * torch.cos(x) ** 2
+
+
+@pytest.mark.parametrize("some_drift", [some_drift, drift_and_std])
+def test_log_pf_and_log_pb_match_a_direct_computation_on_and_off_policy(some_drift):
     """With gradient log PF is recomputed over all steps; without (evaluation) it is accumulated while sampling."""
     g = torch.Generator().manual_seed(0)
     for exploration, grad in [(None, True), (None, False), (Exploration(), True), (Exploration(), False),

@@ -85,12 +85,25 @@ class TorsionalConfig(StrictConfig):
     the mix a_k = v0 / (v0 + c_k) of the two score estimators (smoothed_score.py; 0.3 measured 0.075 against 0.072
     train JSD untrained); with score_probes = 0 it scales the local score by a_k (policy.py), where 0.3 measured
     better (500 samples, untrained: 0.20 / 0.20 / 0.12 against 0.32 / 0.33 / 0.23 with 0.04)."""
+    score_guide: Literal["basins", "probes"] = "basins"
+    """How the drift's smoothed score grad log p_k is computed (with score_drift): "basins", exactly for the
+    target's Laplace mixture of basins from a minimum search per structure (basins.py, ~4 s per structure);
+    "probes", by score_probes importance-sampled energies at every step (smoothed_score.py). Untrained, 2,000
+    samples per structure, mean JSD train / unseen structures / unseen molecules (2026-11-29, exact-sample floor
+    0.011 / 0.012 / 0.017): basins 0.034 / 0.030 / 0.048 in 161 s for 14 structures (0.050 / 0.047 / 0.061 with
+    forward_std noising); 64 probes with noising 0.048 / 0.048 / 0.033 in 1,945 s."""
     score_probes: int = Field(64, ge=0)
     """J probes (antithetic pairs, so even) of the smoothed score at every step (smoothed_score.py); 0: the local
     score -dE/dx / kT, scaled by v0 / (v0 + c_k) (policy.py). Untrained, 2,000 samples per structure, mean JSD
     train / unseen structures / unseen molecules: 0.048 / 0.048 / 0.033 with 64, 0.072 / 0.074 / 0.036 with 16
     (2026-11-29). Each probe is one energy and gradient per torsion set and step: 64 probes cost ~2.6 M energies
     per 2,000 samples of a structure (~50 s on one CPU core), hence 16 in the laptop sweep."""
+    forward_std: Literal["noising", "reverse_basin"] = "reverse_basin"
+    """PF's std at step k: sigma_k (PB's), or the reversal's for a Gaussian basin of variance v0 (basin_variance_rad2),
+    sigma_k sqrt((v0 + c_{k+1}) / (v0 + c_k)): narrower, as the reversal of a noising step is. Untrained, with 16
+    probes: mean JSD 0.059 / 0.063 / 0.028 against 0.072 / 0.074 / 0.036 with noising (2026-11-29)."""
+    learn_std: bool = False
+    """The policy also outputs a per-torsion std multiplier in [1/e, e] (initialized at 1)."""
     log_z_hidden_dim: int = Field(32, gt=0)
     loss: Literal["tb", "vargrad"] = "vargrad"
     """tb: learned conditional log Z_phi(G, L); vargrad: log Z = detached mean per local structure."""

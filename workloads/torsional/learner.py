@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from workloads.checkpoint import restore_training_state, training_state
 from workloads.samplers.losses import tb_loss
+from workloads.torsional.basins import BasinMixtureScore
 from workloads.torsional.config import METRIC_BIN_DEGREES, TorsionalConfig
 from workloads.torsional.conformer import dihedral_angles, set_torsions
 from workloads.torsional.data import SPLITS, StructureEntry, build_dataset
@@ -194,7 +195,9 @@ class TorsionalLearner:
             torch.manual_seed(seed)
             self.policy = TorsionPolicy(
                 c.hidden_dim, c.encoder_layers, c.step_layers, c.torsion_layers, score_drift=c.score_drift,
-                basin_variance=None if c.score_probes else c.basin_variance_rad2).to(self.device)
+                basin_variance=None if c.score_probes or c.score_guide == "basins" else c.basin_variance_rad2,
+                std_basin_variance=c.basin_variance_rad2 if c.forward_std == "reverse_basin" else None,
+                learn_std=c.learn_std).to(self.device)
             self.log_z_net = ConditionalLogZ(c.log_z_hidden_dim).to(self.device)
         self.optimizer = torch.optim.Adam([
             {"params": list(self.policy.parameters()), "lr": c.lr},
@@ -203,7 +206,9 @@ class TorsionalLearner:
         # exact, differentiable E(x | L) of every entry: the score grad_x log R of the policy's drift
         self.torch_energy = TorchTorsionalEnergy(self.entries, c.variant, self.device) if c.score_drift else None
         self.score: ScoreOfEntries | None = None  # grad log p_k by probes, or the local -dE/dx / kT
-        if self.torch_energy is not None and c.score_probes:
+        if self.torch_energy is not None and c.score_guide == "basins":
+            self.score = BasinMixtureScore(self.torch_energy, self.kT, c.num_steps)
+        elif self.torch_energy is not None and c.score_probes:
             self.score = SmoothedScore(self.torch_energy, self.kT, c.num_steps, c.score_probes, c.basin_variance_rad2)
         elif self.torch_energy is not None:
             energy = self.torch_energy

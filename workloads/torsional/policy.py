@@ -21,7 +21,8 @@ at each of the S steps; with L_step = 0 the torsions couple only through the tor
     mu_m = pi tanh( sigma_k f_m / pi )                                   bounded (|mu| < pi) mean shift
 Score drift (score_drift=True): the reversal of the noising kernel PB has (Tweedie) the drift sigma_k^2 grad log p_k,
 with p_k the target smoothed by the noise still to come, c_k = sum_{j >= k} sigma_j^2. The score s is given by the
-learner at the current angles and step: grad log p_k itself (smoothed_score.py, the default), or the local
+learner at the current angles and step: grad log p_k itself, exact for the target's Laplace mixture of basins
+(basins.py, the default) or estimated by probes (smoothed_score.py), or the local
 s = grad_x log R(x) = -dE/dx / kT, smoothed as a basin of R of variance v0 would be (grad log p_k = s v0 / (v0 + c_k)).
 Clipped so that its step moves at most one sigma_k,
     s^_m = clip(s_m, -1 / sigma_k, 1 / sigma_k),
@@ -30,6 +31,9 @@ with a_k = v0 / (v0 + c_k) for the local score (v0 = basin_variance, config.basi
 smoothed one (basin_variance None). The untrained policy is then an annealed Langevin-type sampler of the target,
 and f learns what the score does not say; sigma_k s^_m also enters u_m^0 (W_s), so f can modulate it. Because s is
 the structure's own, held-out local structures and zero-shot molecules start from it.
+Forward std (std_basin_variance v0 set): the reversal of a noising step from a Gaussian basin of variance v0 is
+narrower than the step, std sigma_k r_k with r_k = sqrt((v0 + c_{k+1}) / (v0 + c_k)); with learn_std, times
+exp(tanh(g_m)) from one more zero-initialized output (the drift function then returns (mu, r), torus.py).
 gamma(k) = MLP(Fourier(k / (S-1))). MLP_out's last layer is zero-initialized: the untrained policy is the
 zero-drift noising process (terminal torsions uniform).
 Why sigma_k f: the time reversal of the noising kernel has drift ~ sigma_k^2 grad log p_{k+1} = O(sigma_k), and
@@ -58,6 +62,8 @@ ScoreFn = Callable[[Tensor, Tensor], Tensor]
 or that of the target smoothed by the noise still to come (smoothed_score.py)."""
 SCORE_CLIP_SIGMAS = 1.0
 """|s^| <= SCORE_CLIP_SIGMAS / sigma_k: the score step sigma_k^2 s^ moves at most one sigma_k (near clashes)."""
+LOG_STD_RANGE = 1.0
+"""A learned std multiplier stays within exp(+-1) of its analytic value."""
 NUM_HARMONICS = 3
 """phi(x) = [sin n x, cos n x], n = 1..3 (MMFF torsion terms have periods 1, 2, 3)."""
 
@@ -140,8 +146,11 @@ class TorsionPolicy(nn.Module):
 
     def __init__(self, hidden: int = 64, encoder_layers: int = 3, step_layers: int = 2, torsion_layers: int = 0,
                  max_shift: float = math.pi, scale_by_sigma: bool = True, score_drift: bool = False,
-                 basin_variance: float | None = 0.3):
+                 basin_variance: float | None = 0.3, std_basin_variance: float | None = None,
+                 learn_std: bool = False):
         super().__init__()
+        self.std_basin_variance = std_basin_variance
+        self.learn_std = learn_std
         self.score_drift = score_drift
         self.basin_variance = basin_variance
         self.max_shift = max_shift
@@ -157,6 +166,10 @@ class TorsionPolicy(nn.Module):
         self.out = nn.Linear(hidden, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if learn_std:
+            self.log_std_out = nn.Linear(hidden, 1)  # zero-initialized: r starts at its analytic value
+            nn.init.zeros_(self.log_std_out.weight)
+            nn.init.zeros_(self.log_std_out.bias)
         if score_drift:
             self.score_embed = nn.Linear(1, hidden, bias=False)  # W_s
             self.score_scale = nn.Linear(hidden, 1)  # log lambda_k = w . gamma(k), zero-initialized: lambda = 1
@@ -188,7 +201,8 @@ class TorsionPolicy(nn.Module):
         for layer in self.torsion_layers:
             u = layer(u, graph.torsion_graph_index, graph.num_graphs)
         z = torch.cat([u, torsion_phi, gamma[:, None].expand(P, M, H)], dim=-1)  # [P, M, 3H]
-        f = self.out(self.head(z)).squeeze(-1)  # [P, M]
+        head = self.head(z)  # [P, M, H]
+        f = self.out(head).squeeze(-1)  # [P, M]
         if self.scale_by_sigma:
             f = f * sigma  # sigma_k f
         if self.score_drift:
@@ -196,7 +210,16 @@ class TorsionPolicy(nn.Module):
                 c = remaining_noise_variance(num_steps).to(x)[k][:, None]  # [P, 1] c_k
                 score = score * self.basin_variance / (self.basin_variance + c)
             f = f + self.score_scale(gamma).exp() * sigma.pow(2) * score  # lambda_k sigma_k^2 s^
-        return self.max_shift * torch.tanh(f / self.max_shift)  # [P, M]
+        mu = self.max_shift * torch.tanh(f / self.max_shift)  # [P, M]
+        if self.std_basin_variance is None and not self.learn_std:
+            return mu
+        r = torch.ones_like(sigma)  # [P, 1]
+        if self.std_basin_variance is not None:  # the reversal's std for a basin of variance v0
+            v0, c = self.std_basin_variance, remaining_noise_variance(num_steps).to(x)[k][:, None]  # [P, 1] c_k
+            r = ((v0 + c - sigma.pow(2)).clamp_min(0) + 1e-12).div(v0 + c).sqrt()  # sqrt((v0 + c_{k+1}) / (v0 + c_k))
+        if self.learn_std:
+            r = r * torch.exp(LOG_STD_RANGE * torch.tanh(self.log_std_out(head).squeeze(-1) / LOG_STD_RANGE))
+        return mu, r
 
     def drift_fn(self, graph: MolecularGraph, num_steps: int, score_fn: ScoreFn | None = None) -> DriftFn:
         """Encode the graphs once; the returned closure (x [P, M], k [P]) -> mu [P, M] reuses the encoding

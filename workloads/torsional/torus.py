@@ -39,8 +39,17 @@ LOG_2PI = math.log(TWO_PI)
 NUM_WINDINGS = 5
 """|n| <= 5 windings: the truncated WN density is exact to ~1e-6 relative for std <= 2 pi."""
 
-DriftFn = Callable[[Tensor, Tensor], Tensor]
-"""(x [P, M] angles, k [P] long step indices) -> mu [P, M] mean shifts."""
+DriftFn = Callable[[Tensor, Tensor], Tensor | tuple[Tensor, Tensor]]
+"""(x [P, M] angles, k [P] long step indices) -> mu [P, M] mean shifts, or (mu, r) with r [P, M] (or [P, 1]) the
+forward kernel's std in units of sigma_k: PF(x_{k+1} | x_k) = WN(x_k + mu, (r sigma_k)^2). PB keeps sigma_k."""
+
+
+def mean_and_std(drift_out: Tensor | tuple[Tensor, Tensor], sigma: Tensor) -> tuple[Tensor, Tensor]:
+    """A drift function's output -> (mu, std of PF): std = r sigma, or sigma when it gave mu alone."""
+    if isinstance(drift_out, tuple):
+        mu, r = drift_out
+        return mu, r * sigma
+    return drift_out, sigma
 
 
 def kt_kcal_mol(temperature_k: float = 298.15) -> float:
@@ -133,9 +142,9 @@ def _log_pf_per_torsion(drift_fn: DriftFn, angles: Tensor) -> Tensor:
     sigma = sigma_schedule(S).to(angles)  # [S]
     x = angles[:, :, :-1].permute(0, 2, 1).reshape(R * S, M)  # [R*S, M]
     k = torch.arange(S, device=angles.device).repeat(R)  # [R*S]
-    mu = drift_fn(x, k)  # [R*S, M]
+    mu, std = mean_and_std(drift_fn(x, k), sigma.repeat(R)[:, None])  # [R*S, M], [R*S, M] or [R*S, 1]
     x_next = angles[:, :, 1:].permute(0, 2, 1).reshape(R * S, M)  # [R*S, M]
-    lp = wrapped_normal_log_prob(x_next, x + mu, sigma.repeat(R)[:, None])  # [R*S, M]
+    lp = wrapped_normal_log_prob(x_next, x + mu, std)  # [R*S, M]
     return lp.reshape(R, S, M).sum(1) - LOG_2PI  # [R, M]
 
 
@@ -178,16 +187,17 @@ def sample_forward_angles(
         if log_pf is not None:
             log_pf -= LOG_2PI
         for k in range(S):
-            std = sigma[k].expand(M)  # [M]
+            mu, policy_std = mean_and_std(drift_fn(x[None], torch.full((1,), k, device=device)), sigma[k])
+            mean, policy_std = x + mu[0], policy_std.expand(1, M)[0]  # [M], [M]
+            std = policy_std
             if exploration is not None:
                 wide = torch.rand(B, generator=generator, device=device) < exploration.noise_prob  # [B]
                 factor = (1.0 + wide.float() * (exploration.noise_factor - 1.0)) * math.sqrt(exploration.temperature)
                 std = std * factor[torsion_index]  # [M]
-            mean = x + drift_fn(x[None], torch.full((1,), k, device=device))[0]  # [M]
             x = sample_wrapped_normal(mean, std, generator)  # [M]
             angles[:, k + 1] = x
             if log_pf is not None:
-                log_pf += wrapped_normal_log_prob(x, mean, sigma[k])
+                log_pf += wrapped_normal_log_prob(x, mean, policy_std)
     return angles
 
 

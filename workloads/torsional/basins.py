@@ -1,0 +1,166 @@
+"""The target as a mixture of its basins, and the exact score of that mixture smoothed by the noise to come.
+
+For each local structure, gradient descent from a grid of starts on the torus finds the minima m_b of E; at each,
+the Hessian H_b (finite differences of the exact gradient) gives the Laplace approximation of its basin
+    R(x) = exp(-E(x) / kT)  ~=  sum_b Z_b N(x; m_b, Sigma_b),    Sigma_b = kT H_b^-1,
+    log Z_b = -E(m_b) / kT + (K / 2) log 2 pi + (1 / 2) log det Sigma_b.
+Smoothing by the noise still to come (c_k, torus.remaining_noise_variance) keeps it a mixture, wrapped on the torus:
+    p_k(x) = sum_b Z_b sum_{n in Z^K} N(x + 2 pi n; m_b, Sigma_b + c_k I)
+    grad log p_k(x) = - sum_{b, n} gamma_{b, n}(x) (Sigma_b + c_k I)^-1 (x + 2 pi n - m_b),
+with gamma the responsibilities. This is the drift's guide (policy.py) without any probe of the energy: where
+the probes' estimate (smoothed_score.py) splits mass between basins by which basins its few probes happen to hit,
+this one splits it by the basins' Laplace masses. What it misses (anharmonic basins, shoulders) is the policy's to
+learn. The search runs once per structure (~10^4 energies), also for molecules never trained on.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from workloads.torsional.energy_torch import TorchTorsionalEnergy
+from workloads.torsional.torus import TWO_PI, remaining_noise_variance
+
+STARTS_PER_TORSION = 8
+"""Starts of the minimum search: an 8^K grid (K <= 3), else 512 uniform draws."""
+DESCENT_STEPS = 300
+FD_STEP_RAD = 1e-3
+"""Central finite differences of the exact gradient: the Hessian's error is ~1e-6 relative."""
+SAME_MINIMUM_RAD = 0.05
+MAX_BASIN_VARIANCE_RAD2 = 1.0
+"""Flat directions (a free rotor) are capped at this variance: the Laplace approximation means nothing beyond."""
+MAX_RELATIVE_ENERGY_KCAL_MOL = 12.0
+"""Minima this far above the lowest carry < 1e-8 of the mass and are dropped."""
+
+
+@dataclass
+class StructureBasins:
+    """One structure's Laplace mixture: means [Nb, K] in [0, 2 pi), covariances [Nb, K, K] (rad^2), log_mass [Nb]."""
+
+    means: Tensor
+    covariances: Tensor
+    log_mass: Tensor
+    energies: Tensor
+    """E(m_b) [Nb] kcal/mol."""
+
+
+def _starts(num_torsions: int, generator: torch.Generator) -> Tensor:
+    if num_torsions <= 3:
+        axis = (torch.arange(STARTS_PER_TORSION, dtype=torch.float64) + 0.5) * TWO_PI / STARTS_PER_TORSION
+        return torch.cartesian_prod(*[axis] * num_torsions).reshape(-1, num_torsions)
+    return torch.rand(512, num_torsions, generator=generator, dtype=torch.float64) * TWO_PI
+
+
+def find_basins(energy: TorchTorsionalEnergy, entry: int, kT: float, seed: int = 0) -> StructureBasins:
+    """Minima of E over the torsions of structure `entry`, their Hessians and Laplace masses (module docstring)."""
+    K, k_max = int(energy.num_torsions[entry]), energy.k_max
+    generator = torch.Generator().manual_seed(seed)
+    x = _starts(K, generator).to(energy.device)  # [N, K]
+
+    def e_and_grad(angles: Tensor) -> tuple[Tensor, Tensor]:
+        padded = torch.zeros(len(angles), k_max, dtype=torch.float64, device=energy.device)
+        padded[:, :K] = angles
+        rows = torch.full((len(angles),), entry, dtype=torch.long, device=energy.device)
+        e, g = energy.energies_and_gradients(rows, padded)
+        return e, g[:, :K]
+
+    # Adam on the torus: its per-coordinate step (lr) is insensitive to the kcal/mol scale of the gradient
+    m, v = torch.zeros_like(x), torch.zeros_like(x)
+    for t in range(1, DESCENT_STEPS + 1):
+        lr = 0.05 if t <= DESCENT_STEPS * 2 // 3 else 0.005
+        _, g = e_and_grad(x)
+        g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        x = torch.remainder(x - lr * (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8), TWO_PI)
+    e, _ = e_and_grad(x)
+    order = torch.argsort(e)
+    kept: list[int] = []
+    for i in order.tolist():
+        if not math.isfinite(float(e[i])) or float(e[i] - e[order[0]]) > MAX_RELATIVE_ENERGY_KCAL_MOL:
+            continue
+        d = torch.remainder(x[i] - x[kept] + math.pi, TWO_PI) - math.pi if kept else None
+        if d is None or bool((d.norm(dim=-1) > SAME_MINIMUM_RAD).all()):
+            kept.append(i)
+    means, energies = x[kept], e[kept]  # [Nb, K], [Nb]
+    # Hessian by central differences of the gradient, all minima and directions in one batch
+    shift = FD_STEP_RAD * torch.eye(K, dtype=torch.float64, device=energy.device)  # [K, K]
+    probes = torch.cat([means[:, None] + shift, means[:, None] - shift], 1).reshape(-1, K)  # [Nb * 2K, K]
+    _, g = e_and_grad(probes)
+    g = g.reshape(len(kept), 2, K, K)  # [Nb, +/-, direction i, component j]
+    hessian = (g[:, 0] - g[:, 1]) / (2 * FD_STEP_RAD)  # [Nb, K, K]
+    hessian = 0.5 * (hessian + hessian.transpose(1, 2))
+    eigval, eigvec = torch.linalg.eigh(hessian / kT)  # precision of the basin, 1 / rad^2
+    is_minimum = eigval.min(-1).values > 0
+    variances = (1.0 / eigval.clamp_min(1.0 / MAX_BASIN_VARIANCE_RAD2))  # [Nb, K]
+    covariances = eigvec @ torch.diag_embed(variances) @ eigvec.transpose(1, 2)  # [Nb, K, K]
+    keep = is_minimum if bool(is_minimum.any()) else torch.ones_like(is_minimum)
+    means, energies, covariances, variances = means[keep], energies[keep], covariances[keep], variances[keep]
+    log_mass = -energies / kT + 0.5 * K * math.log(TWO_PI) + 0.5 * variances.log().sum(-1)
+    return StructureBasins(means.cpu(), covariances.cpu(), log_mass.cpu(), energies.cpu())
+
+
+class BasinMixtureScore:
+    """(entry_index [B], torsion_index [M], x [P, M], k [P]) -> grad log p_k [P, M] of the wrapped Laplace mixture.
+
+    Basins of all structures are padded to [E, Nb_max, K_max] (absent basins: log mass -inf; absent torsion slots:
+    unit variance, zero offset, so they add nothing to any responsibility or score)."""
+
+    def __init__(self, energy: TorchTorsionalEnergy, kT: float, num_steps: int, max_windings: int = 2):
+        E, K = len(energy.num_torsions), energy.k_max
+        self.basins = [find_basins(energy, e, kT, seed=e) for e in range(E)]
+        nb = max(len(b.means) for b in self.basins)
+        self.means = torch.zeros(E, nb, K, dtype=torch.float64)
+        self.cov = torch.eye(K, dtype=torch.float64).repeat(E, nb, 1, 1)
+        self.log_mass = torch.full((E, nb), -math.inf, dtype=torch.float64)
+        self.slot_valid = energy.valid.cpu()  # [E, K]
+        for e, b in enumerate(self.basins):
+            k = b.means.shape[1]
+            self.means[e, : len(b.means), :k] = b.means
+            self.cov[e, : len(b.means), :k, :k] = b.covariances
+            self.log_mass[e, : len(b.means)] = b.log_mass
+        self.num_torsions = energy.num_torsions.cpu()
+        self.k_max = K
+        self.c = remaining_noise_variance(num_steps)  # [S]
+        self.max_windings = max_windings
+        self.device = energy.device
+
+    def windings(self, c: float) -> Tensor:
+        """Integer shifts n in {-W..W}^K_max with W enough for a std of sqrt(c + 1) (the widest basin's)."""
+        w = min(self.max_windings, math.ceil(3 * math.sqrt(c + MAX_BASIN_VARIANCE_RAD2) / TWO_PI))
+        axis = torch.arange(-w, w + 1, dtype=torch.float64)
+        return torch.cartesian_prod(*[axis] * self.k_max).reshape(-1, self.k_max) * TWO_PI  # [Nw, K]
+
+    def score_dense(self, entry_index: Tensor, x: Tensor, k: int) -> Tensor:
+        """x [R, K_max] angles of structures entry_index [R] at step k -> grad log p_k [R, K_max]."""
+        c = float(self.c[k])
+        entries, row_entry = torch.unique(entry_index, return_inverse=True)  # [U], [R]
+        cov = self.cov[entries] + c * torch.diag_embed(self.slot_valid[entries].double())[:, None]  # [U, Nb, K, K]
+        precision = torch.linalg.inv(cov)[row_entry]  # [R, Nb, K, K]
+        logdet = torch.linalg.slogdet(cov)[1][row_entry]  # [R, Nb]
+        valid = self.slot_valid[entry_index]  # [R, K]
+        d = torch.remainder(x[:, None] - self.means[entry_index] + math.pi, TWO_PI) - math.pi  # [R, Nb, K]
+        n = self.windings(c) * valid[:, None, None].double()  # [R, 1, Nw, K] absent slots never wind
+        d = (d[:, :, None] + n) * valid[:, None, None].double()  # [R, Nb, Nw, K]
+        pd = torch.einsum("rbij,rbwj->rbwi", precision, d)  # [R, Nb, Nw, K]
+        log_w = self.log_mass[entry_index][:, :, None] - 0.5 * logdet[:, :, None] - 0.5 * (d * pd).sum(-1)
+        gamma = torch.softmax(log_w.reshape(len(x), -1), dim=1).reshape(log_w.shape)  # [R, Nb, Nw]
+        return -(gamma[..., None] * pd).sum((1, 2)) * valid.double()  # [R, K]
+
+    def __call__(self, entry_index: Tensor, torsion_index: Tensor, x: Tensor, k: Tensor) -> Tensor:
+        e, t = entry_index.cpu().long(), torsion_index.cpu().long()  # [B], [M]
+        P, M = x.shape
+        B = e.numel()
+        k_b = self.num_torsions[e]  # [B]
+        slot = torch.arange(M) - (torch.cumsum(k_b, 0) - k_b)[t]  # [M]
+        dense = torch.zeros(P, B, self.k_max, dtype=torch.float64)
+        dense[:, t, slot] = x.detach().cpu().double()
+        out = torch.empty_like(dense)
+        for step in k.cpu().unique().tolist():  # one c_k per call of score_dense
+            rows = (k.cpu() == step).nonzero().squeeze(1)
+            out[rows] = self.score_dense(e.repeat(len(rows)), dense[rows].reshape(-1, self.k_max),
+                                         step).reshape(len(rows), B, self.k_max)
+        return out[:, t, slot].to(x.device, x.dtype)  # [P, M]
