@@ -9,13 +9,13 @@ from typing import Any
 from ray.tune import Callback
 
 from orchestrator.spec import SweepSpec
-from orchestrator.tracking import STEP_METRIC, SweepTracker, flatten
+from orchestrator.tracking import NODE_TAG, PLACEMENT_KEY, STEP_METRIC, SweepTracker, flatten
 from orchestrator.trial import nested_to_dotted
 
 # Bookkeeping keys of a Tune result that are not the workload's metrics.
 _TUNE_KEYS = {"timestamp", "done", "training_iteration", "trial_id", "date", "time_this_iter_s",
               "time_total_s", "pid", "hostname", "node_ip", "time_since_restore", "iterations_since_restore",
-              "checkpoint_dir_name", "config", "step", "device", "should_checkpoint"}
+              "checkpoint_dir_name", "config", "step", "device", "should_checkpoint", PLACEMENT_KEY}
 
 
 def trial_error_text(trial: Any) -> str:
@@ -34,6 +34,7 @@ class MlflowCallback(Callback):
     def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, spec: SweepSpec):
         self.tracking_uri, self.experiment, self.parent_run_id, self.spec = tracking_uri, experiment, parent_run_id, spec
         self._tracker: SweepTracker | None = None
+        self._placement: dict[str, dict[str, str]] = {}  # trial id -> the placement last tagged
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment; an MLflow client is rebuilt on restore.
@@ -57,9 +58,21 @@ class MlflowCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         run_id = self._run(trial)
-        metrics = {k: v for k, v in result.items() if k not in _TUNE_KEYS}
+        self._tag_placement(run_id, trial.trial_id, result)
+        metrics = {k: v for k, v in result.items() if k not in _TUNE_KEYS and not k.startswith(PLACEMENT_KEY + "/")}
         metrics[STEP_METRIC] = result.get("time_total_s", 0.0)
         self.tracker.log_metrics(run_id, metrics, step=int(result.get("step", result.get("training_iteration", 0))))
+
+    def _tag_placement(self, run_id: str, trial_id: str, result: dict) -> None:
+        """Tags `orchestrator.node.<role>.<i>` with the node of each actor, when it changed."""
+        placement = result.get(PLACEMENT_KEY)
+        if not isinstance(placement, dict):  # flattened by Tune: 'placement/learner.0'
+            prefix = PLACEMENT_KEY + "/"
+            placement = {k[len(prefix):]: v for k, v in result.items() if k.startswith(prefix)}
+        tagged = self.__dict__.setdefault("_placement", {})  # (absent from a callback pickled before it existed)
+        if placement and placement != tagged.get(trial_id):
+            self.tracker.set_tags(run_id, {NODE_TAG + where: node for where, node in placement.items()})
+            tagged[trial_id] = dict(placement)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.tracker.end_run(self._run(trial), "FINISHED")

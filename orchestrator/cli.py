@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     resume = commands.add_parser("resume", help="continue an interrupted sweep")
     resume.add_argument("sweep", help="the sweep folder `run` printed, or the sweep's name")
     resume.add_argument("--address")
-    resume.add_argument("--storage-path", help="where to look for a sweep given by name (default ./ray_results)")
+    resume.add_argument("--storage-path", help="where to look for a sweep given by name "
+                                               "(default $ORCHESTRATOR_STORAGE_PATH, else ./ray_results)")
 
     report = commands.add_parser("report", help="the trial table of a sweep, from MLflow")
     report.add_argument("experiment", help="MLflow experiment name (the sweep's mlflow.experiment or name)")

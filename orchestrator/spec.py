@@ -232,6 +232,9 @@ class RoleResources(_Spec):
     """Fractions below 1 share a GPU; above 1 must be whole GPUs."""
     count: int = Field(1, ge=1)
     """Actors of this role per trial (workers only)."""
+    custom: dict[str, float] = {}
+    """Ray custom resources of each actor, e.g. {A10G: 1}: the accelerator a cluster's node type names
+    (cluster/*.yaml), so that the actor lands on (and an autoscaler starts) a node of that type."""
 
     @field_validator("gpus")
     @classmethod
@@ -240,9 +243,20 @@ class RoleResources(_Spec):
             raise _invalid("a fraction below 1 or a whole number of GPUs", _show(gpus))
         return gpus
 
+    @field_validator("custom")
+    @classmethod
+    def _custom_names(cls, custom: dict[str, float]) -> dict[str, float]:
+        for name, amount in custom.items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory") or name.startswith("node:"):
+                raise _fail_at((name,), "a custom resource name (cpus and gpus have their own keys; node:... is "
+                                        "Ray's)", _show(name))
+            if not amount > 0:
+                raise _fail_at((name,), "an amount greater than 0", _show(amount))
+        return custom
+
     @model_validator(mode="after")
     def _not_empty(self) -> RoleResources:
-        if self.cpus == 0 and self.gpus == 0:
+        if self.cpus == 0 and self.gpus == 0 and not self.custom:
             raise _invalid("cpus > 0 or gpus > 0 (a Ray placement-group bundle cannot be empty)", "cpus: 0, gpus: 0")
         return self
 
@@ -285,7 +299,8 @@ class SweepSpec(_Spec):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     mlflow: MlflowSpec = Field(default_factory=MlflowSpec)
     storage_path: str | None = None
-    """Tune storage; None: `./ray_results`."""
+    """Tune storage (results, checkpoints): a local folder or a URI that pyarrow opens (s3://bucket/prefix,
+    gs://..., file://...); None: $ORCHESTRATOR_STORAGE_PATH, else `./ray_results`."""
     source: Path | None = Field(None, exclude=True)
     """The file this spec was loaded from."""
 

@@ -36,6 +36,11 @@ TRIAL_TAG = "orchestrator.trial_id"
 SWEEP_TAG = "orchestrator.sweep"
 PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "orchestrator.role"
+PLACEMENT_KEY = "placement"
+"""A trial's report {'trial': node id, 'learner.0': node id, ...}: where it and its actors run."""
+NODE_TAG = "orchestrator.node."
+"""Tag prefix of a trial run: `orchestrator.node.learner.0` = the Ray node id of that actor (the last one
+reported: it moves when a node is lost), `orchestrator.node.trial` = the trial function's node."""
 # Logged with every report (the callback adds it), so its history tells the last step a run logged.
 STEP_METRIC = "time_total_s"
 
@@ -248,6 +253,23 @@ class SweepTracker:
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
         _retry(lambda: self.client.log_figure(run_id, figure, artifact_file), f"logging {artifact_file}")
 
+    def trial_histories(self, parent_run_id: str, status: str = "FINISHED") -> list[TrialHistory]:
+        """The sweep's trial runs in `status`, oldest first, each with its params and every metric's history:
+        what a workload's sweep summary reads (`registry.WorkloadEntry.summary`)."""
+        runs = _retry(lambda: self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and "
+                                                f"attributes.status = '{status}'",
+            order_by=["attributes.start_time ASC"], max_results=10_000), "searching for the trials' runs")
+        trials = []
+        for run in runs:
+            run_id = run.info.run_id
+            histories = {}
+            for key in run.data.metrics:
+                history = _retry(lambda: self.client.get_metric_history(run_id, key), f"reading the history of {key}")
+                histories[key] = sorted((m.step, m.value) for m in history)
+            trials.append(TrialHistory(run.info.run_name, run_id, dict(run.data.params), histories))
+        return trials
+
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         batch = [Param(k, _param_value(v)) for k, v in params.items()]
         for start in range(0, len(batch), _PARAM_BATCH):
@@ -345,6 +367,18 @@ class TrialRow:
     """Every metric of the run at its last logged step."""
 
 
+@dataclass
+class TrialHistory:
+    """A trial run as a sweep summary sees it."""
+
+    name: str
+    run_id: str
+    params: dict[str, str]
+    """The run's params (flattened resolved config `config.<field>`, `sampled.<key>`, `seed`, ...), as strings."""
+    metrics: dict[str, list[tuple[int, float]]]
+    """Metric -> [(step, value)] in step order."""
+
+
 def trial_table(tracking_uri: str, experiment: str, metric: str | None = None,
                 mode: str | None = None) -> tuple[str | None, list[TrialRow]]:
     """The trials of the newest sweep in `experiment`: (metric, rows), for `report`.
@@ -386,6 +420,6 @@ def ui_hint(tracking_uri: str) -> str:
 
 
 __all__: Iterable[str] = [
-    "SweepTracker", "TrialArtifacts", "trial_table", "download_latest_eval_file", "flatten", "default_tracking_uri",
-    "resolve_tracking_uri", "ui_hint", "RunStatus",
+    "SweepTracker", "TrialArtifacts", "TrialHistory", "trial_table", "download_latest_eval_file", "flatten",
+    "default_tracking_uri", "resolve_tracking_uri", "ui_hint", "RunStatus",
 ]

@@ -18,7 +18,7 @@ from ray import tune
 from orchestrator.placement import ACTOR_ERRORS, TrialContext
 from orchestrator.registry import get_workload
 from orchestrator.spec import SweepSpec
-from orchestrator.tracking import TrialArtifacts
+from orchestrator.tracking import PLACEMENT_KEY, TrialArtifacts
 
 log = logging.getLogger(__name__)
 
@@ -80,5 +80,6 @@ def run_trial(point: dict[str, Any], sweep: dict[str, Any], tracking: dict[str, 
         last_state = driver.state()
         with tempfile.TemporaryDirectory() as folder:
             torch.save(last_state, Path(folder) / STATE_FILE)
-            tune.report({**metrics, "step": step, "recoveries": recoveries, "device": driver.device},
-                        checkpoint=tune.Checkpoint.from_directory(folder))
+            # placement: the node of the trial function and of each actor now; the MLflow callback tags the run.
+            tune.report({**metrics, "step": step, "recoveries": recoveries, "device": driver.device,
+                         PLACEMENT_KEY: ctx.placement()}, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -19,9 +19,10 @@ from ray import tune
 from orchestrator.callbacks import MlflowCallback, ProgressCallback
 from orchestrator.errors import OrchestratorError, SpecError
 from orchestrator.placement import cluster_fit_error, trial_bundles
+from orchestrator import storage
 from orchestrator.spec import Domain, SweepSpec
 from orchestrator.tracking import SweepTracker
-from orchestrator.trial import run_trial
+from orchestrator.trial import nested_to_dotted, run_trial
 
 SWEEP_FILE = "orchestrator.json"
 """Written into the experiment folder: what `resume` needs (spec, MLflow store, parent run)."""
@@ -89,42 +90,45 @@ def _trainable(spec: SweepSpec, tracking: dict[str, str]) -> Any:
 
 @dataclass
 class SweepHandle:
-    """A sweep on disk: its experiment folder and the metadata `resume` reads."""
+    """A sweep in its storage: its experiment folder (an absolute local path or a URI, see
+    orchestrator/storage.py) and the metadata `resume` reads."""
 
-    path: Path
+    path: str
     spec: SweepSpec
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
 
     def save(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / SWEEP_FILE).write_text(json.dumps(dict(
+        storage.write_text(storage.join(self.path, SWEEP_FILE), json.dumps(dict(
             spec=self.spec.to_dict(), source=str(self.spec.source or ""), tracking_uri=self.tracking_uri,
             experiment_id=self.experiment_id, parent_run_id=self.parent_run_id), indent=2))
 
     @classmethod
-    def load(cls, path: Path) -> "SweepHandle":
-        data = json.loads((path / SWEEP_FILE).read_text())
+    def load(cls, path: str | Path) -> "SweepHandle":
+        path = storage.normalize(path)
+        data = json.loads(storage.read_text(storage.join(path, SWEEP_FILE)))
         spec = SweepSpec.from_dict(data["spec"], source=data["source"] or None)
         return cls(path, spec, data["tracking_uri"], data["experiment_id"], data["parent_run_id"])
 
 
-def storage_root(spec: SweepSpec) -> Path:
-    return Path(spec.storage_path or "ray_results").resolve()
+def storage_root(spec: SweepSpec) -> str:
+    """Where the sweep's folder goes: a local folder (absolute) or a URI (s3://, gs://, file://, ...)."""
+    return storage.root(spec.storage_path)
 
 
-def find_sweep(name_or_path: str, storage_path: str | None = None) -> Path:
-    """A sweep folder by path, or the newest `<storage>/<name>-<time>` folder."""
-    path = Path(name_or_path)
-    if (path / SWEEP_FILE).exists():
-        return path.resolve()
-    root = Path(storage_path or "ray_results").resolve()
-    candidates = sorted(p for p in root.glob(f"{name_or_path}-*") if (p / SWEEP_FILE).exists())
+def find_sweep(name_or_path: str, storage_path: str | None = None) -> str:
+    """A sweep folder by path or URI, or the newest `<storage>/<name>-<time>` folder."""
+    path = storage.normalize(name_or_path)
+    if storage.exists(storage.join(path, SWEEP_FILE)):
+        return path
+    root = storage.root(storage_path)
+    candidates = [storage.join(root, folder) for folder in storage.folders(root)
+                  if folder.startswith(f"{name_or_path}-") and storage.exists(storage.join(root, folder, SWEEP_FILE))]
     if not candidates:
         raise OrchestratorError(
-            f"resume: no sweep named or found at {name_or_path!r} (looked for {path / SWEEP_FILE} and "
-            f"{root}/{name_or_path}-*/{SWEEP_FILE}). Pass the folder that `run` printed.")
+            f"resume: no sweep named or found at {name_or_path!r} (looked for {storage.join(path, SWEEP_FILE)} and "
+            f"{storage.join(root, name_or_path + '-*', SWEEP_FILE)}). Pass the folder that `run` printed.")
     return candidates[-1]
 
 
@@ -140,11 +144,11 @@ def _tuner(handle: SweepHandle, tracker: SweepTracker, resume: bool) -> tune.Tun
     trainable = _trainable(spec, tracking)
     if resume:
         # The callbacks were pickled with the experiment and come back with it.
-        return tune.Tuner.restore(str(handle.path), trainable, resume_unfinished=True, resume_errored=True)
+        return tune.Tuner.restore(handle.path, trainable, resume_unfinished=True, resume_errored=True)
     callbacks = [MlflowCallback(handle.tracking_uri, tracker.experiment_name, handle.parent_run_id, spec),
                  ProgressCallback(spec.tune.metric, spec.tune.mode)]
     run_config = tune.RunConfig(
-        name=handle.path.name, storage_path=str(handle.path.parent), stop=_stop(spec) or None,
+        name=storage.name(handle.path), storage_path=storage.parent(handle.path), stop=_stop(spec) or None,
         callbacks=callbacks, verbose=0,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
@@ -157,7 +161,7 @@ def _tuner(handle: SweepHandle, tracker: SweepTracker, resume: bool) -> tune.Tun
     return tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config, run_config=run_config)
 
 
-def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: Path | None = None) -> tuple[SweepHandle, str]:
+def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: str | Path | None = None) -> tuple[SweepHandle, str]:
     """Run (or resume) a sweep to its end; returns it and the parent run's status. Ray must be up."""
     if resume_path is not None:
         handle = SweepHandle.load(resume_path)
@@ -165,7 +169,8 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: Path | None = Non
         tracker.start_parent(handle.spec.name, handle.spec.to_dict(), parent_run_id=handle.parent_run_id)
     else:
         tracker = SweepTracker(tracking_uri, spec.mlflow.experiment or spec.name)
-        path = storage_root(spec) / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path = storage.join(storage_root(spec), f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        storage.filesystem(path)  # a storage that pyarrow cannot open fails here, before the parent run exists
         parent = tracker.start_parent(spec.name, spec.to_dict())
         handle = SweepHandle(path, spec, tracker.tracking_uri, tracker.experiment_id, parent)
         handle.save()
@@ -176,10 +181,14 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: Path | None = Non
     status = "FINISHED"
     try:
         results = tuner.fit()
-        if any(r.error is None and not _trial_done(r) for r in results):
+        if any(r.error is None and not _trial_done(r, handle.spec) for r in results):
             status = "KILLED"
         elif len(results) and all(r.error is not None for r in results):
             status = "FAILED"
+        if status != "KILLED":  # the workload's figures over the finished trials, on the parent run
+            from orchestrator.summaries import log_sweep_summary
+
+            log_sweep_summary(tracker, handle.spec.workload, handle.parent_run_id)
     except KeyboardInterrupt:
         status = "KILLED"
     finally:
@@ -190,8 +199,22 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: Path | None = Non
     return handle, status
 
 
-def _trial_done(result: Any) -> bool:
-    return bool(result.metrics.get("done")) if result.metrics else False
+def _trial_done(result: Any, spec: SweepSpec | None = None) -> bool:
+    """Tune's `done`, or, for a trial restored from a snapshot taken before its `done` result (a sweep
+    resumed after the trial had finished), its last result at the workload's end or the sweep's stop."""
+    metrics = result.metrics or {}
+    if metrics.get("done"):
+        return True
+    if spec is None or not metrics:
+        return False
+    most = spec.tune.stop.training_iteration
+    if most is not None and metrics.get("training_iteration", 0) >= most:
+        return True
+    try:
+        total = spec.resolved_config(nested_to_dotted(result.config or {})).total_iters
+    except Exception:  # noqa: BLE001 - a config that does not resolve is not known to be done
+        return False
+    return metrics.get("step", -1) >= total
 
 
 def _mark_running_killed(tracker: SweepTracker, handle: SweepHandle) -> None:

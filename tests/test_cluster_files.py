@@ -130,7 +130,9 @@ def test_setup_installs_the_project_and_the_head_runs_mlflow(path):
     store = "s3" if config["provider"]["type"] == "aws" else "gs"
     assert "mlflow server" in start and "--backend-store-uri sqlite:////home/ray/mlflow/mlflow.db" in start
     assert f"--artifacts-destination {store}://" in start
-    assert "MLFLOW_TRACKING_URI=http://" in start and f"TUNE_STORAGE_PATH={store}://" in start
+    # Jobs log to MLflow on the head's loopback and keep Tune's storage in the bucket (orchestrator/storage.py).
+    assert "MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in start and f"ORCHESTRATOR_STORAGE_PATH={store}://" in start
+    assert "mlflow server --host 127.0.0.1 " in start and "0.0.0.0" not in start
 
 
 @pytest.mark.parametrize("path", LAUNCHER_FILES, ids=lambda p: p.name)
@@ -250,15 +252,18 @@ def test_raycluster_autoscales_from_zero_with_a_gpu_and_a_cpu_group():
     gpu = [g for g in groups if any("nvidia.com/gpu" in c["resources"]["limits"] for c in _containers(g["template"]))]
     assert len(gpu) == 1 and len(groups) == 2
     assert ACCELERATORS & set(_custom_resources(gpu[0]["rayStartParams"]))
-    # The MLflow server beside the head, reached by the cluster's pods through a ClusterIP service.
+    # The MLflow server beside the head, on the head pod's loopback: no Service, a probe from inside the pod.
     mlflow = next(c for c in _containers(head["template"]) if c["name"] == "mlflow")
     command = " ".join(mlflow["command"])
     assert "mlflow server" in command and "--backend-store-uri=sqlite:////mlflow/mlflow.db" in command
     assert re.search(r"--artifacts-destination=(s3|gs)://", command)
-    service = manifests["Service"]
-    assert service["spec"]["type"] == "ClusterIP"
-    assert service["spec"]["selector"]["ray.io/cluster"] == cluster["metadata"]["name"]
-    assert "Secret" not in manifests
+    assert "--host=127.0.0.1" in mlflow["command"] and "0.0.0.0" not in command
+    assert "exec" in mlflow["readinessProbe"] and "ports" not in mlflow
+    ray_head = next(c for c in _containers(head["template"]) if c["name"] == "ray-head")
+    env = {v["name"]: v.get("value") for v in ray_head["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
+    assert re.fullmatch(r"(s3|gs)://YOUR_BUCKET/ray_results", env["ORCHESTRATOR_STORAGE_PATH"])
+    assert "Service" not in manifests and "Secret" not in manifests
 
 
 def test_rayjob_runs_the_torsional_sweep_on_that_cluster():
@@ -273,8 +278,8 @@ def test_rayjob_runs_the_torsional_sweep_on_that_cluster():
     load_sweep(ROOT / argv[4], [])  # the sweep it names exists and validates
     runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
     assert runtime_env["working_dir"] == NODE_PROJECT_DIR
-    service = _manifests(RAYCLUSTER)["Service"]
-    assert runtime_env["env_vars"]["MLFLOW_TRACKING_URI"] == f"http://{service['metadata']['name']}:5000"
+    assert runtime_env["env_vars"]["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"  # the driver runs on the head pod
+    assert re.fullmatch(r"(s3|gs)://YOUR_BUCKET/ray_results", runtime_env["env_vars"]["ORCHESTRATOR_STORAGE_PATH"])
     (submitter,) = _containers(spec["submitterPodTemplate"])
     env = {v["name"]: v for v in submitter["env"]}
     assert env["RAY_AUTH_MODE"]["value"] == "token"

@@ -35,7 +35,7 @@ def test_schedulers_search_and_stop():
     assert _scheduler(load_sweep(SWEEP)) is None and _search(load_sweep(SWEEP)) is None
 
 
-def test_one_bundle_per_actor_with_an_empty_head():
+def test_one_bundle_per_actor_after_the_trials_own_bundle_on_the_head():
     spec = load_sweep(SWEEP, ["resources.learner={cpus: 2, gpus: 1}",
                               "resources.workers.replay_buffer={count: 1, cpus: 0.5}"])
-    assert trial_bundles(spec) == [{}, {"CPU": 2, "GPU": 1}, {"CPU": 0.5}]
+    assert trial_bundles(spec) == [{"node:__internal_head__": 0.001}, {"CPU": 2, "GPU": 1}, {"CPU": 0.5}]

@@ -1,0 +1,94 @@
+"""Where Tune keeps a sweep: a local folder, or any URI that pyarrow opens (s3://bucket/prefix,
+gs://bucket/prefix, file:///abs/path, hdfs://...). Ray Tune takes the same strings as `storage_path`.
+
+A sweep's location is a plain string: an absolute local path, or a URI (its query string, e.g.
+`?region=us-west-2`, kept at the end). The helpers below join, split, read and list such strings through
+pyarrow's filesystems, so `run`, `resume` and Tune see the same place whichever kind it is.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow
+import pyarrow.fs as pafs
+
+from orchestrator.errors import OrchestratorError
+
+DEFAULT_ROOT = "ray_results"
+STORAGE_ENV = "ORCHESTRATOR_STORAGE_PATH"
+"""The default storage when a sweep sets no `storage_path` (the cluster files set it on the head)."""
+
+
+def is_uri(location: str | os.PathLike) -> bool:
+    return "://" in str(location)
+
+
+def normalize(location: str | os.PathLike) -> str:
+    """A URI unchanged but for a trailing '/', a local path made absolute."""
+    text = str(location)
+    if is_uri(text):
+        base, sep, query = text.partition("?")
+        return base.rstrip("/") + sep + query
+    return str(Path(text).expanduser().resolve())
+
+
+def root(storage_path: str | None) -> str:
+    """The folder that holds sweeps: `storage_path`, else $ORCHESTRATOR_STORAGE_PATH, else ./ray_results."""
+    return normalize(storage_path or os.environ.get(STORAGE_ENV) or DEFAULT_ROOT)
+
+
+def _split(location: str) -> tuple[str, str]:
+    base, sep, query = normalize(location).partition("?")
+    return base, sep + query
+
+
+def join(location: str, *parts: str) -> str:
+    base, query = _split(location)
+    return "/".join([base, *parts]) + query
+
+
+def name(location: str) -> str:
+    return _split(location)[0].rsplit("/", 1)[-1]
+
+
+def parent(location: str) -> str:
+    base, query = _split(location)
+    return base.rsplit("/", 1)[0] + query
+
+
+def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path inside it) of a location; OrchestratorError naming it when pyarrow cannot."""
+    text = normalize(location)
+    if not is_uri(text):
+        return pafs.LocalFileSystem(), text
+    try:
+        return pafs.FileSystem.from_uri(text)
+    except (pyarrow.ArrowException, ValueError, OSError) as error:
+        raise OrchestratorError(f"storage_path {text!r}: pyarrow cannot open it ({error}). Use a local folder or "
+                                f"a URI such as s3://bucket/prefix or gs://bucket/prefix.") from error
+
+
+def exists(location: str) -> bool:
+    fs, path = filesystem(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def read_text(location: str) -> str:
+    fs, path = filesystem(location)
+    with fs.open_input_stream(path) as stream:
+        return stream.read().decode()
+
+
+def write_text(location: str, text: str) -> None:
+    fs, path = filesystem(location)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as stream:
+        stream.write(text.encode())
+
+
+def folders(location: str) -> list[str]:
+    """The names of the folders directly inside `location` (none if it does not exist)."""
+    fs, path = filesystem(location)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=False))
+    return sorted(info.base_name for info in infos if info.type == pafs.FileType.Directory)
