@@ -1,0 +1,43 @@
+"""Sweep-end summaries: figures and tables over a sweep's finished trials, logged to its parent MLflow run.
+
+A workload opts in with `WorkloadEntry.summary = "module:function"`; the function takes the finished trials
+(`tracking.TrialHistory`: params and metric histories read back from MLflow, so a resumed sweep summarizes every
+trial, old and new) and returns {file name: matplotlib Figure, or text}. A summary that fails is a warning and a
+tag on the parent run, never a failed sweep: the trials' results are in MLflow either way.
+"""
+from __future__ import annotations
+
+import logging
+import traceback
+
+from orchestrator.registry import get_workload
+from orchestrator.tracking import SweepTracker
+
+log = logging.getLogger(__name__)
+
+SUMMARY_DIR = "summary"
+"""Artifact folder of the parent run that the summary's files go to."""
+ERROR_TAG = "orchestrator.summary_error"
+
+
+def log_sweep_summary(tracker: SweepTracker, workload: str, parent_run_id: str) -> list[str]:
+    """Run the workload's summary over the sweep's finished trials; returns the artifact paths logged."""
+    summarize = get_workload(workload).load_summary()
+    if summarize is None:
+        return []
+    logged = []
+    try:
+        trials = tracker.trial_histories(parent_run_id)
+        if not trials:
+            return []
+        for name, item in summarize(trials).items():
+            path = f"{SUMMARY_DIR}/{name}"
+            if isinstance(item, str):
+                tracker.log_text(parent_run_id, item, path)
+            else:
+                tracker.log_figure(parent_run_id, item, path)
+            logged.append(path)
+    except Exception as error:  # noqa: BLE001 - a summary must not fail a finished sweep
+        log.warning("sweep summary of workload %s failed: %s", workload, error)
+        tracker.set_tags(parent_run_id, {ERROR_TAG: traceback.format_exc()[-5000:]})
+    return logged
