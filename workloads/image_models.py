@@ -18,6 +18,20 @@ from torchvision.models.vision_transformer import Encoder
 ARCHITECTURES = ("resnet20", "convnet", "mlp", "vit")
 
 
+class Classifier(nn.Module):
+    """logits = head(features(x)); subclasses set `body` (images -> [B, feature_dim]), `head` and `feature_dim`."""
+
+    body: nn.Module
+    head: nn.Linear
+    feature_dim: int
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
 class BasicBlock(nn.Module):
     """y = relu(bn(conv(relu(bn(conv(x))))) + shortcut(x)); a 1x1 conv shortcut when the shape changes."""
 
@@ -37,7 +51,7 @@ class BasicBlock(nn.Module):
         return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
 
 
-class ResNet20(nn.Module):
+class ResNet20(Classifier):
     def __init__(self, in_channels: int, num_classes: int, width: int = 16, blocks_per_stage: int = 3):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
@@ -51,14 +65,8 @@ class ResNet20(nn.Module):
         self.head = nn.Linear(channels, num_classes)
         self.feature_dim = channels
 
-    def features(self, x: Tensor) -> Tensor:
-        return self.body(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
-
-
-class ConvNet(nn.Module):
+class ConvNet(Classifier):
     def __init__(self, in_channels: int, num_classes: int, width: int = 32):
         super().__init__()
         widths = (width, width, 2 * width, 2 * width)
@@ -71,14 +79,8 @@ class ConvNet(nn.Module):
         self.head = nn.Linear(channels, num_classes)
         self.feature_dim = channels
 
-    def features(self, x: Tensor) -> Tensor:
-        return self.body(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
-
-
-class MLP(nn.Module):
+class MLP(Classifier):
     def __init__(self, in_channels: int, image_size: int, num_classes: int, hidden: int = 256):
         super().__init__()
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, hidden), nn.ReLU(),
@@ -86,14 +88,8 @@ class MLP(nn.Module):
         self.head = nn.Linear(hidden, num_classes)
         self.feature_dim = hidden
 
-    def features(self, x: Tensor) -> Tensor:
-        return self.body(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
-
-
-class ViT(nn.Module):
+class ViT(Classifier):
     """Patches (image_size / 8)^2 pixels each -> 64 tokens + a class token -> Encoder -> class token."""
 
     def __init__(self, in_channels: int, image_size: int, num_classes: int, dim: int = 64, depth: int = 4,
@@ -112,9 +108,6 @@ class ViT(nn.Module):
         tokens = self.patchify(x).flatten(2).transpose(1, 2)
         tokens = torch.cat([self.class_token.expand(len(x), -1, -1), tokens], dim=1)
         return self.encoder(tokens)[:, 0]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
 
 
 def build_model(architecture: str, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
