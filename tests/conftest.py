@@ -66,3 +66,38 @@ def write_tiny_sweep(folder: Path, name: str = "tiny", total_iters: int = 100, e
     path.write_text(TINY_SWEEP.format(name=name, total_iters=total_iters, eval_every=eval_every,
                                       num_samples=num_samples, storage=folder / "ray_results"))
     return path
+
+
+def trial_runs(client, experiment: str) -> list:
+    """The MLflow runs of a sweep's trials (children of its parent run); [] before the experiment exists."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return [r for r in client.search_runs([found.experiment_id], max_results=100) if "mlflow.parentRunId" in r.data.tags]
+
+
+def run_sweep_with_fault(spec, tracking_uri: str, client, fault, timeout_s: float = 300) -> tuple[str, list]:
+    """Run the sweep while a thread waits for the first trial with a reported (so checkpointed) evaluation and
+    calls fault(run, steps) on it once: (the parent run's status, [what fault returned], empty if it never ran)."""
+    import threading
+    import time
+
+    from orchestrator.tuner import run_sweep
+
+    struck: list = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            for run in trial_runs(client, spec.mlflow.experiment or spec.name):
+                steps = [m.step for m in client.get_metric_history(run.info.run_id, "eval/delta_log_z")]
+                if steps:
+                    struck.append(fault(run, steps))
+                    return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    _, status = run_sweep(spec, tracking_uri)
+    watcher.join(timeout=1)
+    return status, struck

@@ -15,8 +15,6 @@ Each test starts and stops its own cluster (no `ray stop`: only this cluster's p
 (`pytest -m slow`): starting the 3-4 nodes takes ~30 s on 2 cores, the smoke sweep ~40 s, the node loss ~65 s."""
 from __future__ import annotations
 
-import threading
-import time
 
 import pytest
 import ray
@@ -24,9 +22,9 @@ from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 
 from orchestrator.spec import load_sweep
-from orchestrator.tracking import NODE_TAG, PARENT_TAG
+from orchestrator.tracking import NODE_TAG
 from orchestrator.tuner import run_sweep
-from tests.conftest import ROOT, write_tiny_sweep
+from tests.conftest import ROOT, run_sweep_with_fault, trial_runs, write_tiny_sweep
 
 # Nodes declared dead 3 s after they stop answering (Ray's default is ~30 s).
 FAST_NODE_DEATH = dict(health_check_initial_delay_ms=0, health_check_period_ms=1000, health_check_failure_threshold=3)
@@ -63,11 +61,6 @@ two_node_kinds = _cluster_fixture(accel_nodes=1)
 spare_accel_node = _cluster_fixture(accel_nodes=2)  # a second accelerator node to restart on
 
 
-def _trial_runs(client: MlflowClient, experiment: str):
-    found = client.get_experiment_by_name(experiment)
-    return [r for r in client.search_runs([found.experiment_id]) if PARENT_TAG in r.data.tags] if found else []
-
-
 def _steps(client: MlflowClient, run_id: str, metric: str) -> list[int]:
     return [m.step for m in client.get_metric_history(run_id, metric)]
 
@@ -80,7 +73,7 @@ def test_smoke_sweep_places_each_role_on_its_node_type(two_node_kinds, tmp_path)
     _, status = run_sweep(spec, uri)
     assert status == "FINISHED"
     client = MlflowClient(uri)
-    (run,) = _trial_runs(client, spec.mlflow.experiment)
+    (run,) = trial_runs(client, spec.mlflow.experiment)
     assert run.info.status == "FINISHED"
     assert _steps(client, run.info.run_id, "eval/delta_log_z") == [20, 40]
     tags = run.data.tags
@@ -95,30 +88,19 @@ def test_a_lost_node_moves_its_actor_and_the_trial_goes_on_from_its_checkpoint(s
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     client = MlflowClient(uri)
     client.search_experiments()  # creates the store now, not racing the sweep's own first call
-    lost: list[tuple[str, int]] = []  # (node id, the last step MLflow had when it was killed)
 
-    def kill_the_learners_node_after_a_checkpoint() -> None:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            for run in _trial_runs(client, "nodeloss"):
-                steps = _steps(client, run.info.run_id, "eval/delta_log_z")
-                if steps:  # reported, so checkpointed: the learner trains towards the next evaluation
-                    node_id = run.data.tags[NODE_TAG + "learner.0"]
-                    node = next(n for n in cluster.worker_nodes if n.node_id == node_id)
-                    cluster.remove_node(node, allow_graceful=False)  # SIGKILL its raylet, workers and store
-                    lost.append((node_id, steps[-1]))
-                    return
+    def kill_the_learners_node(run, steps) -> tuple[str, int]:
+        """After a report (so a checkpoint): SIGKILL the raylet, workers and store of the learner's node."""
+        node_id = run.data.tags[NODE_TAG + "learner.0"]
+        cluster.remove_node(next(n for n in cluster.worker_nodes if n.node_id == node_id), allow_graceful=False)
+        return node_id, steps[-1]  # the last step MLflow had when the node was killed
 
-    killer = threading.Thread(target=kill_the_learners_node_after_a_checkpoint, daemon=True)
-    killer.start()
-    _, status = run_sweep(spec, uri)
-    killer.join(timeout=1)
+    status, lost = run_sweep_with_fault(spec, uri, client, kill_the_learners_node)
     assert lost, "the learner's node was never killed"
     (lost_node, last_step), = lost
     assert lost_node in kinds["accel"] and last_step < 200
     assert status == "FINISHED"
-    (run,) = _trial_runs(client, "nodeloss")
+    (run,) = trial_runs(client, "nodeloss")
     assert run.info.status == "FINISHED"
     # Every evaluation once: none lost with the node, none logged again after the restore.
     for metric in ("eval/delta_log_z", "train/loss", "time_total_s"):

@@ -21,13 +21,7 @@ from orchestrator.placement import ACTOR_NAMESPACE
 from orchestrator.spec import load_sweep
 from orchestrator.tracking import TRIAL_TAG
 from orchestrator.tuner import run_sweep
-from tests.conftest import write_tiny_sweep
-
-
-def _children(client: MlflowClient, experiment: str):
-    found = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([found.experiment_id], max_results=100)
-    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+from tests.conftest import run_sweep_with_fault, trial_runs, write_tiny_sweep
 
 
 def test_killed_learner_is_restarted_and_the_trial_goes_on(ray_cluster, tmp_path):
@@ -35,28 +29,16 @@ def test_killed_learner_is_restarted_and_the_trial_goes_on(ray_cluster, tmp_path
     spec = load_sweep(write_tiny_sweep(tmp_path, name="recovery", total_iters=200, eval_every=20))
     client = MlflowClient(uri)
     client.search_experiments()  # creates the store now, not racing the sweep's own first call
-    killed: list[str] = []
 
-    def kill_learner_after_first_report() -> None:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            if client.get_experiment_by_name("recovery") is None:
-                continue
-            for child in _children(client, "recovery"):
-                if client.get_metric_history(child.info.run_id, "eval/delta_log_z"):
-                    name = f"{child.data.tags[TRIAL_TAG]}.learner.0"
-                    ray.kill(ray.get_actor(name, namespace=ACTOR_NAMESPACE), no_restart=False)
-                    killed.append(name)
-                    return
+    def kill_the_learner(run, steps) -> str:
+        name = f"{run.data.tags[TRIAL_TAG]}.learner.0"
+        ray.kill(ray.get_actor(name, namespace=ACTOR_NAMESPACE), no_restart=False)
+        return name
 
-    killer = threading.Thread(target=kill_learner_after_first_report, daemon=True)
-    killer.start()
-    _, status = run_sweep(spec, uri)
-    killer.join(timeout=1)
+    status, killed = run_sweep_with_fault(spec, uri, client, kill_the_learner, timeout_s=240)
     assert killed, "the learner was never killed"
     assert status == "FINISHED"
-    (child,) = _children(client, "recovery")
+    (child,) = trial_runs(client, "recovery")
     assert child.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(child.info.run_id, "eval/delta_log_z")]
     assert steps == list(range(20, 201, 20)), steps
@@ -87,7 +69,7 @@ def test_a_crashed_trial_is_failed_in_mlflow_and_the_sweep_goes_on(ray_cluster, 
     _, status = run_sweep(spec, uri)
     killer.join(timeout=1)
     assert killed, "the first trial was never killed"
-    children = sorted(_children(client, "crash"), key=lambda r: r.info.run_name)
+    children = sorted(trial_runs(client, "crash"), key=lambda r: r.info.run_name)
     assert [c.info.status for c in children] == ["FAILED", "FINISHED"]
     assert children[0].data.tags.get("orchestrator.error")
     steps = [m.step for m in client.get_metric_history(children[1].info.run_id, "eval/delta_log_z")]
@@ -132,7 +114,7 @@ def test_sweep_logs_to_an_mlflow_server(ray_cluster, tmp_path, mlflow_server):
     _, status = run_sweep(spec, mlflow_server)
     assert status == "FINISHED"
     client = MlflowClient(mlflow_server)
-    children = _children(client, "served")
+    children = trial_runs(client, "served")
     assert len(children) == 2
     for child in children:
         assert child.info.status == "FINISHED"
