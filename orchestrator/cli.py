@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--mode", choices=["min", "max"], help="(default: the sweep's tune.mode)")
     report.add_argument("--table", action="store_true",
                         help="the diffusion samplers' results table: methods x targets, mean ± std over seeds of the "
-                             "final Delta log Z / Delta log Z_RW / W2, beside the paper's Table 1")
+                             "final Delta log Z / Delta log Z_RW / W2^2, beside the paper's Table 1")
     report.add_argument("--rows", default="method", metavar="AXIS",
                         help="with --table: the variants axis whose names are the rows (default: method)")
     report.add_argument("--markdown", type=Path, metavar="FILE", help="with --table: also write it as Markdown")
@@ -156,8 +156,8 @@ def _markdown(table: list[list[str]]) -> str:
 
 # ---------------------------------------------------------------- report --table (diffusion samplers)
 
-TABLE_METRICS = ("eval/delta_log_z", "eval/delta_log_z_rw", "eval/w2")
-"""A cell's figures, in the paper's order: Delta log Z (ELBO), Delta log Z_RW (importance-weighted), W2."""
+TABLE_METRICS = ("eval/delta_log_z", "eval/delta_log_z_rw", "eval/w2_squared")
+"""A cell's figures, in the paper's order: Delta log Z (ELBO), Delta log Z_RW (importance-weighted), W2^2."""
 TARGET_COLUMNS = {"gmm25": "25GMM", "funnel": "Funnel", "manywell": "Manywell", "gmm40": "40GMM"}
 """config.target -> column name, in the paper's order; other targets follow, sorted."""
 PAPER_TABLE_1: dict[str, dict[str, str]] = {
@@ -187,7 +187,7 @@ def _mean_std(values: list[float]) -> str:
 def results_table(trials: list, axis: str) -> list[list[str]]:
     """Header and rows of the results table from finished trials (`tracking.TrialRow`): one row per
     variant of `axis` (the paper's rows first, in its order), then the paper's row where it has one;
-    one column per target; a cell is 'Delta log Z / Delta log Z_RW / W2', each mean ± std over seeds."""
+    one column per target; a cell is 'Delta log Z / Delta log Z_RW / W2^2', each mean ± std over seeds."""
     param = f"sampled.variants.{axis}"
     grouped: dict[tuple[str, str], list] = {}  # (variant, config.target) -> trials
     for trial in trials:
@@ -222,10 +222,9 @@ def _print_results_table(tracking_uri: str, experiment: str, axis: str, markdown
     table = results_table(finished, axis)
     left_out = len(trials) - len(finished)
     notes = [
-        "Cells: Delta log Z / Delta log Z_RW / W2 at each trial's last evaluation (eval/delta_log_z, "
-        "eval/delta_log_z_rw, eval/w2), mean ± std over seeds.",
-        f"paper: Table 1 of arXiv:2402.05098, mean over {PAPER_SEEDS} seeds; its third figure is W2^2 (ours is W2: "
-        "compare ours squared), given for some rows only.",
+        "Cells: Delta log Z / Delta log Z_RW / W2^2 at each trial's last evaluation (eval/delta_log_z, "
+        "eval/delta_log_z_rw, eval/w2_squared), mean ± std over seeds.",
+        f"paper: Table 1 of arXiv:2402.05098, mean over {PAPER_SEEDS} seeds; its W2^2 is given for some rows only.",
     ] + ([f"{left_out} trials left out (not finished, or without a {axis} variant)."] if left_out else [])
     print()
     print(_aligned(table))

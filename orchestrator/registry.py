@@ -58,6 +58,7 @@ WORKLOADS: dict[str, WorkloadEntry] = {
         config_model=SEDConfig,
         worker_roles={"ensemble_member": None},
         driver="orchestrator.drivers.sed:SEDDriver",
+        summary="orchestrator.summaries.sed:sed_summary",
     ),
     "wcst": WorkloadEntry(
         name="wcst",

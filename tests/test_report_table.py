@@ -12,9 +12,9 @@ from orchestrator.tracking import SweepTracker, flatten, trial_table
 from tests.conftest import ROOT
 
 BENCHMARK = ROOT / "sweeps" / "samplers_benchmark.yaml"
-METRICS = ("eval/delta_log_z", "eval/delta_log_z_rw", "eval/w2")
+METRICS = ("eval/delta_log_z", "eval/delta_log_z_rw", "eval/w2_squared")
 
-# (method, target, final Delta log Z / Delta log Z_RW / W2, run status)
+# (method, target, final Delta log Z / Delta log Z_RW / W2^2, run status)
 TRIALS = [
     ("TB + Expl. + LS", "25GMM", (0.1, 0.01, 1.0), "FINISHED"),
     ("TB + Expl. + LS", "25GMM", (0.2, 0.02, 1.2), "FINISHED"),

@@ -22,7 +22,7 @@ SIGMA2 = 5.0
 N = 500
 EVAL_METRICS = {
     "eval/delta_log_z", "eval/delta_log_z_rw", "eval/log_z_learned", "eval/elbo", "eval/log_z_rw", "eval/eubo",
-    "eval/w2", "eval/w1", "eval/exact_log_likelihood",
+    "eval/w2", "eval/w2_squared", "eval/w1", "eval/exact_log_likelihood",
 }
 
 
@@ -113,6 +113,7 @@ def test_w1_and_w2_are_reported_against_the_exact_samples():
     ev = learner.evaluate(300)
     exact = _exact_samples(learner, 300).numpy()
     assert ev.metrics["eval/w1"] == w1(ev.samples, exact) and ev.metrics["eval/w2"] == w2(ev.samples, exact)
+    assert ev.metrics["eval/w2_squared"] == pytest.approx(ev.metrics["eval/w2"] ** 2, rel=1e-12)  # the paper's W2^2
     assert ev.metrics["eval/w1"] < ev.metrics["eval/w2"]  # a shift of |c| = 2.2 plus noise, two different couplings
     assert 1.5 < ev.metrics["eval/w1"] < 3.5
 

@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--conformers", type=int, default=4000, help="per molecule")
     parser.add_argument("--reference-conformers", type=int, default=300, help="per molecule, for the slow way")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--chunk-size", type=int, default=1024)
+    parser.add_argument("--chunk-size", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 

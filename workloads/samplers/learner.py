@@ -92,7 +92,7 @@ def keep_freed_memory() -> bool:
 class SamplerEvaluation:
     metrics: dict[str, float]
     """eval/delta_log_z, eval/delta_log_z_rw, eval/log_z_learned, eval/elbo, eval/log_z_rw, eval/eubo,
-    eval/w2, eval/w1, eval/exact_log_likelihood."""
+    eval/w2, eval/w2_squared (the paper's Table 1 figure), eval/w1, eval/exact_log_likelihood."""
     samples: np.ndarray
     """[N, D] terminal states of on-policy forward trajectories."""
     figures: dict[str, Figure]
@@ -274,7 +274,8 @@ class SamplerLearner:
             "eval/elbo": m["elbo"],
             "eval/log_z_rw": m["log_z_rw"],
             "eval/eubo": eubo(log_w_bwd),
-            "eval/w2": w2(samples, exact),
+            "eval/w2": (w2_distance := w2(samples, exact)),
+            "eval/w2_squared": w2_distance ** 2,
             "eval/w1": w1(samples, exact),
             "eval/exact_log_likelihood": log_likelihood(log_pf_bwd, log_pb_bwd).mean().item(),
         }
