@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from workloads.torsional.basins import BasinMixtureScore, find_basins
+from workloads.torsional import basins as basins_module
+from workloads.torsional.basins import BasinMixtureScore, cached_basins, find_basins
 from workloads.torsional.config import TorsionalConfig
 from workloads.torsional.data import zero_shot_entry
 from workloads.torsional.energy_torch import TorchTorsionalEnergy
@@ -73,3 +74,20 @@ def _log_mixture(basins, x, c, windings):
         dist = torch.distributions.MultivariateNormal(m, cov + c * torch.eye(K, dtype=torch.float64))
         terms.append(log_z + dist.log_prob(x + 2 * math.pi * n))
     return torch.logsumexp(torch.cat(terms), 0)
+
+
+def test_basins_are_cached_per_structure_force_field_and_kt(energy, tmp_path, monkeypatch):
+    searches = []
+    search = basins_module.find_basins
+    monkeypatch.setattr(basins_module, "find_basins", lambda *args: searches.append(args[1:]) or search(*args))
+    first = cached_basins(energy, 0, KT, 0, tmp_path)
+    again = cached_basins(energy, 0, KT, 0, tmp_path)  # read back, not searched again
+    assert len(searches) == 1 and len(list(tmp_path.glob("basins-*.pt"))) == 1
+    for field in ("means", "covariances", "log_mass", "energies"):
+        assert torch.equal(getattr(first, field), getattr(again, field))
+    cached_basins(energy, 0, 2 * KT, 0, tmp_path)  # another temperature: another search and file
+    cached_basins(energy, 2, KT, 2, tmp_path)  # another molecule
+    assert len(searches) == 3 and len(list(tmp_path.glob("basins-*.pt"))) == 3
+    score = BasinMixtureScore(energy, KT, num_steps=20, cache_dir=tmp_path)  # entries 0 and 2 from the cache
+    assert [args[0] for args in searches[3:]] == [1]
+    assert torch.equal(score.basins[0].means, first.means)

@@ -10,13 +10,20 @@ Smoothing by the noise still to come (c_k, torus.remaining_noise_variance) keeps
 with gamma the responsibilities. This is the drift's guide (policy.py) without any probe of the energy: where
 the probes' estimate (smoothed_score.py) splits mass between basins by which basins its few probes happen to hit,
 this one splits it by the basins' Laplace masses. What it misses (anharmonic basins, shoulders) is the policy's to
-learn. The search runs once per structure (~10^4 energies), also for molecules never trained on.
+learn. The search runs once per structure (~10^4 energies, ~1-4 s of CPU), also for molecules never trained on;
+`cached_basins` keeps its result on disk (keyed by the molecule, its local structure, the force field, kT and
+the search's settings), so a restarted actor, a resumed trial or a second trial on the same structures reads it.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
-from dataclasses import dataclass
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -103,15 +110,38 @@ def find_basins(energy: TorchTorsionalEnergy, entry: int, kT: float, seed: int =
     return StructureBasins(means.cpu(), covariances.cpu(), log_mass.cpu(), energies.cpu())
 
 
+def cached_basins(energy: TorchTorsionalEnergy, entry: int, kT: float, seed: int,
+                  cache_dir: Path | str | None) -> StructureBasins:
+    """find_basins, read from cache_dir/basins-<key>.pt when present, else computed and stored there (no cache_dir:
+    always computed)."""
+    if cache_dir is None:
+        return find_basins(energy, entry, kT, seed)
+    structure = energy.entries[entry]
+    search = [STARTS_PER_TORSION, DESCENT_STEPS, FD_STEP_RAD, SAME_MINIMUM_RAD, MAX_BASIN_VARIANCE_RAD2,
+              MAX_RELATIVE_ENERGY_KCAL_MOL]
+    key = hashlib.sha256(json.dumps([structure.smiles, energy.variant, repr(kT), seed, search]).encode()
+                         + structure.positions.astype("<f8").tobytes()).hexdigest()[:24]
+    path = Path(cache_dir) / f"basins-{key}.pt"
+    if path.exists():
+        return StructureBasins(**torch.load(path))
+    basins = find_basins(energy, entry, kT, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        torch.save(asdict(basins), tmp)
+    os.replace(tmp.name, path)  # atomic: trials that search the same structure at once both write whole files
+    return basins
+
+
 class BasinMixtureScore:
     """(entry_index [B], torsion_index [M], x [P, M], k [P]) -> grad log p_k [P, M] of the wrapped Laplace mixture.
 
     Basins of all structures are padded to [E, Nb_max, K_max] (absent basins: log mass -inf; absent torsion slots:
     unit variance, zero offset, so they add nothing to any responsibility or score)."""
 
-    def __init__(self, energy: TorchTorsionalEnergy, kT: float, num_steps: int, max_windings: int = 2):
+    def __init__(self, energy: TorchTorsionalEnergy, kT: float, num_steps: int, max_windings: int = 2,
+                 cache_dir: Path | str | None = None):
         E, K = len(energy.num_torsions), energy.k_max
-        self.basins = [find_basins(energy, e, kT, seed=e) for e in range(E)]
+        self.basins = [cached_basins(energy, e, kT, e, cache_dir) for e in range(E)]
         nb = max(len(b.means) for b in self.basins)
         self.means = torch.zeros(E, nb, K, dtype=torch.float64)
         self.cov = torch.eye(K, dtype=torch.float64).repeat(E, nb, 1, 1)

@@ -66,7 +66,7 @@ class TorsionalConfig(StrictConfig):
     """MD frames per validation molecule (split unseen_molecules)."""
     md_seed: int = 0
     cache_dir: str = ".cache/torsional"
-    """MD frames are cached here by (SMILES, force field, seed, settings)."""
+    """MD frames are cached here by (SMILES, force field, seed, settings), and each structure's basins (basins.py)."""
     num_steps: int = Field(20, gt=0)
     """S: steps of a trajectory on the torus."""
     hidden_dim: int = Field(64, gt=0)

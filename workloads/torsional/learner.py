@@ -207,7 +207,7 @@ class TorsionalLearner:
         self.torch_energy = TorchTorsionalEnergy(self.entries, c.variant, self.device) if c.score_drift else None
         self.score: ScoreOfEntries | None = None  # grad log p_k by probes, or the local -dE/dx / kT
         if self.torch_energy is not None and c.score_guide == "basins":
-            self.score = BasinMixtureScore(self.torch_energy, self.kT, c.num_steps)
+            self.score = BasinMixtureScore(self.torch_energy, self.kT, c.num_steps, cache_dir=c.cache_dir)
         elif self.torch_energy is not None and c.score_probes:
             self.score = SmoothedScore(self.torch_energy, self.kT, c.num_steps, c.score_probes, c.basin_variance_rad2)
         elif self.torch_energy is not None:
