@@ -4,10 +4,10 @@
 when the structure is registered and reused for every conformer; `evaluate(segments)` builds the
 conformers of batches of torsion angles of several structures and returns their energies in kcal/mol.
 
-`EnergyPool` (in the trial's process) packs the requests of a batch into near-equal chunks of at
-most `chunk_size` conformers, one per worker where that leaves each at least `min_chunk` (a chunk
-may span several structures): a learner batch of 8 structures x 16 conformers is one Ray call, not
-eight, and a large one keeps every worker busy. A Ray call costs ~0.3 ms on an idle machine (a few
+`EnergyPool` (in the trial's process) packs the requests of a batch into chunks of near-equal cost
+(conformers x atoms), about `chunk_size` conformers each, one per worker where that leaves each at
+least `min_chunk` (a chunk may span several structures): a learner batch of 8 structures x 16
+conformers is one Ray call, not eight, and a large one keeps every worker busy. A Ray call costs ~0.3 ms on an idle machine (a few
 ms on a loaded one) against ~10-20 us per conformer, so fewer, larger calls keep the pool efficient: on 2
 cores the actors' conformers per CPU second were 0.66 of an in-process worker's with 1,024-conformer chunks
 and 0.92-1.0 with 4,096-8,000 (`orchestrator.benchmarks.energy --chunk-size`).
@@ -135,7 +135,10 @@ class EnergyPool:
     def submit(self, requests: list[EnergyRequest]) -> int:
         """Queue the requests' chunks, send what the in-flight bound allows, return a ticket at once."""
         ticket, self._next_ticket = self._next_ticket, self._next_ticket + 1
-        self._batches[ticket] = _Batch(requests, self._chunks([len(r.angles) for r in requests]))
+        # a conformer's cost grows with its atoms (4.8 us for propane to 15 us for 26 atoms, RDKit, one core): chunks
+        # of equal cost keep the workers equally busy when each gets only one or two chunks
+        costs = [len(self.structures[r.key].positions) if r.key in self.structures else 1.0 for r in requests]
+        self._batches[ticket] = _Batch(requests, self._chunks([len(r.angles) for r in requests], costs))
         self._queue.extend((ticket, c) for c in range(len(self._batches[ticket].chunks)))
         self._collect(timeout=0)
         self._send()
@@ -161,24 +164,27 @@ class EnergyPool:
         """Energies for every request, in order."""
         return self.result(self.submit(requests))
 
-    def _chunks(self, sizes: list[int]) -> list[list[tuple[int, int, int]]]:
-        """Cut the concatenated requests into near-equal chunks: <= chunk_size, one per worker if >= min_chunk."""
+    def _chunks(self, sizes: list[int], costs: list[float] | None = None) -> list[list[tuple[int, int, int]]]:
+        """Cut the concatenated requests into chunks of near-equal cost (conformers x each request's cost per
+        conformer, default 1): as many as chunk_size conformers per chunk would make, at least one per worker,
+        none smaller than min_chunk conformers."""
         total = sum(sizes)
         if total == 0:
             return []
+        costs = costs or [1.0] * len(sizes)
         num_chunks = min(math.ceil(total / self.min_chunk), max(math.ceil(total / self.chunk_size), len(self.workers)))
-        size = math.ceil(total / num_chunks)
+        target = sum(n * w for n, w in zip(sizes, costs)) / num_chunks
         chunks: list[list[tuple[int, int, int]]] = [[]]
-        room = size
-        for i, n in enumerate(sizes):
+        room = target
+        for i, (n, w) in enumerate(zip(sizes, costs)):
             start = 0
             while start < n:
-                if room == 0:
+                if room <= 0:
                     chunks.append([])
-                    room = size
-                stop = min(n, start + room)
+                    room += target  # an overfull chunk borrows from the next: the total stays num_chunks
+                stop = min(n, start + max(1, math.ceil(room / w - 1e-9)))
                 chunks[-1].append((i, start, stop))
-                room -= stop - start
+                room -= (stop - start) * w
                 start = stop
         return chunks
 

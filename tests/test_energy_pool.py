@@ -91,6 +91,17 @@ def test_chunks_span_structures_and_cover_every_conformer_once():
     assert pool._chunks([1]) == [[(0, 0, 1)]] and pool._chunks([0, 0]) == []
 
 
+def test_chunks_carry_equal_costs():
+    """A request of heavy conformers (3x the cost) is cut finer: every chunk costs the same, none is lost."""
+    pool = EnergyPool([None, None], chunk_size=100, min_chunk=50)
+    chunks = pool._chunks([300, 100], costs=[1.0, 3.0])  # 400 conformers: 4 chunks of cost 150
+    assert chunks == [[(0, 0, 150)], [(0, 150, 300)], [(1, 0, 50)], [(1, 50, 100)]]
+    uneven = pool._chunks([250, 101], costs=[1.0, 2.6])
+    assert len(uneven) == 4 and sum(stop - start for c in uneven for _, start, stop in c) == 351
+    chunk_costs = [sum((stop - start) * (1.0, 2.6)[i] for i, start, stop in c) for c in uneven]
+    assert max(chunk_costs) - min(chunk_costs) <= 2 * 2.6  # equal up to the conformers at the seams
+
+
 @dataclass(frozen=True)
 class _Entry:
     """The fields of the learner's StructureEntry that the pool reads."""
