@@ -171,7 +171,20 @@ def test_pis_with_replay_or_exploration_is_a_config_error():
     with pytest.raises(ValidationError, match="replay.enabled"):
         SamplerConfig(loss="pis", exploration_factor=0.0, replay=ReplayConfig(enabled=True))
     SamplerConfig(loss="pis", exploration_factor=0.0)  # on-policy: fine
+    assert SamplerConfig(loss="pis").exploration == 0.0  # the target's default does not apply to pis
     SamplerConfig(loss="subtb", **OFF_POLICY)  # the off-policy losses take both
+
+
+def test_exploration_defaults_per_target_and_explicit_values_win():
+    """Manywell explores less and for less long than the Gaussian mixtures (config.EXPLORATION_BY_TARGET)."""
+    def schedule(**fields):
+        learner = SamplerLearner(SamplerConfig(**SMALL, total_iters=100, **fields), seed=0)
+        return [round(learner.exploration_std(s), 6) for s in (0, 10, 20, 50)]
+
+    assert schedule(target="manywell") == [0.1, 0.05, 0.0, 0.0]  # 0.1 decaying over 20 of 100 iterations
+    assert schedule(target="gmm25") == [0.2, 0.16, 0.12, 0.0]  # 0.2 over 50
+    assert schedule(target="manywell", exploration_factor=0.2, exploration_decay_fraction=0.5) == [0.2, 0.16, 0.12, 0.0]
+    assert schedule(target="manywell", exploration_factor=0.0) == [0.0] * 4
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="needs glibc's malloc")

@@ -202,8 +202,10 @@ def test_benchmark_sweep_crosses_methods_targets_and_seeds():
     assert spec.search_space["variants.method"] == Domain(kind="grid", values=list(spec.variants["method"]))
     assert spec.trial_count_hint() == 6 * 4 * 3
     config = spec.resolved_config({"variants.method": "VarGrad + Expl. + LP + LS", "variants.target": "Manywell"})
-    method = (config.loss, config.langevin, config.exploration_factor, config.replay.enabled)
-    assert method == ("vargrad", True, 0.2, True)
+    method = (config.loss, config.langevin, config.exploration, config.exploration_decay, config.replay.enabled)
+    assert method == ("vargrad", True, 0.1, 0.2, True)  # Manywell's own exploration
+    gmm = spec.resolved_config({"variants.method": "TB + Expl.", "variants.target": "25GMM"})
+    assert (gmm.exploration, gmm.exploration_decay) == (0.2, 0.5)
     assert (config.target, config.sigma2, config.num_steps, config.batch_size) == ("manywell", 1.0, 100, 300)
     assert (config.lr_policy, config.lr_log_z) == (1e-3, 0.1)
     for target, sigma2 in (("25GMM", 5.0), ("Funnel", 1.0), ("40GMM", 5.0)):
@@ -254,7 +256,7 @@ def test_variants_sampled_by_choice_and_with_other_domains():
     ({"variants": {"method": {"PIS": {"los": "pis"}}}}, "variants.method.PIS.los", "Did you mean 'loss'?"),
     ({"variants": {"method": {"X": {"replay.capacity": -1}}}}, "variants.method.X.replay.capacity",
      "greater than 0, found -1"),
-    ({"variants": {"method": {"PIS": {"loss": "pis"}}}}, "variants.method.PIS",
+    ({"variants": {"method": {"PIS": {"loss": "pis", "exploration_factor": 0.1}}}}, "variants.method.PIS",
      "settings valid (loss='pis' is on-policy"),
     ({"variants": {"method": []}}, "variants.method", "expected a mapping"),
     ({"variants": {"method": {}}}, "variants.method", "at least one named variant"),

@@ -2,7 +2,7 @@
 FL-SubTB or PIS, optionally with the Langevin-parameterized drift.
 
 One training iteration s (global step):
-    expl_s = exploration_factor * max(0, 1 - s / (exploration_decay_fraction * total_iters))
+    expl_s = exploration * max(0, 1 - s / (exploration_decay * total_iters))     (config: per-target defaults)
     if replay is given, replay.enabled and s is odd:        (backward / "local search" iteration)
         tau <- Brownian bridge backward from buffer states x (no exploration)
     else:                                                    (forward iteration)
@@ -126,7 +126,7 @@ class SamplerLearner:
     # ---------------------------------------------------------------- training
     def exploration_std(self, step: int) -> float:
         c = self.config
-        return c.exploration_factor * max(0.0, 1.0 - step / (c.exploration_decay_fraction * c.total_iters))
+        return c.exploration * max(0.0, 1.0 - step / (c.exploration_decay * c.total_iters))
 
     def _log_flows(self, traj: Trajectory, log_r: Tensor) -> Tensor:
         """log F(x_i, t_i) for i = 0..T, [B, T+1]: log Z, the (forward-looking) learned flow, log R(x_T)."""

@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=defaults.batch_size)
     ap.add_argument("--num-steps", type=int, default=defaults.num_steps)
     ap.add_argument("--exploration-factor", type=float, default=defaults.exploration_factor,
-                    help="0 for --loss pis (on-policy)")
+                    help="default: the target's (config.EXPLORATION_BY_TARGET); 0 for --loss pis (on-policy)")
     ap.add_argument("--replay", action="store_true", help="replay + local search")
     ap.add_argument("--smoke-test", action="store_true")
     ap.add_argument("--out", default=None, help="write the eval history as JSON here")
