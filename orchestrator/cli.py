@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -175,19 +174,12 @@ PAPER_TABLE_1: dict[str, dict[str, str]] = {
 PAPER_SEEDS = 5
 
 
-def _mean_std(values: list[float]) -> str:
-    """mean ± sample standard deviation (n - 1) over seeds; the mean alone for one seed."""
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.3g}"
-    return f"{statistics.fmean(values):.3g} ± {statistics.stdev(values):.2g}"
-
-
 def results_table(trials: list, axis: str) -> list[list[str]]:
     """Header and rows of the results table from finished trials (`tracking.TrialRow`): one row per
     variant of `axis` (the paper's rows first, in its order), then the paper's row where it has one;
     one column per target; a cell is 'Delta log Z / Delta log Z_RW / W2^2', each mean ± std over seeds."""
+    from orchestrator.summaries import mean_std
+
     param = f"sampled.variants.{axis}"
     grouped: dict[tuple[str, str], list] = {}  # (variant, config.target) -> trials
     for trial in trials:
@@ -199,7 +191,8 @@ def results_table(trials: list, axis: str) -> list[list[str]]:
     table = [[axis, "seeds", *[TARGET_COLUMNS.get(t, t) for t in targets]]]
     for variant in variants:
         groups = [grouped.get((variant, target), []) for target in targets]
-        cells = [" / ".join(_mean_std([t.finals[m] for t in group if m in t.finals]) for m in TABLE_METRICS)
+        cells = [" / ".join(mean_std([t.finals[m] for t in group if m in t.finals], ".3g", ".2g")
+                            for m in TABLE_METRICS)
                  for group in groups]
         seeds = sorted({len(group) for group in groups if group})  # differs where trials failed or still run
         table.append([variant, str(seeds[0]) if seeds[0] == seeds[-1] else f"{seeds[0]}-{seeds[-1]}", *cells])

@@ -8,12 +8,28 @@ tag on the parent run, never a failed sweep: the trials' results are in MLflow e
 from __future__ import annotations
 
 import logging
+import statistics
 import traceback
 
 from orchestrator.registry import get_workload
-from orchestrator.tracking import SweepTracker
+from orchestrator.tracking import SweepTracker, TrialHistory
 
 log = logging.getLogger(__name__)
+
+def final(trial: TrialHistory, metric: str) -> float | None:
+    """The last logged value of a trial's metric, None if it never logged it."""
+    history = trial.metrics.get(metric)
+    return history[-1][1] if history else None
+
+
+def mean_std(values: list[float], mean_format: str = ".3f", std_format: str = ".3f") -> str:
+    """'mean ± sample standard deviation (n - 1)' over seeds; the mean alone for one seed, '-' for none."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return format(values[0], mean_format)
+    return f"{format(statistics.fmean(values), mean_format)} ± {format(statistics.stdev(values), std_format)}"
+
 
 SUMMARY_DIR = "summary"
 """Artifact folder of the parent run that the summary's files go to."""

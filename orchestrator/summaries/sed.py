@@ -15,6 +15,7 @@ import json
 import statistics
 from collections import defaultdict
 
+from orchestrator.summaries import final, mean_std
 from orchestrator.tracking import TrialHistory
 
 METHOD_AXIS = "method"
@@ -24,19 +25,6 @@ COLUMNS = {"eval/ood_auroc_pds": "PDS AUROC", "eval/id_accuracy": "ID accuracy",
 MAX_ID_ACCURACY_LOSS = 0.02
 COLLAPSE_MARGIN = 0.10
 """A member collapses below chance + this accuracy."""
-
-
-def final(trial: TrialHistory, metric: str) -> float | None:
-    history = trial.metrics.get(metric)
-    return history[-1][1] if history else None
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def _setting(trial: TrialHistory) -> tuple[tuple[str, str], ...]:
@@ -87,7 +75,7 @@ def sed_table(trials: list[TrialHistory]) -> str:
                   "|---|---|" + "---|" * len(COLUMNS)]
         for method in sorted(by_method, key=lambda m: (m != SED, m != BASELINE, m)):
             group = by_method[method]
-            cells = [_mean_std([v for v in (final(t, m) for t in group) if v is not None]) for m in COLUMNS]
+            cells = [mean_std([v for v in (final(t, m) for t in group) if v is not None]) for m in COLUMNS]
             lines.append(f"| {method} | {len(group)} | " + " | ".join(cells) + " |")
         if SED in by_method and BASELINE in by_method:
             lines += ["", verdict(by_method[SED], by_method[BASELINE])]

@@ -24,6 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from orchestrator.summaries import final, mean_std
 from orchestrator.tracking import TrialHistory
 
 ACCURACY_PREFIX = "eval/offdiag_acc/"
@@ -64,11 +65,6 @@ def grouped(trials: list[TrialHistory]) -> dict[Group, dict[str, list[TrialHisto
     return {g: dict(out[g]) for g in sorted(out, key=lambda g: (len(g.cues), g.cues, g.architecture))}
 
 
-def final(trial: TrialHistory, metric: str) -> float | None:
-    history = trial.metrics.get(metric)
-    return history[-1][1] if history else None
-
-
 # ---------------------------------------------------------------- preference order
 
 @dataclass(frozen=True)
@@ -100,18 +96,12 @@ def preferences(trials: list[TrialHistory]) -> list[Preference]:
     return [preference(group, modes["diagonal"]) for group, modes in grouped(trials).items() if "diagonal" in modes]
 
 
-def _mean_std(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.3f}" if values else "-"
-    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
-
-
 def preference_table(rows: list[Preference]) -> str:
     """Markdown: one row per (architecture, cue set)."""
     lines = ["| architecture | cues | seeds | final off-diagonal accuracy per cue (mean ± std) | preference order | "
              "seeds with that first cue | seeds with that whole order |", "|---|---|---|---|---|---|---|"]
     for row in rows:
-        cells = ", ".join(f"{cue} {_mean_std(row.final_accuracy[cue])}" for cue in row.group.cues)
+        cells = ", ".join(f"{cue} {mean_std(row.final_accuracy[cue])}" for cue in row.group.cues)
         lines.append(f"| {row.group.architecture} | {', '.join(row.group.cues)} | {row.seeds} | {cells} | "
                      f"{' > '.join(row.order)} | {row.top_agree}/{row.seeds} | {row.order_agree}/{row.seeds} |")
     return "\n".join(lines) + "\n"
@@ -136,7 +126,7 @@ def ease_table(trials: list[TrialHistory]) -> str:
             histories = [h for h in histories if h]
             reached = [next((step for step, value in h if value >= LEARNED), None) for h in histories]
             lines.append(f"| {group.architecture} | {', '.join(group.cues)} | {cue} | {len(histories)} | "
-                         f"{_mean_std([h[0][1] for h in histories])} | {_mean_std([h[-1][1] for h in histories])} | "
+                         f"{mean_std([h[0][1] for h in histories])} | {mean_std([h[-1][1] for h in histories])} | "
                          f"{', '.join('-' if r is None else str(r) for r in reached)} |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
