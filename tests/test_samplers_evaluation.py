@@ -15,7 +15,7 @@ from torch.distributions import Normal
 
 from workloads.samplers.config import SamplerConfig
 from workloads.samplers.learner import EXACT_SAMPLES_SEED_OFFSET, SamplerLearner
-from workloads.samplers.metrics import eubo, log_likelihood, w1, w2
+from workloads.samplers.metrics import eubo, log_importance_weights, log_likelihood, log_z_metrics, w1, w2
 from workloads.samplers.targets.base import Target
 
 SIGMA2 = 5.0
@@ -136,3 +136,16 @@ def test_evaluation_figures_per_target(target, figure, labels):
         assert [ax.get_xlabel() for ax in axes] == labels
         assert all(len(ax.patches) > 2 for ax in axes)
     assert all(np.isfinite(v) for v in ev.metrics.values()), ev.metrics
+
+
+def test_log_z_estimates_may_take_more_samples_than_the_other_metrics():
+    learner = _gaussian_learner(drift=(2.0, -1.0))
+    learner.config = learner.config.model_copy(update={"log_z_eval_samples": 4 * N})
+    ev = learner.evaluate()
+    g = torch.Generator().manual_seed(learner.seed * 1_000_033 + learner.step)  # evaluate's own draw
+    traj, log_r = learner.sample(4 * N, g)
+    m = log_z_metrics(log_importance_weights(log_r, traj.log_pf, traj.log_pb), learner.target.log_z)
+    assert ev.metrics["eval/delta_log_z_rw"] == m["delta_log_z_rw"] and ev.metrics["eval/elbo"] == m["elbo"]
+    np.testing.assert_array_equal(ev.samples, traj.terminal[:N].numpy())  # W2, W1 and figures: the first N
+    assert ev.metrics["eval/w2"] == w2(ev.samples, _exact_samples(learner).numpy())
+    assert _gaussian_learner(drift=(2.0, -1.0)).evaluate().metrics["eval/elbo"] != ev.metrics["eval/elbo"]

@@ -255,18 +255,18 @@ class SamplerLearner:
 
     @torch.no_grad()
     def evaluate(self, num_samples: int | None = None) -> SamplerEvaluation:
-        """Metrics on N on-policy samples and N exact samples (N = num_samples, default eval_samples);
-        deterministic in (seed, step)."""
+        """Metrics on N on-policy samples and N exact samples (N = num_samples, default eval_samples; log Z on
+        log_z_eval_samples when more); deterministic in (seed, step)."""
         c = self.config
         n = num_samples or c.eval_samples
         g = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_033 + self.step)
-        traj, log_r = self.sample(n, g)
-        log_w = log_importance_weights(log_r, traj.log_pf, traj.log_pb)  # [N]
+        traj, log_r = self.sample(max(n, c.log_z_eval_samples or n), g)
+        log_w = log_importance_weights(log_r, traj.log_pf, traj.log_pb)  # [N_log_z]
         m = log_z_metrics(log_w, self.target.log_z)
         exact_x = self.target.sample(n, seed=self.seed + EXACT_SAMPLES_SEED_OFFSET)  # [N, D]
         log_pf_bwd, log_pb_bwd = self.backward_log_probs(exact_x, c.eval_backward_trajectories, g)  # [N, K]
         log_w_bwd = log_importance_weights(self.target.log_reward(exact_x)[:, None], log_pf_bwd, log_pb_bwd)  # [N, K]
-        samples, exact = traj.terminal.cpu().numpy(), exact_x.cpu().numpy()
+        samples, exact = traj.terminal[:n].cpu().numpy(), exact_x.cpu().numpy()  # N each
         metrics = {
             "eval/delta_log_z": m["delta_log_z"],
             "eval/delta_log_z_rw": m["delta_log_z_rw"],
