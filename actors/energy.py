@@ -7,10 +7,11 @@ conformers of batches of torsion angles of several structures and returns their 
 `EnergyPool` (in the trial's process) packs the requests of a batch into chunks of near-equal cost
 (conformers x atoms), about `chunk_size` conformers each, one per worker where that leaves each at
 least `min_chunk` (a chunk may span several structures): a learner batch of 8 structures x 16
-conformers is one Ray call, not eight, and a large one keeps every worker busy. A Ray call costs ~0.3 ms on an idle machine (a few
-ms on a loaded one) against ~10-20 us per conformer, so fewer, larger calls keep the pool efficient: on 2
-cores the actors' conformers per CPU second were 0.66 of an in-process worker's with 1,024-conformer chunks
-and 0.92-1.0 with 4,096-8,000 (`orchestrator.benchmarks.energy --chunk-size`).
+conformers is one Ray call, not eight, and a large one keeps every worker busy. A Ray call costs
+~0.3 ms on an idle machine (a few ms on a loaded one) against ~10-20 us per conformer, so fewer,
+larger calls keep the pool efficient: on 2 cores the actors' conformers per CPU second were 0.66 of
+an in-process worker's with 1,024-conformer chunks and 0.92-1.0 with 4,096-8,000
+(`orchestrator.benchmarks.energy --chunk-size`).
 `submit` sends chunks to the least busy workers, at most `max_in_flight` per worker (the rest wait
 in a queue, sent as chunks come back), and returns at once; `result` gathers a batch in order. When
 a worker dies, the pool waits for Ray to restart it, registers its structures again and redoes its

@@ -48,8 +48,10 @@ def verdict(sed: list[TrialHistory], baseline: list[TrialHistory]) -> str:
     def values(trials, metric):
         return [v for v in (final(t, metric) for t in trials) if v is not None]
 
-    pds_gain = statistics.fmean(values(sed, "eval/ood_auroc_pds")) - statistics.fmean(values(baseline, "eval/ood_auroc_pds"))
-    id_change = statistics.fmean(values(sed, "eval/id_accuracy")) - statistics.fmean(values(baseline, "eval/id_accuracy"))
+    def gain(metric):
+        return statistics.fmean(values(sed, metric)) - statistics.fmean(values(baseline, metric))
+
+    pds_gain, id_change = gain("eval/ood_auroc_pds"), gain("eval/id_accuracy")
     lowest, floor = min(values(sed, "eval/id_accuracy_min_member")), chance(sed[0]) + COLLAPSE_MARGIN
     checks = [
         f"PDS AUROC {pds_gain:+.3f} ({'better' if pds_gain > 0 else 'not better'})",
