@@ -66,6 +66,7 @@ def run_trial(point: dict[str, Any], sweep: dict[str, Any], tracking: dict[str, 
     while not driver.finished:
         try:
             metrics, files = driver.advance()
+            state = driver.state()  # in the try: an actor may die between the two calls as well
         except ACTOR_ERRORS as error:
             recoveries += 1
             if recoveries > MAX_RECOVERIES:
@@ -74,10 +75,9 @@ def run_trial(point: dict[str, Any], sweep: dict[str, Any], tracking: dict[str, 
                         "0" if last_state is None else "of the last checkpoint")
             driver.recover(last_state)
             continue
-        step = driver.step
+        step, last_state = driver.step, state
         if artifacts is not None and files:
             artifacts.log_files(files, f"eval/step_{step:07d}")
-        last_state = driver.state()
         with tempfile.TemporaryDirectory() as folder:
             torch.save(last_state, Path(folder) / STATE_FILE)
             # placement: the node of the trial function and of each actor now; the MLflow callback tags the run.
