@@ -16,6 +16,7 @@ from orchestrator.tracking import SweepTracker, TrialHistory
 
 log = logging.getLogger(__name__)
 
+
 def final(trial: TrialHistory, metric: str) -> float | None:
     """The last logged value of a trial's metric, None if it never logged it."""
     history = trial.metrics.get(metric)
