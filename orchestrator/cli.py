@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--mode", choices=["min", "max"], help="(default: the sweep's tune.mode)")
     report.add_argument("--table", action="store_true",
                         help="the diffusion samplers' results table: methods x targets, mean ± std over seeds of the "
-                             "final Delta log Z / Delta log Z_RW / W2^2, beside the paper's Table 1")
+                             "final Delta log Z / Delta log Z_RW / W2, beside the paper's Table 1")
     report.add_argument("--rows", default="method", metavar="AXIS",
                         help="with --table: the variants axis whose names are the rows (default: method)")
     report.add_argument("--markdown", type=Path, metavar="FILE", help="with --table: also write it as Markdown")
@@ -155,13 +155,16 @@ def _markdown(table: list[list[str]]) -> str:
 
 # ---------------------------------------------------------------- report --table (diffusion samplers)
 
-TABLE_METRICS = ("eval/delta_log_z", "eval/delta_log_z_rw", "eval/w2_squared")
-"""A cell's figures, in the paper's order: Delta log Z (ELBO), Delta log Z_RW (importance-weighted), W2^2."""
+TABLE_METRICS = ("eval/delta_log_z", "eval/delta_log_z_rw", "eval/w2")
+"""A cell's figures, in the paper's order: Delta log Z (ELBO), Delta log Z_RW (importance-weighted), W2.
+The paper heads its third column W2^2, but the reference's code (energy_sampling/sample_metrics.py, `wasserstein`
+with power 2) returns the square root of the exact OT cost under squared Euclidean distance: W2 itself. Two sets
+of 2,000 exact Manywell samples are W2^2 = 29.4 apart, far above the paper's 5.66; their W2 (5.4) is not."""
 TARGET_COLUMNS = {"gmm25": "25GMM", "funnel": "Funnel", "manywell": "Manywell", "gmm40": "40GMM"}
 """config.target -> column name, in the paper's order; other targets follow, sorted."""
 PAPER_TABLE_1: dict[str, dict[str, str]] = {
     # arXiv:2402.05098, Table 1, mean over 5 seeds, as printed in ../shared/papers/README.md (section 2):
-    # Delta log Z / Delta log Z_RW / W2^2, '-' where the summary gives no figure; it has no 40GMM column.
+    # Delta log Z / Delta log Z_RW / W2 (headed W2^2 there), '-' where the summary gives no figure; no 40GMM column.
     "PIS": {"gmm25": "1.769 / 1.274 / 6.37", "funnel": "0.534 / 0.262 / 22.0", "manywell": "3.85 / 2.69 / 6.15"},
     "TB": {"gmm25": "1.176 / 1.071 / -", "funnel": "0.690 / 0.239 / -", "manywell": "4.01 / 2.67 / -"},
     "TB + Expl.": {"gmm25": "0.560 / 0.422 / -", "funnel": "0.749 / 0.226 / -", "manywell": "4.01 / 2.68 / -"},
@@ -177,7 +180,7 @@ PAPER_SEEDS = 5
 def results_table(trials: list, axis: str) -> list[list[str]]:
     """Header and rows of the results table from finished trials (`tracking.TrialRow`): one row per
     variant of `axis` (the paper's rows first, in its order), then the paper's row where it has one;
-    one column per target; a cell is 'Delta log Z / Delta log Z_RW / W2^2', each mean ± std over seeds."""
+    one column per target; a cell is 'Delta log Z / Delta log Z_RW / W2', each mean ± std over seeds."""
     from orchestrator.summaries import mean_std
 
     param = f"sampled.variants.{axis}"
@@ -215,9 +218,10 @@ def _print_results_table(tracking_uri: str, experiment: str, axis: str, markdown
     table = results_table(finished, axis)
     left_out = len(trials) - len(finished)
     notes = [
-        "Cells: Delta log Z / Delta log Z_RW / W2^2 at each trial's last evaluation (eval/delta_log_z, "
-        "eval/delta_log_z_rw, eval/w2_squared), mean ± std over seeds.",
-        f"paper: Table 1 of arXiv:2402.05098, mean over {PAPER_SEEDS} seeds; its W2^2 is given for some rows only.",
+        "Cells: Delta log Z / Delta log Z_RW / W2 at each trial's last evaluation (eval/delta_log_z, "
+        "eval/delta_log_z_rw, eval/w2), mean ± std over seeds.",
+        f"paper: Table 1 of arXiv:2402.05098, mean over {PAPER_SEEDS} seeds; its third figure, given for some rows "
+        "only, is headed W2^2 but the reference's code returns W2, not its square.",
     ] + ([f"{left_out} trials left out (not finished, or without a {axis} variant)."] if left_out else [])
     print()
     print(_aligned(table))

@@ -12,9 +12,9 @@ from orchestrator.tracking import SweepTracker, flatten, trial_table
 from tests.conftest import ROOT
 
 BENCHMARK = ROOT / "sweeps" / "samplers_benchmark.yaml"
-METRICS = ("eval/delta_log_z", "eval/delta_log_z_rw", "eval/w2_squared")
+METRICS = ("eval/delta_log_z", "eval/delta_log_z_rw", "eval/w2")
 
-# (method, target, final Delta log Z / Delta log Z_RW / W2^2, run status)
+# (method, target, final Delta log Z / Delta log Z_RW / W2, run status)
 TRIALS = [
     ("TB + Expl. + LS", "25GMM", (0.1, 0.01, 1.0), "FINISHED"),
     ("TB + Expl. + LS", "25GMM", (0.2, 0.02, 1.2), "FINISHED"),
@@ -84,7 +84,7 @@ def test_report_table_command(store, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "0.2 ± 0.1 / 0.02 ± 0.01 / 1.2 ± 0.2" in out and "1.769 / 1.274 / 6.37" in out
     assert "99" not in out and "7 / 7 / 7" not in out  # failed, running and older-sweep trials are left out
-    assert "2 trials left out" in out and "W2^2" in out
+    assert "2 trials left out" in out and "returns W2, not its square" in out
     text = markdown.read_text()
     assert text.startswith("| method | seeds | 25GMM | Manywell |\n| --- | --- | --- | --- |\n| PIS | 1 |")
     assert "| paper | 5 | 0.171 / 0.004 / 1.25 | 4.57 / 0.19 / 5.66 |" in text
