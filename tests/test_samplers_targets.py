@@ -169,6 +169,20 @@ def test_manywell_exact_samples_match_the_density():
     assert abs(b.mean()) < 0.01 and math.isclose(b.var(), 1.0, rel_tol=0.01)
 
 
+def test_manywell_minor_mode_fraction():
+    """The share of wells in the lighter mode (a < 0): the quadrature mass on exact samples, 0 and 1 at the ends."""
+    target = make_target("manywell")
+    density = lambda t: math.exp(-(t**4) + 6 * t**2 + 0.5 * t - target.log_z1)  # noqa: E731
+    minor_mass = quad(density, -6, 0, points=[-1.73])[0]  # 0.156
+    n = 20_000
+    fraction = target.mode_metrics(target.sample(n, seed=3))["minor_mode_fraction"]
+    assert abs(fraction - minor_mass) < 5 * math.sqrt(minor_mass * (1 - minor_mass) / (16 * n))
+    x = torch.full((4, 32), 1.7)
+    assert target.mode_metrics(x)["minor_mode_fraction"] == 0.0
+    x[:, 0::2] = -1.7
+    assert target.mode_metrics(x)["minor_mode_fraction"] == 1.0
+
+
 # ---------------------------------------------------------------- every target
 
 

@@ -28,6 +28,11 @@ class Target(nn.Module):
         """n exact samples x ~ p = R / Z, [n, D], on the target's device; deterministic in seed."""
         raise NotImplementedError
 
+    def mode_metrics(self, x: Tensor) -> dict[str, float]:
+        """Statistics of samples x [N, D] that say which modes they cover; each evaluation logs the sampler's as
+        eval/<name> and the exact samples' as eval/exact_<name>. None by default."""
+        return {}
+
     def grad_log_reward(self, x: Tensor) -> Tensor:
         """grad_x log R(x), [B, D], by autograd (works under an outer `torch.no_grad`)."""
         with torch.enable_grad():
