@@ -22,7 +22,7 @@ SIGMA2 = 5.0
 N = 500
 EVAL_METRICS = {
     "eval/delta_log_z", "eval/delta_log_z_rw", "eval/log_z_learned", "eval/elbo", "eval/log_z_rw", "eval/eubo",
-    "eval/w2", "eval/w2_squared", "eval/w1", "eval/exact_log_likelihood",
+    "eval/w2", "eval/w1", "eval/exact_log_likelihood",
 }
 
 
@@ -113,7 +113,6 @@ def test_w1_and_w2_are_reported_against_the_exact_samples():
     ev = learner.evaluate(300)
     exact = _exact_samples(learner, 300).numpy()
     assert ev.metrics["eval/w1"] == w1(ev.samples, exact) and ev.metrics["eval/w2"] == w2(ev.samples, exact)
-    assert ev.metrics["eval/w2_squared"] == pytest.approx(ev.metrics["eval/w2"] ** 2, rel=1e-12)  # the paper's W2^2
     assert ev.metrics["eval/w1"] < ev.metrics["eval/w2"]  # a shift of |c| = 2.2 plus noise, two different couplings
     assert 1.5 < ev.metrics["eval/w1"] < 3.5
 
@@ -136,6 +135,11 @@ def test_evaluation_figures_per_target(target, figure, labels):
         assert [ax.get_xlabel() for ax in axes] == labels
         assert all(len(ax.patches) > 2 for ax in axes)
     assert all(np.isfinite(v) for v in ev.metrics.values()), ev.metrics
+    if target == "manywell":  # the untrained sampler is Brownian motion, symmetric in every a_j: half in each mode
+        assert abs(ev.metrics["eval/minor_mode_fraction"] - 0.5) < 0.05
+        assert abs(ev.metrics["eval/exact_minor_mode_fraction"] - 0.156) < 0.03
+    else:
+        assert not any("mode_fraction" in name for name in ev.metrics)
 
 
 def test_log_z_estimates_may_take_more_samples_than_the_other_metrics():

@@ -22,9 +22,11 @@ def _forward_states(n: int = 200, seed: int = 0) -> TerminalBatch:
     return TerminalBatch(x.numpy(), target.log_reward(x).numpy())
 
 
-@pytest.mark.parametrize("prioritization", ["rank", "reward", "uniform"])
-def test_every_prioritization_samples_and_runs_a_local_search_round(prioritization):
-    role = ReplayBufferRole(ReplayConfig(prioritization=prioritization, **SMALL_ROUND), "gmm25", seed=0)
+@pytest.mark.parametrize("prioritization, searched_states", [
+    ("rank", "accepted"), ("reward", "accepted"), ("uniform", "accepted"), ("rank", "final")])
+def test_every_prioritization_samples_and_runs_a_local_search_round(prioritization, searched_states):
+    role = ReplayBufferRole(ReplayConfig(prioritization=prioritization, searched_states=searched_states,
+                                         **SMALL_ROUND), "gmm25", seed=0)
     assert role.sample(8) is None and role.local_search(learner_step=0) == {}  # nothing to search yet
     assert role.add(_forward_states()) == 200
     metrics = role.local_search(learner_step=40)
@@ -33,8 +35,13 @@ def test_every_prioritization_samples_and_runs_a_local_search_round(prioritizati
     assert len(batch) == 64 and np.all(batch.search_step == 40)
     target = make_target("gmm25")
     assert np.allclose(batch.log_reward, target.log_reward(torch.from_numpy(batch.x)).numpy(), atol=1e-4)
-    assert role.ping() == 200 + SMALL_ROUND["local_search_batch"]
-    restored = ReplayBufferRole(ReplayConfig(prioritization=prioritization, **SMALL_ROUND), "gmm25", seed=9)
+    added = metrics["train/searched_states_added"]
+    chains, steps_kept = SMALL_ROUND["local_search_batch"], SMALL_ROUND["mala_steps"] - SMALL_ROUND["mala_burn_in"]
+    assert added == (chains if searched_states == "final"
+                     else round(metrics["train/mala_acceptance"] * chains * steps_kept))
+    assert role.ping() == 200 + added
+    restored = ReplayBufferRole(ReplayConfig(prioritization=prioritization, searched_states=searched_states,
+                                             **SMALL_ROUND), "gmm25", seed=9)
     restored.set_state(role.get_state())
     again, expected = restored.sample(16), role.sample(16)
     assert np.array_equal(again.x, expected.x) and np.array_equal(again.search_step, expected.search_step)

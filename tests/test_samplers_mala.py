@@ -42,3 +42,19 @@ def test_mala_keeps_gmm25_samples_in_modes():
     resid = res.x - 5.0 * torch.round(res.x / 5.0)
     assert abs(resid.var().item() - 0.3) < 0.05
     assert 0.4 < res.acceptance_rate < 0.75
+
+
+def test_mala_keeps_every_accepted_post_burn_in_proposal():
+    """keep_accepted returns the accepted proposals of the steps after burn-in, as the reference's local search:
+    as many as the post-burn-in acceptance rate says, each with its own log R, the chains' final states among
+    them; the chains themselves run exactly as without it."""
+    x0 = torch.randn(500, 4, generator=torch.Generator().manual_seed(0)) * 2
+    kept = mala(StdGaussian(), x0, 60, 20, 0.3, generator=torch.Generator().manual_seed(1), keep_accepted=True)
+    plain = mala(StdGaussian(), x0, 60, 20, 0.3, generator=torch.Generator().manual_seed(1))
+    assert plain.accepted_x is None and torch.equal(kept.x, plain.x)
+    assert len(kept.accepted_x) == round(kept.acceptance_rate * 500 * (60 - 20))
+    assert 0.3 < kept.acceptance_rate < 0.95 and len(kept.accepted_x) > 500
+    assert torch.allclose(kept.accepted_log_reward, -0.5 * (kept.accepted_x ** 2).sum(-1))
+    moved = (kept.x != x0).any(-1)  # chains that accepted at some step; a step's acceptances are all distinct
+    last = {tuple(row.tolist()) for row in kept.accepted_x}
+    assert all(tuple(row.tolist()) in last for row in kept.x[moved])

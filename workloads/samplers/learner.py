@@ -92,7 +92,9 @@ def keep_freed_memory() -> bool:
 class SamplerEvaluation:
     metrics: dict[str, float]
     """eval/delta_log_z, eval/delta_log_z_rw, eval/log_z_learned, eval/elbo, eval/log_z_rw, eval/eubo,
-    eval/w2, eval/w2_squared (the paper's Table 1 figure), eval/w1, eval/exact_log_likelihood."""
+    eval/w2 (the figure of the paper's Table 1 column 'W2^2': see orchestrator/cli.py), eval/w1,
+    eval/exact_log_likelihood, and the target's mode statistics (`Target.mode_metrics`: Manywell's
+    eval/minor_mode_fraction beside eval/exact_minor_mode_fraction)."""
     samples: np.ndarray
     """[N, D] terminal states of on-policy forward trajectories."""
     figures: dict[str, Figure]
@@ -274,10 +276,11 @@ class SamplerLearner:
             "eval/elbo": m["elbo"],
             "eval/log_z_rw": m["log_z_rw"],
             "eval/eubo": eubo(log_w_bwd),
-            "eval/w2": (w2_distance := w2(samples, exact)),
-            "eval/w2_squared": w2_distance ** 2,
+            "eval/w2": w2(samples, exact),
             "eval/w1": w1(samples, exact),
             "eval/exact_log_likelihood": log_likelihood(log_pf_bwd, log_pb_bwd).mean().item(),
+            **{f"eval/{name}": v for name, v in self.target.mode_metrics(traj.terminal[:n]).items()},
+            **{f"eval/exact_{name}": v for name, v in self.target.mode_metrics(exact_x).items()},
         }
         title = f"{c.target} step {self.step}: dlogZ_RW {m['delta_log_z_rw']:.3f}"
         return SamplerEvaluation(metrics, samples, evaluation_figures(c.target, self.target, samples, exact, title))

@@ -8,6 +8,8 @@ and accepts with probability min(1, alpha),
 During burn-in the shared step size is adapted by a Robbins-Monro step on log eta towards the target
 acceptance rate a* (0.574, optimal for MALA):  log eta <- log eta + (a_batch - a*).
 The step size is frozen after burn-in; the reported acceptance rate is over post-burn-in steps.
+With `keep_accepted`, every proposal accepted after burn-in is kept as well: the reference's local search
+returns all of them (B (K - burn-in) a* ~ 17,000 states for B = 300, K = 200), not only the B final states.
 
 `LocalSearchReplay` holds the two buffers of "+ LS" and runs rounds of MALA between them; the
 replay-buffer actor (`actors/replay_buffer.py`) and the in-process loop (`run_local.py`) share it.
@@ -36,6 +38,10 @@ class MalaResult:
     """Mean acceptance over the post-burn-in steps (over all steps if burn_in >= num_steps)."""
     step_size: float
     """Final (adapted) step size eta."""
+    accepted_x: Tensor | None = None
+    """[A, D] every proposal accepted after burn-in, in step order (with keep_accepted; else None)."""
+    accepted_log_reward: Tensor | None = None
+    """[A] their log R."""
 
 
 def _log_r_and_grad(target: Target, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -55,12 +61,15 @@ def mala(
     target_acceptance: float = 0.574,
     generator: torch.Generator | None = None,
     adaptation_rate: float = 1.0,
+    keep_accepted: bool = False,
 ) -> MalaResult:
     x = x0.detach().clone()  # [B, D]
     B = x.shape[0]
     log_r, grad = _log_r_and_grad(target, x)  # [B], [B, D]
     log_eta = math.log(step_size)
     accepted, counted = torch.zeros((), device=x.device), 0
+    kept_x: list[Tensor] = []
+    kept_log_r: list[Tensor] = []
     for s in range(num_steps):
         eta = math.exp(log_eta)
         xi = torch.randn(x.shape, device=x.device, generator=generator)  # [B, D]
@@ -81,17 +90,25 @@ def mala(
         else:
             accepted += rate
             counted += 1
+            if keep_accepted:
+                kept_x.append(x_prop[accept])
+                kept_log_r.append(log_r_prop[accept])
     if counted == 0:  # no post-burn-in steps: report the last step's rate
         accepted, counted = rate, 1
-    return MalaResult(x, log_r, (accepted / counted).item(), math.exp(log_eta))
+    result = MalaResult(x, log_r, (accepted / counted).item(), math.exp(log_eta))
+    if keep_accepted:
+        result.accepted_x = torch.cat(kept_x) if kept_x else x[:0]
+        result.accepted_log_reward = torch.cat(kept_log_r) if kept_log_r else log_r[:0]
+    return result
 
 
 class LocalSearchReplay:
     """The buffers of arXiv:2402.05098's "+ LS" and the local search between them.
 
     Forward samples enter `forward_buffer`; a round runs MALA from a prioritized batch of it and puts
-    the results in `searched_buffer`, each tagged with `search_step`, the learner step at the start of
-    its round; replay batches (states for backward trajectories) are drawn from `searched_buffer`.
+    its results (`ReplayConfig.searched_states`: every accepted post-burn-in proposal, or the chains' final
+    states) in `searched_buffer`, each tagged with `search_step`, the learner step at the start of its
+    round; replay batches (states for backward trajectories) are drawn from `searched_buffer`.
     The adapted step size carries over from round to round.
     """
 
@@ -122,10 +139,14 @@ class LocalSearchReplay:
             self.target, torch.as_tensor(start.x, device=self.target.device), num_steps=self.config.mala_steps,
             burn_in=self.config.mala_burn_in, step_size=self.step_size,
             target_acceptance=self.config.mala_target_acceptance, generator=self.generator,
+            keep_accepted=self.config.searched_states == "accepted",
         )
         self.step_size = result.step_size
-        self.searched_buffer.add(TerminalBatch(result.x.cpu().numpy(), result.log_reward.cpu().numpy(), learner_step))
-        return {"train/mala_acceptance": result.acceptance_rate, "train/mala_step_size": self.step_size}
+        x, log_r = ((result.accepted_x, result.accepted_log_reward) if self.config.searched_states == "accepted"
+                    else (result.x, result.log_reward))
+        self.searched_buffer.add(TerminalBatch(x.cpu().numpy(), log_r.cpu().numpy(), learner_step))
+        return {"train/mala_acceptance": result.acceptance_rate, "train/mala_step_size": self.step_size,
+                "train/searched_states_added": float(len(x))}
 
     def state_dict(self) -> dict[str, Any]:
         return {"step_size": self.step_size, "forward_buffer": self.forward_buffer.state_dict(),
