@@ -4,8 +4,9 @@ runs local search (MALA on the target) on request, next to the data it needs.
 As in the paper (arXiv:2402.05098, "+ LS"): forward samples enter `forward_buffer`; a local-search
 round runs MALA from a prioritized batch of it and puts the accepted post-burn-in proposals (or the
 chains' final states), with the learner step at the round's start, in `searched_buffer`; replay batches
-(for backward trajectories) are served from `searched_buffer`. The logic is `workloads.samplers.local_search.LocalSearchReplay`; this role adds
-the thread count, the target by name and the calls every role answers (`ping`, `get_state`, `set_state`).
+(for backward trajectories) are served from `searched_buffer`. The logic is
+`workloads.samplers.local_search.LocalSearchReplay`; this role adds the thread count, the target by name
+and the calls every role answers (`ping`, `get_state`, `set_state`).
 """
 from __future__ import annotations
 
