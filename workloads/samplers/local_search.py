@@ -135,15 +135,15 @@ class LocalSearchReplay:
         if not len(self.forward_buffer):
             return {}
         start = self.forward_buffer.sample(self.config.local_search_batch)
+        keep_accepted = self.config.searched_states == "accepted"
         result = mala(
             self.target, torch.as_tensor(start.x, device=self.target.device), num_steps=self.config.mala_steps,
             burn_in=self.config.mala_burn_in, step_size=self.step_size,
             target_acceptance=self.config.mala_target_acceptance, generator=self.generator,
-            keep_accepted=self.config.searched_states == "accepted",
+            keep_accepted=keep_accepted,
         )
         self.step_size = result.step_size
-        x, log_r = ((result.accepted_x, result.accepted_log_reward) if self.config.searched_states == "accepted"
-                    else (result.x, result.log_reward))
+        x, log_r = (result.accepted_x, result.accepted_log_reward) if keep_accepted else (result.x, result.log_reward)
         self.searched_buffer.add(TerminalBatch(x.cpu().numpy(), log_r.cpu().numpy(), learner_step))
         return {"train/mala_acceptance": result.acceptance_rate, "train/mala_step_size": self.step_size,
                 "train/searched_states_added": float(len(x))}
