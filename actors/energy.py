@@ -4,14 +4,17 @@
 when the structure is registered and reused for every conformer; `evaluate(segments)` builds the
 conformers of batches of torsion angles of several structures and returns their energies in kcal/mol.
 
-`EnergyPool` (in the trial's process) packs the requests of a batch into chunks of near-equal cost
-(conformers x atoms), about `chunk_size` conformers each, one per worker where that leaves each at
+`EnergyPool` (in the trial's process) packs the requests of a batch into chunks of near-equal cost,
+about `chunk_size` conformers each, one per worker where that leaves each at
 least `min_chunk` (a chunk may span several structures): a learner batch of 8 structures x 16
 conformers is one Ray call, not eight, and a large one keeps every worker busy. A Ray call costs
 ~0.3 ms on an idle machine (a few ms on a loaded one) against ~10-20 us per conformer, so fewer,
 larger calls keep the pool efficient: on 2 cores the actors' conformers per CPU second were 0.66 of
 an in-process worker's with 1,024-conformer chunks and 0.92-1.0 with 4,096-8,000
-(`orchestrator.benchmarks.energy --chunk-size`).
+(`orchestrator.benchmarks.energy --chunk-size`). A conformer's cost is what the workers measured for its
+structure (CPU seconds per conformer, reported with every chunk), before that its atom count: costs per atom
+still differ by 1.4x between the reference's molecules, which left one of two workers idle at a batch's end
+(2-worker efficiency 0.78-0.84 -> 0.86-0.89 with measured costs, 2026-12-03).
 `submit` sends chunks to the least busy workers, at most `max_in_flight` per worker (the rest wait
 in a queue, sent as chunks come back), and returns at once; `result` gathers a batch in order. When
 a worker dies, the pool waits for Ray to restart it, registers its structures again and redoes its
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +50,8 @@ class EnergyResult:
     """[B] kcal/mol, clamped to `clamp_kcal_mol` where the raw value was non-finite or above it."""
     clamped: np.ndarray
     """[B] bool: the raw energy was non-finite or absurd (overlapping atoms)."""
+    seconds: np.ndarray | None = None
+    """[S] CPU seconds the worker spent on each of the S segments it was sent (the pool's cost model)."""
 
 
 class EnergyWorker:
@@ -90,12 +95,15 @@ class EnergyWorker:
         """angles [B, K] radians -> energies of the conformers of structure `key`."""
         if key not in self._force_fields:  # a restarted worker starts empty; the pool registers again
             raise KeyError(f"structure {key!r} is not registered on this energy worker")
+        start = time.thread_time()
         raw = np.asarray(self._force_fields[key].torsion_energies(angles), dtype=np.float64)  # [B]
         clamped = ~np.isfinite(raw) | (raw > self.clamp_kcal_mol)
-        return EnergyResult(np.where(clamped, self.clamp_kcal_mol, raw), clamped)
+        return EnergyResult(np.where(clamped, self.clamp_kcal_mol, raw), clamped,
+                            np.array([time.thread_time() - start]))
 
     def evaluate(self, segments: list[tuple[str, np.ndarray]]) -> EnergyResult:
-        """[(key, angles [B_s, K_s])] -> the energies of every segment, concatenated in order ([sum B_s])."""
+        """[(key, angles [B_s, K_s])] -> the energies of every segment, concatenated in order ([sum B_s]), with
+        each segment's CPU seconds."""
         return _concat([self.energies(key, angles) for key, angles in segments])
 
 
@@ -128,6 +136,8 @@ class EnergyPool:
         self._queue: deque[tuple[int, int]] = deque()  # (ticket, chunk) not sent yet, oldest first
         self._pending: dict[ray.ObjectRef, tuple[int, int, int]] = {}  # ref -> (ticket, chunk, worker)
         self._in_flight = [0] * len(workers)
+        self._measured_seconds: dict[str, float] = defaultdict(float)  # structure key -> CPU seconds so far
+        self._measured_conformers: dict[str, int] = defaultdict(int)  # ... over this many conformers
 
     def register(self, structures: dict[str, Structure]) -> None:
         self.structures.update(structures)
@@ -136,9 +146,8 @@ class EnergyPool:
     def submit(self, requests: list[EnergyRequest]) -> int:
         """Queue the requests' chunks, send what the in-flight bound allows, return a ticket at once."""
         ticket, self._next_ticket = self._next_ticket, self._next_ticket + 1
-        # a conformer's cost grows with its atoms (4.8 us for propane to 15 us for 26 atoms, RDKit, one core): chunks
-        # of equal cost keep the workers equally busy when each gets only one or two chunks
-        costs = [len(self.structures[r.key].positions) if r.key in self.structures else 1.0 for r in requests]
+        # chunks of equal cost keep the workers equally busy when each gets only a few chunks
+        costs = self.cost_per_conformer([r.key for r in requests])
         self._batches[ticket] = _Batch(requests, self._chunks([len(r.angles) for r in requests], costs))
         self._queue.extend((ticket, c) for c in range(len(self._batches[ticket].chunks)))
         self._collect(timeout=0)
@@ -164,6 +173,24 @@ class EnergyPool:
     def evaluate(self, requests: list[EnergyRequest]) -> list[EnergyResult]:
         """Energies for every request, in order."""
         return self.result(self.submit(requests))
+
+    def record(self, key: str, conformers: int, seconds: float) -> None:
+        """A worker spent `seconds` of CPU on `conformers` conformers of structure `key`."""
+        self._measured_seconds[key] += seconds
+        self._measured_conformers[key] += conformers
+
+    def cost_per_conformer(self, keys: list[str], min_measured: int = 64) -> list[float]:
+        """Each key's measured CPU seconds per conformer once `min_measured` conformers were timed; before that its
+        atoms x the measured seconds per atom-conformer of the timed structures (or just its atoms, when none is).
+        A conformer costs 3.5 us (propane) to 15 us (28 atoms) on one core here (RDKit)."""
+        def atoms(key: str) -> int:
+            return len(self.structures[key].positions) if key in self.structures else 1
+
+        timed = [k for k, n in self._measured_conformers.items() if n >= min_measured]
+        per_atom = (sum(self._measured_seconds[k] for k in timed)
+                    / sum(self._measured_conformers[k] * atoms(k) for k in timed)) if timed else 1.0
+        return [self._measured_seconds[k] / self._measured_conformers[k] if self._measured_conformers.get(k, 0)
+                >= min_measured else atoms(k) * per_atom for k in keys]
 
     def _chunks(self, sizes: list[int], costs: list[float] | None = None) -> list[list[tuple[int, int, int]]]:
         """Cut the concatenated requests into chunks of near-equal cost (conformers x each request's cost per
@@ -211,8 +238,12 @@ class EnergyPool:
         for ref in ready:
             ticket, c, w = self._pending.pop(ref)
             self._in_flight[w] -= 1
+            batch = self._batches[ticket]
             try:
-                self._batches[ticket].results[c] = ray.get(ref)
+                batch.results[c] = result = ray.get(ref)
+                timed = zip(batch.chunks[c], result.seconds) if result.seconds is not None else ()
+                for (i, start, stop), seconds in timed:
+                    self.record(batch.requests[i].key, stop - start, float(seconds))
             except (*ACTOR_DIED, KeyError):  # died in flight, or restarted before it got the call
                 self.redone_chunks += 1
                 self._revive(w)
@@ -232,7 +263,9 @@ class EnergyPool:
 
 
 def _concat(results: list[EnergyResult]) -> EnergyResult:
-    return EnergyResult(np.concatenate([r.energies for r in results]), np.concatenate([r.clamped for r in results]))
+    seconds = [r.seconds for r in results if r.seconds is not None]
+    return EnergyResult(np.concatenate([r.energies for r in results]), np.concatenate([r.clamped for r in results]),
+                        np.concatenate(seconds) if len(seconds) == len(results) else None)
 
 
 class PoolEnergyFn:

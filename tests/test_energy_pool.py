@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 import ray
 
 from actors.energy import EnergyPool, EnergyRequest, EnergyWorker, PoolEnergyFn, Structure
@@ -100,6 +101,31 @@ def test_chunks_carry_equal_costs():
     assert len(uneven) == 4 and sum(stop - start for c in uneven for _, start, stop in c) == 351
     chunk_costs = [sum((stop - start) * (1.0, 2.6)[i] for i, start, stop in c) for c in uneven]
     assert max(chunk_costs) - min(chunk_costs) <= 2 * 2.6  # equal up to the conformers at the seams
+
+
+def test_measured_costs_replace_atom_counts(ray_cluster):
+    """The workers time every segment; once a structure has 64 timed conformers its chunks are cut by that time.
+    Before, a structure costs its atoms x the timed seconds per atom-conformer."""
+    pool = _pool("rdkit", chunk_size=400)
+    requests = _requests(300)
+    pool.evaluate(requests)
+    atoms = {s: len(load_molecule(s).positions()) for s in SMILES}
+    costs = dict(zip(SMILES, pool.cost_per_conformer(list(SMILES))))
+    assert all(0 < c < 1e-2 for c in costs.values())  # seconds per conformer, not atoms
+    assert costs["COc1ccccc1"] > costs["CCC"]  # 16 atoms against 11
+    measured = dict(pool._measured_conformers)
+    assert measured == {s: 300 for s in SMILES}  # each conformer timed once
+    pool.structures["new"] = Structure("CCC", load_molecule("CCC").positions())
+    per_atom = sum(pool._measured_seconds.values()) / sum(300 * atoms[s] for s in SMILES)
+    assert pool.cost_per_conformer(["new"]) == [pytest.approx(atoms["CCC"] * per_atom)]
+
+    timed = EnergyPool([None, None], chunk_size=100, min_chunk=50)
+    timed.structures = {key: Structure("CCC", np.zeros((11, 3))) for key in ("light", "heavy")}  # same atoms
+    timed.record("light", 100, 1e-3)
+    timed.record("heavy", 100, 3e-3)  # 3x the light one's time: its chunks hold a third of the conformers
+    costs = timed.cost_per_conformer(["light", "heavy"])
+    assert costs == [pytest.approx(1e-5), pytest.approx(3e-5)]
+    assert timed._chunks([300, 100], costs) == [[(0, 0, 150)], [(0, 150, 300)], [(1, 0, 50)], [(1, 50, 100)]]
 
 
 @dataclass(frozen=True)
