@@ -182,7 +182,7 @@ class EnergyPool:
     def cost_per_conformer(self, keys: list[str], min_measured: int = 64) -> list[float]:
         """Each key's measured CPU seconds per conformer once `min_measured` conformers were timed; before that its
         atoms x the measured seconds per atom-conformer of the timed structures (or just its atoms, when none is).
-        A conformer costs 3.5 us (propane) to 15 us (28 atoms) on one core here (RDKit)."""
+        A conformer costs 3.5 us (8 atoms) to 15 us (28 atoms) on one core here (RDKit)."""
         def atoms(key: str) -> int:
             return len(self.structures[key].positions) if key in self.structures else 1
 
