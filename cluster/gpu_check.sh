@@ -9,5 +9,5 @@ set -euo pipefail
 python3 -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH="/tmp/site:$PWD" OMP_NUM_THREADS="${OMP_NUM_THREADS:-8}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
-python3 -m orchestrator.benchmarks.learner_device --smoke --iters 5
-python3 -m orchestrator.benchmarks.learner_device --iters "${ITERS:-30}"
+python3 -m orchestrator.benchmarks.learner_device --devices cpu cuda --smoke --iters 5  # fails without a GPU
+python3 -m orchestrator.benchmarks.learner_device --devices cpu cuda --iters "${ITERS:-30}"

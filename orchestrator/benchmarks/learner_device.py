@@ -44,18 +44,19 @@ def synchronize(device: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=50)
-    parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
+    parser.add_argument("--devices", nargs="+", default=None,
+                        help="default: cpu, and cuda where there is one; a device named here must exist")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="the smoke config: a whole-path check in seconds")
     args = parser.parse_args()
     config = TorsionalConfig().smoke() if args.smoke else TorsionalConfig()
     print(f"torch {torch.__version__}, cuda available: {torch.cuda.is_available()}"
           + (f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else ""), flush=True)
+    devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if "cuda" in devices and not torch.cuda.is_available():
+        raise SystemExit("cuda was asked for, but torch sees no GPU on this machine (torch.cuda.is_available() is False)")
     rows = []
-    for device in args.devices:
-        if device == "cuda" and not torch.cuda.is_available():
-            print("cuda: not available on this machine, skipped", flush=True)
-            continue
+    for device in devices:
         start = time.perf_counter()
         learner = TorsionalLearner(config, args.seed, device=device)
         built_s = time.perf_counter() - start
@@ -76,7 +77,8 @@ def main() -> None:
         rows.append((device, built_s, per_iter_s, eval_s, loss, jsd))
         print(f"{device}: built in {built_s:.1f} s, {per_iter_s:.3f} s per iteration, evaluation {eval_s:.1f} s, "
               f"loss {loss:.3f}, mean JSD {' '.join(f'{k} {v:.3f}' for k, v in sorted(jsd.items()))}", flush=True)
-        assert np.isfinite(loss), f"{device}: the loss is not finite"
+        if not np.isfinite(loss):
+            raise SystemExit(f"{device}: the training loss is not finite ({loss})")
     if len(rows) == 2:
         (a, _, a_s, _, _, _), (b, _, b_s, _, _, _) = rows
         print(f"{b} vs {a}: {a_s / b_s:.2f}x the iterations per second")
