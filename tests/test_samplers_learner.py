@@ -211,3 +211,18 @@ def test_column_major_state_embedding_computes_what_a_row_major_one_does():
     grads = [torch.autograd.grad(p(x, t).pow(2).sum(), list(p.parameters())) for p in (policy, row_major)]
     assert torch.equal(policy(x, t), row_major(x, t))
     assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def test_grad_clip_none_applies_the_raw_gradient():
+    """grad_clip=None (the reference's setting) steps on the raw gradient: the same as a bound no gradient
+    reaches, and not the same as a bound every gradient exceeds."""
+    def trained(grad_clip):
+        learner = SamplerLearner(SamplerConfig(**SMALL, total_iters=6, grad_clip=grad_clip), seed=0)
+        metrics, _ = learner.train(6)
+        return torch.cat([p.detach().reshape(-1) for p in learner.policy.parameters()]), metrics["train/grad_norm"]
+
+    raw, grad_norm = trained(None)
+    unreachable, _ = trained(1e12)
+    binding, _ = trained(grad_norm / 100)
+    assert torch.equal(raw, unreachable)
+    assert not torch.allclose(raw, binding)

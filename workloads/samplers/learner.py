@@ -30,6 +30,7 @@ The learner owns its own torch.Generator, so evaluation never perturbs training 
 from __future__ import annotations
 
 import ctypes
+import math
 import sys
 from dataclasses import dataclass
 
@@ -205,7 +206,7 @@ class SamplerLearner:
                 self.log_z.data.copy_(log_z)  # log Z holds the last forward-batch estimate
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(params, c.grad_clip)
+            grad_norm = nn.utils.clip_grad_norm_(params, math.inf if c.grad_clip is None else c.grad_clip)
             if torch.isfinite(grad_norm):
                 self.optimizer.step()
             self.step += 1
