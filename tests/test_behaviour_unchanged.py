@@ -1,0 +1,108 @@
+"""Each family's trial, at a small size and a fixed seed, gives the metrics recorded before the layout
+change (tests/golden/behaviour.json): moving code between packages must not move a number.
+
+Every trial runs through its family's driver on a real local Ray, as `orchestrator run` runs it, for its whole
+budget. Timing metrics (seconds, backpressure) are left out. To record anew after a change that is meant to
+change the figures: `python tests/test_behaviour_unchanged.py --record`, and say why in the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+GOLDEN = Path(__file__).parent / "golden" / "behaviour.json"
+TIMING = ("_s", "backpressure_s", "epoch_s")
+
+SAMPLER_REPLAY = dict(enabled=True, local_search_every=10, local_search_batch=32, mala_steps=10, mala_burn_in=5)
+RUNS = {
+    "samplers-tb-replay": dict(
+        workload="samplers",
+        config=dict(num_steps=5, batch_size=16, hidden_dim=16, time_embedding_dim=8, eval_samples=100,
+                    eval_backward_trajectories=2, total_iters=40, eval_every=20, replay=SAMPLER_REPLAY),
+        resources=dict(learner=dict(cpus=1), workers=dict(replay_buffer=dict(cpus=0.5)))),
+    "samplers-subtb-lp": dict(
+        workload="samplers",
+        config=dict(num_steps=5, batch_size=16, hidden_dim=16, time_embedding_dim=8, eval_samples=100,
+                    eval_backward_trajectories=2, total_iters=20, eval_every=20, loss="subtb", langevin=True,
+                    target="manywell", sigma2=1.0),
+        resources=dict(learner=dict(cpus=1), workers=dict(replay_buffer=dict(cpus=0.5)))),
+    "samplers-fl_subtb": dict(
+        workload="samplers",
+        config=dict(num_steps=5, batch_size=16, hidden_dim=16, time_embedding_dim=8, eval_samples=100,
+                    eval_backward_trajectories=2, total_iters=20, eval_every=20, loss="fl_subtb", langevin=True),
+        resources=dict(learner=dict(cpus=1), workers=dict(replay_buffer=dict(cpus=0.5)))),
+    "samplers-vargrad": dict(
+        workload="samplers",
+        config=dict(num_steps=5, batch_size=16, hidden_dim=16, time_embedding_dim=8, eval_samples=100,
+                    eval_backward_trajectories=2, total_iters=20, eval_every=20, loss="vargrad"),
+        resources=dict(learner=dict(cpus=1), workers=dict(replay_buffer=dict(cpus=0.5)))),
+    "torsional-vargrad": dict(workload="torsional", smoke=True,
+                              resources=dict(learner=dict(cpus=1), workers=dict(energy=dict(count=2, cpus=0.25),
+                                                                                replay_buffer=dict(cpus=0.25)))),
+    "torsional-tb": dict(workload="torsional", smoke=True, config=dict(loss="tb"),
+                         resources=dict(learner=dict(cpus=1), workers=dict(energy=dict(count=1, cpus=0.5),
+                                                                           replay_buffer=dict(cpus=0.25)))),
+    "sed": dict(workload="sed", smoke=True, config=dict(dataset="digits", architecture="mlp", resolution=8),
+                resources=dict(learner=dict(cpus=0.5), workers=dict(ensemble_member=dict(count=2, cpus=0.5)))),
+    "wcst": dict(workload="wcst", smoke=True, config=dict(architecture="mlp"), resources=dict(learner=dict(cpus=1))),
+}
+
+
+def run_family(name: str) -> dict[str, float]:
+    """The trial's metrics at every report, {'<step>/<metric>': value}, timing left out."""
+    import ray
+
+    from orchestrator.placement import TrialContext
+    from orchestrator.registry import get_workload
+    from orchestrator.spec import SweepSpec
+
+    run = RUNS[name]
+    spec = SweepSpec.from_dict({"name": name, "workload": run["workload"], "config": run.get("config", {}),
+                                "resources": run["resources"],
+                                "tune": {"metric": "train/loss", "mode": "min"}})
+    config = spec.config.smoke().model_copy(update=run.get("config", {})) if run.get("smoke") else spec.config
+    driver = get_workload(spec.workload).load_driver()(
+        TrialContext(spec=spec, config=config, seed=7, trial_id=f"{name}_00000"))
+    found: dict[str, float] = {}
+    try:
+        while not driver.finished:
+            metrics, _ = driver.advance()
+            for key, value in metrics.items():
+                if not key.endswith(TIMING) and isinstance(value, (int, float)):
+                    found[f"{driver.step}/{key}"] = float(value)
+    finally:
+        for actor in driver.actors():
+            ray.kill(actor)
+    return found
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_metrics_as_recorded(ray_cluster, name):
+    recorded = json.loads(GOLDEN.read_text())[name]
+    found = run_family(name)
+    assert sorted(found) == sorted(recorded), set(found) ^ set(recorded)
+    wrong = {k: (found[k], v) for k, v in recorded.items()
+             if not (math.isclose(found[k], v, rel_tol=1e-4, abs_tol=1e-6) or (math.isnan(v) and math.isnan(found[k])))}
+    assert not wrong, wrong
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
+    import os
+    import tempfile
+
+    import ray
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    names = sys.argv[2:] or list(RUNS)
+    recorded = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+    for name in RUNS:
+        recorded[name] = run_family(name)
+        print(name, len(recorded[name]), "metrics", flush=True)
+    GOLDEN.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
