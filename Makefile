@@ -1,6 +1,6 @@
 # Two commands do all set-up on a new machine (see README.md):
 #   make run    the main job: a real sweep on an embedded local Ray, logged to ./mlflow.db
-#   make test   the test suite
+#   make test   lint (ruff check, ruff format --check), then the test suite
 # Both create (or reuse) the virtual environment .venv from pyproject.toml.
 
 VENV ?= .venv
@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 	touch $@
 
-.PHONY: setup run smoke test test-slow validate device-wheels
+.PHONY: setup run smoke test test-slow test-py312 lint format validate device-wheels
 setup: $(VENV)/.installed
 
 run: $(VENV)/.installed
@@ -25,11 +25,30 @@ smoke: $(VENV)/.installed
 validate: $(VENV)/.installed
 	$(PYTHON) -m orchestrator validate sweeps/*.yaml
 
-test: $(VENV)/.installed
+test: lint
 	$(PYTHON) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 test-slow: $(VENV)/.installed
 	$(PYTHON) -m pytest -q -m slow
+
+# Python 3.12 (the GPU machines' version): the same install in its own venv, and the checks that import every
+# module and run every family's trial. PYTHON312 defaults to a python3.12 on the PATH, else pyenv's.
+PYTHON312 ?= $(shell for p in python3.12 $$(pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12; do \
+	$$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && echo $$p && break; done)
+test-py312:
+	@test -n "$(PYTHON312)" || { echo "test-py312: no Python 3.12 found (set PYTHON312=...)"; exit 1; }
+	test -x .venv312/bin/python || $(PYTHON312) -m venv .venv312
+	.venv312/bin/python -m pip install --quiet -e '.[test]'
+	.venv312/bin/python -m pytest -q tests/test_layout.py tests/test_spec.py tests/test_tuner.py \
+		tests/test_objectives.py tests/test_behaviour_unchanged.py tests/test_cli.py
 
 # The wheels that a lent GPU machine lacks (it has PyTorch with CUDA, no network, Python 3.12), for
 # cluster/gpu_check.sh; the versions are those this project runs with, OpenMM's the newest built for 3.12.

@@ -1,14 +1,16 @@
 """A bounded number of in-flight calls between two roles: backpressure instead of growth.
 
-The producer hands `submit` a call to make on a consumer (e.g. `lambda: buffer.add.remote(batch)`);
+The producer hands `submit` a call to make on a consumer and its arguments (`submit(buffer.add.remote, batch)`);
 while `max_in_flight` calls are pending, `submit` first waits for the oldest to finish, so a slow
 consumer slows the producer and the object store holds at most `max_in_flight` batches.
 """
+
 from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import ray
 
@@ -23,10 +25,11 @@ class BoundedInFlight:
         self.blocked_s = 0.0
         """Seconds the producer waited on the consumer: how much backpressure there was."""
 
-    def submit(self, call: Callable[[], ray.ObjectRef]) -> ray.ObjectRef:
+    def submit(self, call: Callable[..., ray.ObjectRef], *args: Any) -> ray.ObjectRef:
+        """`call(*args)` once fewer than `max_in_flight` calls are pending; its ObjectRef."""
         while len(self._pending) >= self.max_in_flight:
             self._finish_oldest()
-        ref = call()
+        ref = call(*args)
         self._pending.append(ref)
         self.peak_in_flight = max(self.peak_in_flight, len(self._pending))
         return ref

@@ -8,18 +8,17 @@ conformers of batches of torsion angles of several structures and returns their 
 about `chunk_size` conformers each, one per worker where that leaves each at
 least `min_chunk` (a chunk may span several structures): a learner batch of 8 structures x 16
 conformers is one Ray call, not eight, and a large one keeps every worker busy. A Ray call costs
-~0.3 ms on an idle machine (a few ms on a loaded one) against ~10-20 us per conformer, so fewer,
-larger calls keep the pool efficient: on 2 cores the actors' conformers per CPU second were 0.66 of
-an in-process worker's with 1,024-conformer chunks and 0.92-1.0 with 4,096-8,000
-(`orchestrator.benchmarks.energy --chunk-size`). A conformer's cost is what the workers measured for its
-structure (CPU seconds per conformer, reported with every chunk), before that its atom count: costs per atom
-still differ by 1.4x between the reference's molecules, which left one of two workers idle at a batch's end
-(2-worker efficiency 0.78-0.84 -> 0.86-0.89 with measured costs, 2026-12-03).
+0.3 ms to a few ms against ~10-20 us per conformer, so fewer, larger calls keep the pool efficient (chunk sizes
+compared in docs/runtime.md, `orchestrator.families.torsional.benchmark_energy --chunk-size`). A conformer's
+cost is what the workers measured for its structure (CPU seconds per conformer, reported with every chunk),
+before that its atom count: costs per atom differ between the reference's molecules, so chunks of equal atom
+counts left one of two workers idle at a batch's end.
 `submit` sends chunks to the least busy workers, at most `max_in_flight` per worker (the rest wait
 in a queue, sent as chunks come back), and returns at once; `result` gathers a batch in order. When
 a worker dies, the pool waits for Ray to restart it, registers its structures again and redoes its
 chunks: no chunk is lost or counted twice.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import ray
-
 
 ACTOR_DIED = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 
@@ -56,15 +54,15 @@ class EnergyResult:
 
 class EnergyWorker:
     def __init__(self, backend: str, variant: str, clamp_kcal_mol: float, seed: int = 0, num_cpus: float = 1.0):
-        import torch  # noqa: F401 - imported for its thread setting only
+        import torch
 
         torch.set_num_threads(max(1, math.floor(num_cpus)))
         self.backend, self.variant, self.clamp_kcal_mol, self.seed = backend, variant, clamp_kcal_mol, seed
         self._force_fields: dict[str, Any] = {}
         self._molecules: dict[str, Any] = {}
 
-    def ping(self) -> int:
-        return len(self._force_fields)
+    def ping(self) -> None:
+        """Answers once the actor is alive."""
 
     def cpu_seconds(self) -> float:
         """CPU time of this process so far (the benchmark's pool efficiency per CPU second)."""
@@ -98,8 +96,9 @@ class EnergyWorker:
         start = time.thread_time()
         raw = np.asarray(self._force_fields[key].torsion_energies(angles), dtype=np.float64)  # [B]
         clamped = ~np.isfinite(raw) | (raw > self.clamp_kcal_mol)
-        return EnergyResult(np.where(clamped, self.clamp_kcal_mol, raw), clamped,
-                            np.array([time.thread_time() - start]))
+        return EnergyResult(
+            np.where(clamped, self.clamp_kcal_mol, raw), clamped, np.array([time.thread_time() - start])
+        )
 
     def evaluate(self, segments: list[tuple[str, np.ndarray]]) -> EnergyResult:
         """[(key, angles [B_s, K_s])] -> the energies of every segment, concatenated in order ([sum B_s]), with
@@ -166,7 +165,9 @@ class EnergyPool:
             result, offset = batch.results[c], 0
             for i, start, stop in segments:
                 n = stop - start
-                pieces[i].append(EnergyResult(result.energies[offset:offset + n], result.clamped[offset:offset + n]))
+                pieces[i].append(
+                    EnergyResult(result.energies[offset : offset + n], result.clamped[offset : offset + n])
+                )
                 offset += n
         return [_concat(p) if p else EnergyResult(np.zeros(0), np.zeros(0, dtype=bool)) for p in pieces]
 
@@ -181,16 +182,26 @@ class EnergyPool:
 
     def cost_per_conformer(self, keys: list[str], min_measured: int = 64) -> list[float]:
         """Each key's measured CPU seconds per conformer once `min_measured` conformers were timed; before that its
-        atoms x the measured seconds per atom-conformer of the timed structures (or just its atoms, when none is).
-        A conformer costs 3.5 us (8 atoms) to 15 us (28 atoms) on one core here (RDKit)."""
+        atoms x the measured seconds per atom-conformer of the timed structures (or just its atoms, when none is)."""
+
         def atoms(key: str) -> int:
             return len(self.structures[key].positions) if key in self.structures else 1
 
         timed = [k for k, n in self._measured_conformers.items() if n >= min_measured]
-        per_atom = (sum(self._measured_seconds[k] for k in timed)
-                    / sum(self._measured_conformers[k] * atoms(k) for k in timed)) if timed else 1.0
-        return [self._measured_seconds[k] / self._measured_conformers[k] if self._measured_conformers.get(k, 0)
-                >= min_measured else atoms(k) * per_atom for k in keys]
+        per_atom = (
+            (
+                sum(self._measured_seconds[k] for k in timed)
+                / sum(self._measured_conformers[k] * atoms(k) for k in timed)
+            )
+            if timed
+            else 1.0
+        )
+        return [
+            self._measured_seconds[k] / self._measured_conformers[k]
+            if self._measured_conformers.get(k, 0) >= min_measured
+            else atoms(k) * per_atom
+            for k in keys
+        ]
 
     def _chunks(self, sizes: list[int], costs: list[float] | None = None) -> list[list[tuple[int, int, int]]]:
         """Cut the concatenated requests into chunks of near-equal cost (conformers x each request's cost per
@@ -224,8 +235,10 @@ class EnergyPool:
                 return
             ticket, c = self._queue.popleft()
             batch = self._batches[ticket]
-            segments = [(batch.requests[i].key, np.asarray(batch.requests[i].angles[start:stop], dtype=np.float64))
-                        for i, start, stop in batch.chunks[c]]
+            segments = [
+                (batch.requests[i].key, np.asarray(batch.requests[i].angles[start:stop], dtype=np.float64))
+                for i, start, stop in batch.chunks[c]
+            ]
             self._pending[self.workers[w].evaluate.remote(segments)] = (ticket, c, w)
             self._in_flight[w] += 1
 
@@ -233,8 +246,9 @@ class EnergyPool:
         """Take the chunks that came back (at least one if timeout is None); redo those of a dead worker."""
         if not self._pending:
             return
-        ready, _ = ray.wait(list(self._pending), num_returns=1 if timeout is None else len(self._pending),
-                            timeout=timeout)
+        ready, _ = ray.wait(
+            list(self._pending), num_returns=1 if timeout is None else len(self._pending), timeout=timeout
+        )
         for ref in ready:
             ticket, c, w = self._pending.pop(ref)
             self._in_flight[w] -= 1
@@ -264,8 +278,11 @@ class EnergyPool:
 
 def _concat(results: list[EnergyResult]) -> EnergyResult:
     seconds = [r.seconds for r in results if r.seconds is not None]
-    return EnergyResult(np.concatenate([r.energies for r in results]), np.concatenate([r.clamped for r in results]),
-                        np.concatenate(seconds) if len(seconds) == len(results) else None)
+    return EnergyResult(
+        np.concatenate([r.energies for r in results]),
+        np.concatenate([r.clamped for r in results]),
+        np.concatenate(seconds) if len(seconds) == len(results) else None,
+    )
 
 
 class PoolEnergyFn:
@@ -279,8 +296,11 @@ class PoolEnergyFn:
         self.pool = EnergyPool(workers, chunk_size=chunk_size, max_in_flight=max_in_flight)
 
     def submit(self, requests: list[tuple[Any, np.ndarray]]) -> int:
-        new = {entry.structure_id: Structure(entry.smiles, entry.positions)
-               for entry, _ in requests if entry.structure_id not in self.pool.structures}
+        new = {
+            entry.structure_id: Structure(entry.smiles, entry.positions)
+            for entry, _ in requests
+            if entry.structure_id not in self.pool.structures
+        }
         if new:
             self.pool.register(new)
         return self.pool.submit([EnergyRequest(entry.structure_id, angles) for entry, angles in requests])

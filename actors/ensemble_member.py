@@ -11,9 +11,11 @@ next `forward`.
 `EnsembleEvaluatorRole` (the trial's `learner` bundle) holds the test, shifted and OOD sets and evaluates the
 members' weights gathered from every member actor; figures travel as PNG bytes.
 """
+
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -33,15 +35,29 @@ def _device_and_threads(num_cpus: float) -> str:
     return "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
 
 
-class EnsembleMemberRole:
-    def __init__(self, config: SEDConfig, members: list[int], seed: int, num_cpus: float = 1.0,
-                 train: Batch | None = None):
-        """`train` (heads mode, first actor only): the set its extractor is pretrained on."""
-        self.device = _device_and_threads(num_cpus)
-        self.host = make_host(config, members, seed, self.device, train)
+@dataclass
+class EnsembleEvaluation:
+    """One evaluation of the ensemble as it travels from the evaluator actor to the driver."""
 
-    def ping(self) -> str:
-        return self.device
+    metrics: dict[str, float]
+    predictions: dict[str, Any]
+    """Columns of predictions.parquet: one row per ID test and OOD image."""
+    figures_png: dict[str, bytes]
+
+
+class EnsembleMemberRole:
+    def __init__(
+        self, config: SEDConfig, members: list[int], seed: int, num_cpus: float = 1.0, train: Batch | None = None
+    ):
+        """`train` (heads mode, first actor only): the set its extractor is pretrained on."""
+        self._device = _device_and_threads(num_cpus)
+        self.host = make_host(config, members, seed, self._device, train)
+
+    def ping(self) -> None:
+        """Answers once the actor is alive."""
+
+    def device(self) -> str:
+        return self._device
 
     def members(self) -> list[int]:
         return self.host.members
@@ -74,15 +90,14 @@ class EnsembleEvaluatorRole:
         # Imported here, not at the top: member actors import this module too and never evaluate (matplotlib).
         from workloads.ensembles.evaluation import Evaluator
 
-        self.device = _device_and_threads(num_cpus)
-        self.evaluator = Evaluator(config, seed, self.device)
+        self.evaluator = Evaluator(config, seed, _device_and_threads(num_cpus))
 
-    def ping(self) -> str:
-        return self.device
+    def ping(self) -> None:
+        """Answers once the actor is alive."""
 
-    def evaluate(self, *weights: dict[str, Any]) -> dict[str, Any]:
+    def evaluate(self, *weights: dict[str, Any]) -> EnsembleEvaluation:
         """Every member actor's `weights()` (as arguments, so Ray resolves their ObjectRefs) -> metrics,
         prediction columns and figures as PNG bytes by file name."""
         evaluation = self.evaluator.evaluate(list(weights))
-        return {"metrics": evaluation.metrics, "predictions": evaluation.predictions,
-                "figures_png": {f"{name}.png": figure_png(figure) for name, figure in evaluation.figures.items()}}
+        figures = {f"{name}.png": figure_png(figure) for name, figure in evaluation.figures.items()}
+        return EnsembleEvaluation(evaluation.metrics, evaluation.predictions, figures)

@@ -1,25 +1,52 @@
-"""The learner role: owns a workload's model, optimizer and learned log Z; samples and trains.
+"""The learner role: owns a family's model, optimizer and learned log Z; trains and evaluates.
 
-`Learner` wraps any plain learner class of `workloads/` that has `train`, `evaluate(num_samples)`,
-`state_dict`, `load_state_dict` and `step`. It runs on `cuda` when Ray assigned it a GPU,
-else on the CPU with as many torch threads as CPUs in its bundle.
+`Learner` wraps a plain learner class of `workloads/` (`PlainLearner` below). It runs on `cuda` when Ray
+assigned it a GPU, else on the CPU with as many torch threads as CPUs in its bundle. Its surface is the methods
+below and nothing else: drivers never reach into the wrapped learner.
 """
+
 from __future__ import annotations
 
-import importlib
 import io
 import math
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import ray
 import torch
 
 
-def import_object(path: str) -> Any:
-    """'package.module:Name' -> the object."""
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+class PlainLearner(Protocol):
+    """What a family's learner in `workloads/` implements (built as `cls(config, seed=, device=, **kwargs)`)."""
+
+    step: int
+
+    def train(self, num_iters: int, replay: Any = None) -> tuple[dict[str, float], Any]: ...
+
+    def evaluate(self, num_samples: int | None = None) -> Any:
+        """An evaluation with `metrics`, `samples`, `figures` ({name: matplotlib Figure}) and `files`
+        ({file name: bytes}, other artifacts)."""
+
+    def replay_seeds(self) -> Any:
+        """Terminal states for the replay buffer before any training (None: none)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class LearnerEvaluation:
+    """One evaluation as it travels from the learner actor to the driver."""
+
+    metrics: dict[str, float]
+    samples: Any
+    """The family's samples (an array, or rows), written by its driver."""
+    figures_png: dict[str, bytes]
+    """Figures rendered as PNG, by artifact file name."""
+    files: dict[str, bytes]
+    """Other artifacts, by file name."""
 
 
 def figure_png(figure: Any) -> bytes:
@@ -38,39 +65,41 @@ def _file_name(name: str) -> str:
 
 
 class Learner:
-    def __init__(self, learner_class: str, config: Any, seed: int, num_cpus: float = 1.0,
-                 learner_kwargs: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        learner_class: type,
+        config: Any,
+        seed: int,
+        num_cpus: float = 1.0,
+        learner_kwargs: dict[str, Any] | None = None,
+    ):
         gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
-        self.device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
+        self._device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
         # Fractional CPU bundles still get one thread; more threads than CPUs only thrash.
         torch.set_num_threads(max(1, math.floor(num_cpus)))
-        self.learner = import_object(learner_class)(config, seed=seed, device=self.device, **(learner_kwargs or {}))
+        self.learner: PlainLearner = learner_class(config, seed=seed, device=self._device, **(learner_kwargs or {}))
 
-    def ping(self) -> str:
-        return self.device
+    def ping(self) -> None:
+        """Answers once the actor is alive (see `placement.wait_until_alive`)."""
+
+    def device(self) -> str:
+        return self._device
 
     def step(self) -> int:
         return int(self.learner.step)
 
     def train(self, num_iters: int, replay: Any = None) -> tuple[dict[str, float], Any]:
-        """Returns (metrics, terminal states); call with num_returns=2 so states skip the caller."""
+        """(metrics, terminal states); call with num_returns=2 so the states need not pass through the driver."""
         return self.learner.train(num_iters, replay)
 
-    def evaluate(self, num_samples: int | None = None) -> dict[str, Any]:
-        """metrics, samples (num_samples, default the config's), and the figure(s) as PNG bytes by file name."""
+    def evaluate(self, num_samples: int | None = None) -> LearnerEvaluation:
+        """Metrics, samples (num_samples, default the config's), figures as PNG and other artifacts."""
         evaluation = self.learner.evaluate(num_samples)
-        return {"metrics": evaluation.metrics, "samples": evaluation.samples,
-                "figures_png": {f"{_file_name(name)}.png": figure_png(figure) for name, figure in evaluation.figures.items()}}
+        figures = {f"{_file_name(name)}.png": figure_png(figure) for name, figure in evaluation.figures.items()}
+        return LearnerEvaluation(evaluation.metrics, evaluation.samples, figures, dict(evaluation.files))
 
-    def attribute(self, name: str) -> Any:
-        """A public attribute of the wrapped learner (e.g. the torsional learner's `entries`, for artifacts)."""
-        if name.startswith("_"):
-            raise AttributeError(f"{name!r} is private to {type(self.learner).__name__}")
-        return getattr(self.learner, name)
-
-    def call(self, method: str, *args: Any) -> Any:
-        """A public method of the wrapped learner that only one workload has (e.g. `md_seed_terminals`)."""
-        return self.attribute(method)(*args)
+    def replay_seeds(self) -> Any:
+        return self.learner.replay_seeds()
 
     def get_state(self) -> dict[str, Any]:
         return self.learner.state_dict()

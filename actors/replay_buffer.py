@@ -6,8 +6,9 @@ round runs MALA from a prioritized batch of it and puts the accepted post-burn-i
 chains' final states), with the learner step at the round's start, in `searched_buffer`; replay batches
 (for backward trajectories) are served from `searched_buffer`. The logic is
 `workloads.samplers.local_search.LocalSearchReplay`; this role adds the thread count, the target by name
-and the calls every role answers (`ping`, `get_state`, `set_state`).
+and the calls every role answers (`ping`, `size`, `get_state`, `set_state`).
 """
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,11 @@ class ReplayBufferRole(LocalSearchReplay):
         torch.set_num_threads(max(1, math.floor(num_cpus)))
         super().__init__(config, make_target(target), seed)
 
-    def ping(self) -> int:
+    def ping(self) -> None:
+        """Answers once the actor is alive."""
+
+    def size(self) -> int:
+        """States held in both buffers."""
         return len(self.forward_buffer) + len(self.searched_buffer)
 
     def get_state(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
 """Tune callbacks on the driver: every trial's MLflow child run, and a progress line."""
+
 from __future__ import annotations
 
 import sys
@@ -10,12 +11,28 @@ from ray.tune import Callback
 
 from orchestrator.spec import SweepSpec
 from orchestrator.tracking import NODE_TAG, PLACEMENT_KEY, STEP_METRIC, SweepTracker, flatten
-from orchestrator.trial import nested_to_dotted
 
 # Bookkeeping keys of a Tune result that are not the workload's metrics.
-_TUNE_KEYS = {"timestamp", "done", "training_iteration", "trial_id", "date", "time_this_iter_s",
-              "time_total_s", "pid", "hostname", "node_ip", "time_since_restore", "iterations_since_restore",
-              "checkpoint_dir_name", "config", "step", "device", "should_checkpoint", PLACEMENT_KEY}
+_TUNE_KEYS = {
+    "timestamp",
+    "done",
+    "training_iteration",
+    "trial_id",
+    "date",
+    "time_this_iter_s",
+    "time_total_s",
+    "pid",
+    "hostname",
+    "node_ip",
+    "time_since_restore",
+    "iterations_since_restore",
+    "checkpoint_dir_name",
+    "config",
+    "step",
+    "device",
+    "should_checkpoint",
+    PLACEMENT_KEY,
+}
 
 
 def trial_error_text(trial: Any) -> str:
@@ -32,7 +49,12 @@ class MlflowCallback(Callback):
     """One child run per trial under the sweep's parent run; metrics by workload step."""
 
     def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, spec: SweepSpec):
-        self.tracking_uri, self.experiment, self.parent_run_id, self.spec = tracking_uri, experiment, parent_run_id, spec
+        self.tracking_uri, self.experiment, self.parent_run_id, self.spec = (
+            tracking_uri,
+            experiment,
+            parent_run_id,
+            spec,
+        )
         self._tracker: SweepTracker | None = None
         self._placement: dict[str, dict[str, str]] = {}  # trial id -> the placement last tagged
 
@@ -47,10 +69,18 @@ class MlflowCallback(Callback):
         return self._tracker
 
     def _run(self, trial: Any) -> str:
-        point = nested_to_dotted(trial.config)
+        known = self.tracker.run_of_trial(trial.trial_id)
+        if known is not None:
+            return known
+        point = trial.config  # {dotted key: value}
         config = self.spec.resolved_config(point).model_dump(mode="json")
-        params = {"config": config, "seed": self.spec.seed, "workload": self.spec.workload,
-                  "resources": self.spec.to_dict()["resources"], "sampled": point}
+        params = {
+            "config": config,
+            "seed": self.spec.seed,
+            "workload": self.spec.workload,
+            "resources": self.spec.resources.model_dump(mode="json"),
+            "sampled": point,
+        }
         return self.tracker.trial_run(self.parent_run_id, trial.trial_id, str(trial), flatten(params))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -68,7 +98,7 @@ class MlflowCallback(Callback):
         placement = result.get(PLACEMENT_KEY)
         if not isinstance(placement, dict):  # flattened by Tune: 'placement/learner.0'
             prefix = PLACEMENT_KEY + "/"
-            placement = {k[len(prefix):]: v for k, v in result.items() if k.startswith(prefix)}
+            placement = {k[len(prefix) :]: v for k, v in result.items() if k.startswith(prefix)}
         tagged = self.__dict__.setdefault("_placement", {})  # (absent from a callback pickled before it existed)
         if placement and placement != tagged.get(trial_id):
             self.tracker.set_tags(run_id, {NODE_TAG + where: node for where, node in placement.items()})
@@ -107,10 +137,14 @@ class ProgressCallback(Callback):
         self.print_line(trials)
 
     def print_line(self, trials: list) -> None:
-        count = {status: 0 for status in ("TERMINATED", "RUNNING", "ERROR", "PENDING", "PAUSED")}
+        count = dict.fromkeys(("TERMINATED", "RUNNING", "ERROR", "PENDING", "PAUSED"), 0)
         for trial in trials:
             count[trial.status] = count.get(trial.status, 0) + 1
         best = "none yet" if self.best is None else f"{self.best[0]:.4g} ({self.best[1]}, step {self.best[2]})"
-        print(f"[{time.monotonic() - self.started:6.0f}s] trials: {count['TERMINATED']} done, {count['RUNNING']} "
-              f"running, {count['PENDING'] + count['PAUSED']} waiting, {count['ERROR']} failed | best {self.metric}: "
-              f"{best}", file=sys.stderr, flush=True)
+        print(
+            f"[{time.monotonic() - self.started:6.0f}s] trials: {count['TERMINATED']} done, {count['RUNNING']} "
+            f"running, {count['PENDING'] + count['PAUSED']} waiting, {count['ERROR']} failed | best {self.metric}: "
+            f"{best}",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -1,4 +1,5 @@
 """User-facing errors: one short paragraph that says where, what was expected and what was found."""
+
 from __future__ import annotations
 
 import re

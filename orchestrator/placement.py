@@ -10,6 +10,7 @@ that need not be reachable from other nodes (a SQLite file, or an `mlflow server
 loopback), Tune's storage may be the head's disk, and losing a worker node never loses a trial's
 coordinator: only actors, which Ray restarts elsewhere (see `wait_until_alive`).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,8 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from orchestrator.registry import get_family
 from orchestrator.spec import RoleResources, SweepSpec
-from orchestrator.registry import get_workload
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def _bundle(resources: RoleResources) -> dict[str, float]:
 def role_layout(spec: SweepSpec) -> list[tuple[str, int, RoleResources]]:
     """[(role, index within role, resources)] in bundle order, learner first."""
     layout = [("learner", 0, spec.resources.learner)]
-    for role in get_workload(spec.workload).worker_roles:
+    for role in get_family(spec.workload).worker_roles:
         resources = spec.resources.workers[role]
         layout += [(role, i, resources) for i in range(resources.count)]
     return layout
@@ -63,6 +64,7 @@ def trial_bundles(spec: SweepSpec) -> list[dict[str, float]]:
 
 
 # ---------------------------------------------------------------- does one trial fit the cluster?
+
 
 @dataclass
 class NodeType:
@@ -119,12 +121,14 @@ def _gcs_cluster_config() -> list[NodeType] | None:
         from ray._private.state import state
 
         config = state.get_cluster_config()
-    except Exception:  # noqa: BLE001 - a private API: absent or changed means "not known"
+    except Exception:  # a private API: absent or changed means "not known"
         return None
     if config is None or not config.node_group_configs:
         return None
-    return [NodeType(group.name, {k: float(v) for k, v in group.resources.items()}, int(group.max_count))
-            for group in config.node_group_configs]
+    return [
+        NodeType(group.name, {k: float(v) for k, v in group.resources.items()}, int(group.max_count))
+        for group in config.node_group_configs
+    ]
 
 
 def _autoscaler_status() -> dict[str, Any] | None:
@@ -154,7 +158,7 @@ def _autoscaler_v2() -> bool:
         from ray.autoscaler.v2.utils import is_autoscaler_v2
 
         return is_autoscaler_v2(fetch_from_server=True)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -182,12 +186,13 @@ def _monitor_config_paths(status: dict[str, Any] | None) -> list[str]:
             pass
     try:
         gcs_port = ray.get_runtime_context().gcs_address.rsplit(":", 1)[-1]
-    except Exception:  # noqa: BLE001
+    except Exception:
         return paths
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info.get("cmdline") or []
         if any(re.search(r"autoscaler/(_private|v2)/monitor\.py$", arg) for arg in cmdline) and any(
-                arg.startswith("--gcs-address=") and arg.endswith(f":{gcs_port}") for arg in cmdline):
+            arg.startswith("--gcs-address=") and arg.endswith(f":{gcs_port}") for arg in cmdline
+        ):
             if (found := config_of(process)) and found not in paths:
                 paths.append(found)
     return paths
@@ -238,9 +243,11 @@ def fit_error(spec: SweepSpec, nodes: list[dict[str, float]], scaler: Autoscaler
         where += f" or among the node types its autoscaler can add ({types}; read from {scaler.source})"
     for (role, index, _), bundle in zip(layout, bundles):
         if not any(_fits(bundle, node) for node in nodes) and not any(_fits(bundle, t.resources) for t in launchable):
-            return (f"one trial of sweep {spec.name!r} needs {_shown(bundle)} for its {role} actor {index} "
-                    f"(resources.{'learner' if role == 'learner' else 'workers.' + role}), but no node {where} has that "
-                    f"much. Lower the resources in the sweep file or run on a bigger cluster.")
+            return (
+                f"one trial of sweep {spec.name!r} needs {_shown(bundle)} for its {role} actor {index} "
+                f"(resources.{'learner' if role == 'learner' else 'workers.' + role}), but no node {where} has that "
+                f"much. Lower the resources in the sweep file or run on a bigger cluster."
+            )
     need: dict[str, float] = {}
     for bundle in bundles:
         for key, value in bundle.items():
@@ -251,9 +258,11 @@ def fit_error(spec: SweepSpec, nodes: list[dict[str, float]], scaler: Autoscaler
         most = have + sum(t.max_count * t.resources.get(key, 0.0) for t in launchable if t.max_count > 0)
         if not unlimited and value > most + 1e-9:
             scaled = "" if scaler is None else f" (with every node its autoscaler may add: {most:g})"
-            return (f"one trial of sweep {spec.name!r} reserves {value:g} {key} (resources: learner and workers), "
-                    f"but the Ray cluster has {have:g} {key}{scaled}. Lower the resources in the sweep file "
-                    f"or run on a bigger cluster.")
+            return (
+                f"one trial of sweep {spec.name!r} reserves {value:g} {key} (resources: learner and workers), "
+                f"but the Ray cluster has {have:g} {key}{scaled}. Lower the resources in the sweep file "
+                f"or run on a bigger cluster."
+            )
     return None
 
 
@@ -272,6 +281,7 @@ def cluster_fit_error(spec: SweepSpec) -> str | None:
 
 
 # ---------------------------------------------------------------- inside a trial
+
 
 @dataclass
 class TrialContext:
@@ -295,17 +305,21 @@ class TrialContext:
 
     def actor_options(self, role: str, index: int = 0) -> dict[str, Any]:
         resources = self._resources[role]
-        options: dict[str, Any] = dict(
-            num_cpus=resources.cpus, num_gpus=resources.gpus,
-            max_restarts=-1, max_task_retries=0,
-            name=f"{self.trial_id}.{role}.{index}", namespace=ACTOR_NAMESPACE,
-        )
+        options: dict[str, Any] = {
+            "num_cpus": resources.cpus,
+            "num_gpus": resources.gpus,
+            "max_restarts": -1,
+            "max_task_retries": 0,
+            "name": f"{self.trial_id}.{role}.{index}",
+            "namespace": ACTOR_NAMESPACE,
+        }
         if resources.custom:
             options["resources"] = dict(resources.custom)
         placement_group = ray.util.get_current_placement_group()
         if placement_group is not None:
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                placement_group=placement_group, placement_group_bundle_index=self._bundle_index[(role, index)])
+                placement_group=placement_group, placement_group_bundle_index=self._bundle_index[(role, index)]
+            )
         return options
 
     def placement(self) -> dict[str, str]:

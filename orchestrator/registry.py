@@ -1,76 +1,72 @@
-"""The workloads a sweep may name: typed config, worker roles, and the driver (imported lazily)."""
+"""The families a sweep may name (its `workload:` key): one line each in `FAMILIES`, the only place where the
+core of the orchestrator meets a family.
+
+A family's package (`orchestrator/families/<name>/__init__.py`) defines `FAMILY`, a `Family`: its typed config,
+its worker roles, and "module:attribute" paths to its driver, sweep-end summary, report table and extra CLI
+commands. Those are imported only when used, so validating a sweep imports no ray or torch.
+"""
+
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
 from orchestrator.errors import OrchestratorError
-from workloads.ensembles.config import SEDConfig
-from workloads.samplers.config import SamplerConfig
-from workloads.torsional.config import TorsionalConfig
-from workloads.wcst.config import WcstConfig
+
+FAMILIES: dict[str, str] = {
+    "samplers": "orchestrator.families.samplers",
+    "torsional": "orchestrator.families.torsional",
+    "sed": "orchestrator.families.sed",
+    "wcst": "orchestrator.families.wcst",
+}
+"""Family name (a sweep's `workload:`) -> the package that defines its `FAMILY`."""
+
+
+def import_path(path: str) -> Any:
+    """'package.module:name' -> the object it names."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
-class WorkloadEntry:
+class Family:
     name: str
     config_model: type[BaseModel]
-    """Typed config; a sweep's `config:` block is validated against it."""
-    worker_roles: dict[str, int | None]
+    """Typed config; a sweep's `config:` block is validated against it. It has `total_iters` (the step budget:
+    the driver's `step` runs from 0 to it) and `smoke()` (the same config, tiny)."""
+    driver: str
+    """"module:Class" of the trial driver (see orchestrator/driver.py), built with a `TrialContext`."""
+    worker_roles: dict[str, int | None] = field(default_factory=dict)
     """Ray actor roles besides the learner -> the most actors the driver makes of it (None: any);
     `resources.workers` may only name these."""
-    driver: str
-    """"module:Class" of the trial driver, imported only when a trial runs (keeps ray/torch out of spec checks)."""
     summary: str | None = None
-    """"module:function" called when a sweep ends, with its finished trials (`tracking.TrialHistory`: params and
-    metric histories), returning {file name: matplotlib figure or text} for the sweep's parent run; None: none."""
+    """"module:function" called when a sweep ends with its finished trials (`tracking.TrialHistory`: params and
+    metric histories), returning {file name: matplotlib figure or text} for the sweep's parent run."""
+    report_table: str | None = None
+    """"module:function" behind `report --table`: (finished trials as `tracking.TrialRow`, the variants axis of
+    the rows) -> (table rows, header first; note lines)."""
+    commands: tuple[str, ...] = ()
+    """Modules that each add one subcommand to `python -m orchestrator` (see `cli.py`: COMMAND, HELP,
+    add_arguments(parser), run(args) -> exit code)."""
 
     def load_driver(self) -> type:
-        module, _, cls = self.driver.partition(":")
-        return getattr(importlib.import_module(module), cls)
+        return import_path(self.driver)
 
     def load_summary(self) -> Any:
-        """The summary function (see `summary`), imported only when a sweep ends; None if the workload has none."""
-        if self.summary is None:
-            return None
-        module, _, function = self.summary.partition(":")
-        return getattr(importlib.import_module(module), function)
+        return None if self.summary is None else import_path(self.summary)
+
+    def load_report_table(self) -> Any:
+        return None if self.report_table is None else import_path(self.report_table)
 
 
-WORKLOADS: dict[str, WorkloadEntry] = {
-    "samplers": WorkloadEntry(
-        name="samplers",
-        config_model=SamplerConfig,
-        worker_roles={"replay_buffer": 1},
-        driver="orchestrator.drivers.samplers:SamplerDriver",
-    ),
-    "torsional": WorkloadEntry(
-        name="torsional",
-        config_model=TorsionalConfig,
-        worker_roles={"energy": None, "replay_buffer": 1},
-        driver="orchestrator.drivers.torsional:TorsionalDriver",
-    ),
-    "sed": WorkloadEntry(
-        name="sed",
-        config_model=SEDConfig,
-        worker_roles={"ensemble_member": None},
-        driver="orchestrator.drivers.sed:SEDDriver",
-        summary="orchestrator.summaries.sed:sed_summary",
-    ),
-    "wcst": WorkloadEntry(
-        name="wcst",
-        config_model=WcstConfig,
-        worker_roles={},
-        driver="orchestrator.drivers.wcst:WcstDriver",
-        summary="orchestrator.summaries.wcst:wcst_summary",
-    ),
-}
+def family_names() -> list[str]:
+    return list(FAMILIES)
 
 
-def get_workload(name: str) -> WorkloadEntry:
-    if name not in WORKLOADS:
-        raise OrchestratorError(f"unknown workload {name!r}; known workloads: {', '.join(WORKLOADS)}.")
-    return WORKLOADS[name]
+def get_family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise OrchestratorError(f"unknown workload {name!r}; known workloads: {', '.join(FAMILIES)}.")
+    return importlib.import_module(FAMILIES[name]).FAMILY

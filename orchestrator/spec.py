@@ -2,9 +2,9 @@
 
 `load_sweep(path, overrides)` is the entry point; every problem becomes one `SpecError` that names
 the file, the key path from the top of the file, what was expected and what was found.
-The format is documented by example in `sweeps/samplers.yaml` (named bundles of settings, `variants`:
-`sweeps/samplers_benchmark.yaml`). No ray / torch imports here.
+The format is documented in docs/sweeps.md. No ray / torch imports here.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -12,8 +12,9 @@ import itertools
 import json
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -30,7 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from orchestrator.errors import SpecError
-from orchestrator.registry import WORKLOADS
+from orchestrator.registry import family_names, get_family
 
 # ---------------------------------------------------------------- helpers
 
@@ -43,12 +44,16 @@ def _show(value: Any) -> str:
 
 def _invalid(expected: str, found: str, hint: str = "") -> PydanticCustomError:
     """A validation error carrying readable `expected` / `found` words (raise it in a validator)."""
-    return PydanticCustomError("spec", "expected {expected}, found {found}", dict(expected=expected, found=found, hint=hint))
+    return PydanticCustomError(
+        "spec", "expected {expected}, found {found}", {"expected": expected, "found": found, "hint": hint}
+    )
 
 
 def _fail_at(loc: tuple, expected: str, found: str, hint: str = "") -> ValidationError:
     """Like `_invalid`, at `loc` below the field or model being validated (pydantic prefixes it)."""
-    return ValidationError.from_exception_data("spec", [dict(type=_invalid(expected, found, hint), loc=loc, input=None)])
+    return ValidationError.from_exception_data(
+        "spec", [{"type": _invalid(expected, found, hint), "loc": loc, "input": None}]
+    )
 
 
 def _set_path(data: dict, path: str, value: Any) -> None:
@@ -59,7 +64,7 @@ def _set_path(data: dict, path: str, value: Any) -> None:
 
 
 def _field_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
-    """Every dotted path into `model`, nested models included (`replay`, `replay.capacity`, ...)."""
+    """Every dotted path into `model`, nested models included (`optim`, `optim.lr`, ...)."""
     paths = []
     for name, field in model.model_fields.items():
         paths.append(prefix + name)
@@ -126,14 +131,14 @@ class Domain(_Spec):
         expected = f"a mapping with exactly one key among {', '.join(_KINDS)}"
         if not (isinstance(data, dict) and len(data) == 1 and next(iter(data)) in _KINDS):
             raise _invalid(expected, _show(data))
-        (kind, arg), = data.items()
+        ((kind, arg),) = data.items()
         if kind in ("choice", "grid"):
             if not isinstance(arg, list) or not arg:
                 raise _invalid(f"a non-empty list of values for {kind}", _show(arg))
-            return dict(kind=kind, values=arg)
+            return {"kind": kind, "values": arg}
         if not isinstance(arg, list) or len(arg) != 2 or not all(_is_number(x) for x in arg):
             raise _invalid(f"a list [low, high] of two numbers for {kind}", _show(arg))
-        return dict(kind=kind, low=arg[0], high=arg[1])
+        return {"kind": kind, "low": arg[0], "high": arg[1]}
 
     @model_validator(mode="after")
     def _check_bounds(self) -> Domain:
@@ -248,8 +253,11 @@ class RoleResources(_Spec):
     def _custom_names(cls, custom: dict[str, float]) -> dict[str, float]:
         for name, amount in custom.items():
             if name in ("CPU", "GPU", "memory", "object_store_memory") or name.startswith("node:"):
-                raise _fail_at((name,), "a custom resource name (cpus and gpus have their own keys; node:... is "
-                                        "Ray's)", _show(name))
+                raise _fail_at(
+                    (name,),
+                    "a custom resource name (cpus and gpus have their own keys; node:... is Ray's)",
+                    _show(name),
+                )
             if not amount > 0:
                 raise _fail_at((name,), "an amount greater than 0", _show(amount))
         return custom
@@ -288,7 +296,7 @@ class SweepSpec(_Spec):
     workload: str
     seed: int = 0
     config: SerializeAsAny[BaseModel] = Field(None, validate_default=True)
-    """An instance of `WORKLOADS[workload].config_model`."""
+    """An instance of the family's `config_model` (orchestrator/registry.py)."""
     search_space: dict[str, Domain] = {}
     """Dotted path into `config` -> domain; `variants.<axis>` -> choice or grid of that axis's variant names
     (filled in at validation as a grid over all of them when absent)."""
@@ -314,8 +322,8 @@ class SweepSpec(_Spec):
     @field_validator("workload")
     @classmethod
     def _known_workload(cls, workload: str) -> str:
-        if workload not in WORKLOADS:
-            raise _invalid(f"one of: {', '.join(WORKLOADS)}", _show(workload))
+        if workload not in family_names():
+            raise _invalid(f"one of: {', '.join(family_names())}", _show(workload))
         return workload
 
     @field_validator("config", mode="before")
@@ -323,11 +331,11 @@ class SweepSpec(_Spec):
     def _workload_config(cls, config: Any, info: ValidationInfo) -> Any:
         if "workload" not in info.data:  # the workload's own error is reported instead
             return _Unchecked()
-        return WORKLOADS[info.data["workload"]].config_model.model_validate({} if config is None else config)
+        return get_family(info.data["workload"]).config_model.model_validate({} if config is None else config)
 
     @model_validator(mode="after")
     def _check_against_workload(self) -> SweepSpec:
-        entry = WORKLOADS[self.workload]
+        entry = get_family(self.workload)
         self._check_variants()
         self._sample_variants()
         for key, domain in self.search_space.items():
@@ -339,17 +347,26 @@ class SweepSpec(_Spec):
                 raise _fail_at(("resources", "workers", role), expected, f"unknown role {role!r}")
             most = entry.worker_roles[role]
             if most is not None and self.resources.workers[role].count > most:
-                raise _fail_at(("resources", "workers", role, "count"), f"at most {most} (the workload makes no more)",
-                               str(self.resources.workers[role].count))
+                raise _fail_at(
+                    ("resources", "workers", role, "count"),
+                    f"at most {most} (the workload makes no more)",
+                    str(self.resources.workers[role].count),
+                )
         self.resources.workers = {r: self.resources.workers.get(r, RoleResources()) for r in entry.worker_roles}
         grids = [key for key, domain in self.search_space.items() if domain.kind == "grid"]
         if self.tune.search == "optuna" and grids:
-            raise _fail_at(("tune", "search"), "random when the search space has a grid (Optuna cannot enumerate one)",
-                           f"'optuna' with grid search_space.{grids[0]}")
+            raise _fail_at(
+                ("tune", "search"),
+                "random when the search space has a grid (Optuna cannot enumerate one)",
+                f"'optuna' with grid search_space.{grids[0]}",
+            )
         if isinstance(self.tune.scheduler, PbtScheduler):
             if self.variants:
-                raise _fail_at((VARIANTS,), "no variants with tune.scheduler pbt (it mutates values, not named "
-                                            "bundles)", f"axes {', '.join(self.variants)}")
+                raise _fail_at(
+                    (VARIANTS,),
+                    "no variants with tune.scheduler pbt (it mutates values, not named bundles)",
+                    f"axes {', '.join(self.variants)}",
+                )
             if self.tune.search != "random":
                 raise _fail_at(("tune", "search"), "random when tune.scheduler is pbt", _show(self.tune.search))
             if not self.search_space:
@@ -375,14 +392,20 @@ class SweepSpec(_Spec):
                 for path in overrides:
                     where = (VARIANTS, axis, name, path)
                     if path not in paths:
-                        raise _fail_at(where, f"a dotted path to a field of {model.__name__}",
-                                       f"{path!r} (no such field)", _suggest(path, paths))
+                        raise _fail_at(
+                            where,
+                            f"a dotted path to a field of {model.__name__}",
+                            f"{path!r} (no such field)",
+                            _suggest(path, paths),
+                        )
                     if path in self.search_space:
-                        raise _fail_at(where, "a setting that search_space does not also sample",
-                                       f"search_space.{path}")
+                        raise _fail_at(
+                            where, "a setting that search_space does not also sample", f"search_space.{path}"
+                        )
                     if setter.setdefault(path, axis) != axis:
-                        raise _fail_at(where, "a setting that no other variants axis sets",
-                                       f"variants.{setter[path]} sets it too")
+                        raise _fail_at(
+                            where, "a setting that no other variants axis sets", f"variants.{setter[path]} sets it too"
+                        )
                 if error := _first_error(self.config, overrides):
                     raise _variant_error((VARIANTS, axis, name), overrides, error)
         # A combination can fail where each variant alone is valid (e.g. an on-policy loss with exploration).
@@ -390,8 +413,12 @@ class SweepSpec(_Spec):
             settings = {path: value for a, n in combination for path, value in self.variants[a][n].items()}
             if error := _first_error(self.config, settings):
                 (axis, name), others = combination[-1], combination[:-1]
-                raise _variant_error((VARIANTS, axis, name), self.variants[axis][name], error,
-                                     ", ".join(f"variants.{a}.{n}" for a, n in others))
+                raise _variant_error(
+                    (VARIANTS, axis, name),
+                    self.variants[axis][name],
+                    error,
+                    ", ".join(f"variants.{a}.{n}" for a, n in others),
+                )
 
     def _sample_variants(self) -> None:
         """Each axis is sampled by the domain `variants.<axis>`: a choice or grid of its names, by default
@@ -407,8 +434,11 @@ class SweepSpec(_Spec):
             unknown = [v for v in domain.sample_points() if v not in self.variants[axis]]
             if domain.kind not in ("choice", "grid") or unknown:
                 found = domain.kind if domain.kind not in ("choice", "grid") else _show(unknown[0])
-                raise _fail_at(("search_space", key), f"choice or grid of names in variants.{axis} "
-                               f"({', '.join(self.variants[axis])})", found)
+                raise _fail_at(
+                    ("search_space", key),
+                    f"choice or grid of names in variants.{axis} ({', '.join(self.variants[axis])})",
+                    found,
+                )
         for axis, variants in self.variants.items():
             self.search_space.setdefault(f"{VARIANTS}.{axis}", Domain(kind="grid", values=list(variants)))
 
@@ -421,17 +451,19 @@ class SweepSpec(_Spec):
 
     def smoke(self) -> SweepSpec:
         """At most 2 trials of at most 2 iterations each, on the workload's smoke config."""
-        space = {k: Domain(kind="choice", values=d.values) if d.kind == "grid" else d for k, d in self.search_space.items()}
+        space = {
+            k: Domain(kind="choice", values=d.values) if d.kind == "grid" else d for k, d in self.search_space.items()
+        }
         tune = self.tune
-        stop = tune.stop.model_copy(update=dict(training_iteration=min(tune.stop.training_iteration or 2, 2)))
+        stop = tune.stop.model_copy(update={"training_iteration": min(tune.stop.training_iteration or 2, 2)})
         tune = tune.model_copy(
-            update=dict(
-                num_samples=min(tune.num_samples, 2),
-                max_concurrent_trials=min(tune.max_concurrent_trials or 2, 2),
-                stop=stop,
-            )
+            update={
+                "num_samples": min(tune.num_samples, 2),
+                "max_concurrent_trials": min(tune.max_concurrent_trials or 2, 2),
+                "stop": stop,
+            }
         )
-        return self.model_copy(update=dict(search_space=space, tune=tune, config=self.config.smoke()))
+        return self.model_copy(update={"search_space": space, "tune": tune, "config": self.config.smoke()})
 
     def resolved_config(self, overrides: dict[str, Any]) -> BaseModel:
         """The typed config with a sampled search-space point applied: each `variants.<axis>: name` sets
@@ -495,14 +527,28 @@ def _check_domain(model: type[BaseModel], config: BaseModel, key: str, domain: D
 # ---------------------------------------------------------------- ValidationError -> SpecError
 
 _WORDS = {
-    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
-    "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
-    "bool_type": "true or false", "bool_parsing": "true or false", "string_type": "a string",
-    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
-    "list_type": "a list", "missing": "a value (this key is required)", "extra_forbidden": "known keys only",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "list_type": "a list",
+    "missing": "a value (this key is required)",
+    "extra_forbidden": "known keys only",
 }
-_BOUNDS = {"greater_than": ("gt", "greater than"), "greater_than_equal": ("ge", "at least"),
-           "less_than": ("lt", "less than"), "less_than_equal": ("le", "at most")}
+_BOUNDS = {
+    "greater_than": ("gt", "greater than"),
+    "greater_than_equal": ("ge", "at least"),
+    "less_than": ("lt", "less than"),
+    "less_than_equal": ("le", "at most"),
+}
 
 
 def _describe(error: dict) -> tuple[str, str, str]:
@@ -530,7 +576,7 @@ def _model_at(data: dict, loc: Sequence) -> type[BaseModel] | None:
         part = parts.pop(0)
         raw = raw.get(part) if isinstance(raw, dict) else None
         if model is SweepSpec and part == "config":
-            entry = WORKLOADS.get(data.get("workload"))
+            entry = get_family(data["workload"]) if data.get("workload") in family_names() else None
             model = entry.config_model if entry else None
             continue
         if part not in model.model_fields:
@@ -540,9 +586,15 @@ def _model_at(data: dict, loc: Sequence) -> type[BaseModel] | None:
             annotation = get_args(annotation)[1]
             key = parts.pop(0) if parts else None
             raw = raw.get(key) if isinstance(raw, dict) else None
-        models = [a for a in (get_args(annotation) or (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        models = [
+            a for a in (get_args(annotation) or (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
         if len(models) > 1:  # a union told apart by `type` (the scheduler)
-            models = [m for m in models if isinstance(raw, dict) and raw.get("type") in get_args(m.model_fields["type"].annotation)]
+            models = [
+                m
+                for m in models
+                if isinstance(raw, dict) and raw.get("type") in get_args(m.model_fields["type"].annotation)
+            ]
         model = models[0] if len(models) == 1 else None
     return model
 

@@ -5,6 +5,7 @@ A sweep's location is a plain string: an absolute local path, or a URI (its quer
 `?region=us-west-2`, kept at the end). The helpers below join, split, read and list such strings through
 pyarrow's filesystems, so `run`, `resume` and Tune see the same place whichever kind it is.
 """
+
 from __future__ import annotations
 
 import os
@@ -65,8 +66,10 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     try:
         return pafs.FileSystem.from_uri(text)
     except (pyarrow.ArrowException, ValueError, OSError) as error:
-        raise OrchestratorError(f"storage_path {text!r}: pyarrow cannot open it ({error}). Use a local folder or "
-                                f"a URI such as s3://bucket/prefix or gs://bucket/prefix.") from error
+        raise OrchestratorError(
+            f"storage_path {text!r}: pyarrow cannot open it ({error}). Use a local folder or "
+            f"a URI such as s3://bucket/prefix or gs://bucket/prefix."
+        ) from error
 
 
 def exists(location: str) -> bool:

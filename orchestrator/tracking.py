@@ -13,6 +13,7 @@ trial: every call goes through `_retry`, which retries with exponential back-off
 `ORCHESTRATOR_MLFLOW_RETRY_S` seconds (default 120), and metric batches that still cannot be sent
 wait in the driver's `SweepTracker` and go out, oldest first, with the next call that reaches the store.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,11 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
@@ -59,11 +62,14 @@ DEFAULT_RETRY_BUDGET_S = 120.0
 _FIRST_WAIT_S = 0.5
 _MAX_WAIT_S = 8.0
 
-# `_retry` is the one retry layer. Without these, MLflow's HTTP client would itself retry every request
-# 7 times over ~4 minutes inside each of our attempts, and wait up to 120 s for an answer. A user's own
-# setting of either variable wins.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+def _client(tracking_uri: str) -> MlflowClient:
+    """An MlflowClient whose HTTP layer leaves retrying to `_retry`, the one retry layer. Without these, MLflow's
+    HTTP client would itself retry every request 7 times over ~4 minutes inside each of our attempts, and wait up
+    to 120 s for an answer. A user's own setting of either variable wins."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    return MlflowClient(tracking_uri)
 
 
 def default_tracking_uri() -> str:
@@ -75,7 +81,7 @@ def resolve_tracking_uri(uri: str) -> str:
     """Make a relative SQLite path absolute, so trials in other working directories find it."""
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(Path(uri[len(prefix):]).resolve())
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
     return uri
 
 
@@ -102,14 +108,15 @@ def _retry(fn: Callable[[], T], what: str) -> T:
     while True:
         try:
             return fn()
-        except Exception as error:  # noqa: BLE001 - MLflow raises many kinds for a lost server
+        except Exception as error:  # MLflow raises many kinds for a lost server
             if not _transient(error):
                 raise OrchestratorError(f"MLflow: {what} failed: {error}") from error
             left = deadline - time.monotonic()
             if left <= 0:
                 raise OrchestratorError(
                     f"MLflow: {what} failed for {budget:g} s ({attempt} attempts; {RETRY_BUDGET_ENV} sets how "
-                    f"long): {error}") from error
+                    f"long): {error}"
+                ) from error
             if attempt == 1:
                 log.warning("MLflow: %s failed (%s); retrying for up to %g s", what, str(error)[:200], budget)
             time.sleep(min(wait, left))
@@ -135,7 +142,7 @@ class SweepTracker:
 
     def __init__(self, tracking_uri: str, experiment: str):
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        self.client = MlflowClient(self.tracking_uri)
+        self.client = _client(self.tracking_uri)
         self.experiment_name = experiment
         self.experiment_id = _retry(lambda: self._experiment(experiment), f"opening experiment {experiment!r}")
         self._run_of_trial: dict[str, str] = {}
@@ -152,7 +159,7 @@ class SweepTracker:
         artifact_location = None
         if self.tracking_uri.startswith("sqlite:///"):
             # Keep artifacts beside the database rather than in whatever directory we run from.
-            db_path = Path(self.tracking_uri[len("sqlite:///"):])
+            db_path = Path(self.tracking_uri[len("sqlite:///") :])
             artifact_location = (db_path.parent / "mlartifacts").as_uri()
         try:
             return self.client.create_experiment(name, artifact_location=artifact_location)
@@ -169,8 +176,9 @@ class SweepTracker:
             _retry(lambda: self.client.update_run(parent_run_id, status="RUNNING"), "reopening the parent run")
             return parent_run_id
         run = _retry(
-            lambda: self.client.create_run(self.experiment_id, run_name=sweep_name,
-                                           tags={SWEEP_TAG: sweep_name, ROLE_TAG: "sweep"}),
+            lambda: self.client.create_run(
+                self.experiment_id, run_name=sweep_name, tags={SWEEP_TAG: sweep_name, ROLE_TAG: "sweep"}
+            ),
             "creating the parent run",
         )
         run_id = run.info.run_id
@@ -188,6 +196,10 @@ class SweepTracker:
         _retry(lambda: self.client.set_terminated(run_id, status=status), f"setting run status {status}")
 
     # -- child runs -----------------------------------------------------------------------
+    def run_of_trial(self, trial_id: str) -> str | None:
+        """The child run this tracker already opened for the trial, if any."""
+        return self._run_of_trial.get(trial_id)
+
     def trial_run(self, parent_run_id: str, trial_id: str, trial_name: str, params: dict[str, Any]) -> str:
         """The child run of a trial: found by its tag when it exists (resume), else created."""
         if trial_id in self._run_of_trial:
@@ -216,7 +228,9 @@ class SweepTracker:
             return
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if _is_number(v)]
-        self._unsent += [(run_id, batch[start:start + _METRIC_BATCH]) for start in range(0, len(batch), _METRIC_BATCH)]
+        self._unsent += [
+            (run_id, batch[start : start + _METRIC_BATCH]) for start in range(0, len(batch), _METRIC_BATCH)
+        ]
         self.flush()
 
     @property
@@ -230,15 +244,16 @@ class SweepTracker:
         while self._unsent:
             run_id, chunk = self._unsent[0]
             try:
-                _retry(lambda: self.client.log_batch(run_id, metrics=chunk), "logging metrics")
+                _retry(partial(self.client.log_batch, run_id, metrics=chunk), "logging metrics")
             except OrchestratorError as error:
                 if not _transient(error.__cause__):
                     self._unsent.pop(0)  # the store rejects it (e.g. a bad metric name): it would block the rest
                     raise
                 if raise_on_failure:
                     raise OrchestratorError(f"{error} ({len(self._unsent)} metric batches not logged)") from error
-                log.warning("MLflow unreachable: %d metric batches wait for the next report (%s)",
-                            len(self._unsent), error)
+                log.warning(
+                    "MLflow unreachable: %d metric batches wait for the next report (%s)", len(self._unsent), error
+                )
                 return False
             self._unsent.pop(0)
         return True
@@ -255,17 +270,22 @@ class SweepTracker:
 
     def trial_histories(self, parent_run_id: str, status: str = "FINISHED") -> list[TrialHistory]:
         """The sweep's trial runs in `status`, oldest first, each with its params and every metric's history:
-        what a workload's sweep summary reads (`registry.WorkloadEntry.summary`)."""
-        runs = _retry(lambda: self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and "
-                                                f"attributes.status = '{status}'",
-            order_by=["attributes.start_time ASC"], max_results=10_000), "searching for the trials' runs")
+        what a workload's sweep summary reads (`registry.Family.summary`)."""
+        runs = _retry(
+            lambda: self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = '{status}'",
+                order_by=["attributes.start_time ASC"],
+                max_results=10_000,
+            ),
+            "searching for the trials' runs",
+        )
         trials = []
         for run in runs:
             run_id = run.info.run_id
             histories = {}
             for key in run.data.metrics:
-                history = _retry(lambda: self.client.get_metric_history(run_id, key), f"reading the history of {key}")
+                history = _retry(partial(self.client.get_metric_history, run_id, key), f"reading the history of {key}")
                 histories[key] = sorted((m.step, m.value) for m in history)
             trials.append(TrialHistory(run.info.run_name, run_id, dict(run.data.params), histories))
         return trials
@@ -273,8 +293,8 @@ class SweepTracker:
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         batch = [Param(k, _param_value(v)) for k, v in params.items()]
         for start in range(0, len(batch), _PARAM_BATCH):
-            chunk = batch[start:start + _PARAM_BATCH]
-            _retry(lambda: self.client.log_batch(run_id, params=chunk), "logging params")
+            chunk = batch[start : start + _PARAM_BATCH]
+            _retry(partial(self.client.log_batch, run_id, params=chunk), "logging params")
 
 
 def _is_number(value: Any) -> bool:
@@ -306,7 +326,7 @@ class TrialArtifacts:
     def run_id(self, wait_s: float = 60.0) -> str:
         """The driver creates the child run when the trial starts; wait for it briefly."""
         if self._run_id is None:
-            client = MlflowClient(self.tracking_uri)
+            client = _client(self.tracking_uri)
             deadline = time.monotonic() + wait_s
             while (run_id := find_trial_run(client, self.experiment_id, self.trial_id)) is None:
                 if time.monotonic() > deadline:
@@ -317,7 +337,7 @@ class TrialArtifacts:
 
     def log_files(self, files: dict[str, Callable[[Path], None]], artifact_dir: str) -> None:
         """`files` maps a file name to a function that writes it; all land in `artifact_dir`."""
-        client = MlflowClient(self.tracking_uri)
+        client = _client(self.tracking_uri)
         run_id = self.run_id()
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "out"
@@ -331,28 +351,34 @@ def download_latest_eval_file(tracking_uri: str, run_id: str, name: str, destina
     """The file `name` of the run's newest evaluation that has it: (artifact path `eval/step_NNNNNNN/name`,
     its local copy under `destination`). Raises OrchestratorError naming the store, the run and the file."""
     uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
         # MLflow would create an empty store there and report the run as missing.
-        raise OrchestratorError(f"No MLflow store at {uri}; pass the store that holds run {run_id} with "
-                                f"--tracking-uri (or set MLFLOW_TRACKING_URI).")
-    client = MlflowClient(uri)
+        raise OrchestratorError(
+            f"No MLflow store at {uri}; pass the store that holds run {run_id} with "
+            f"--tracking-uri (or set MLFLOW_TRACKING_URI)."
+        )
+    client = _client(uri)
     try:
         _retry(lambda: client.get_run(run_id), f"reading run {run_id!r} from {uri}")
     except OrchestratorError as error:
         if getattr(error.__cause__, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
-            raise OrchestratorError(f"MLflow store {uri} has no run {run_id!r}; give the run id of a trial "
-                                    f"(a child run of a sweep, shown in the MLflow UI).") from error.__cause__
+            raise OrchestratorError(
+                f"MLflow store {uri} has no run {run_id!r}; give the run id of a trial "
+                f"(a child run of a sweep, shown in the MLflow UI)."
+            ) from error.__cause__
         raise
     steps = _retry(lambda: client.list_artifacts(run_id, "eval"), f"listing the evaluations of run {run_id}")
     for step in sorted((f.path for f in steps if f.is_dir), reverse=True):  # step_NNNNNNN sorts by step
-        files = _retry(lambda: client.list_artifacts(run_id, step), f"listing {step} of run {run_id}")
+        files = _retry(partial(client.list_artifacts, run_id, step), f"listing {step} of run {run_id}")
         if any(Path(f.path).name == name for f in files):
             path = f"{step}/{name}"
-            local = _retry(lambda: client.download_artifacts(run_id, path, str(destination)), f"downloading {path}")
+            local = _retry(partial(client.download_artifacts, run_id, path, str(destination)), f"downloading {path}")
             return path, Path(local)
-    raise OrchestratorError(f"Run {run_id} in MLflow store {uri} has no eval/step_*/{name} artifact (found "
-                            f"{len([f for f in steps if f.is_dir])} evaluation folders); is it a trial run of a "
-                            f"workload that writes {name}?")
+    raise OrchestratorError(
+        f"Run {run_id} in MLflow store {uri} has no eval/step_*/{name} artifact (found "
+        f"{len([f for f in steps if f.is_dir])} evaluation folders); is it a trial run of a "
+        f"workload that writes {name}?"
+    )
 
 
 @dataclass
@@ -379,37 +405,72 @@ class TrialHistory:
     """Metric -> [(step, value)] in step order."""
 
 
-def trial_table(tracking_uri: str, experiment: str, metric: str | None = None,
-                mode: str | None = None) -> tuple[str | None, list[TrialRow]]:
-    """The trials of the newest sweep in `experiment`: (metric, rows), for `report`.
+@dataclass
+class SweepTrials:
+    """The trials of a sweep as `report` reads them back from MLflow."""
+
+    workload: str | None
+    """The sweep's family (its parent run's param `workload`); None where no parent run was found."""
+    metric: str | None
+    rows: list[TrialRow]
+
+
+def trial_table(tracking_uri: str, experiment: str, metric: str | None = None, mode: str | None = None) -> SweepTrials:
+    """The trials of the newest sweep in `experiment`, for `report`.
     Metric and mode default to the sweep's `tune.metric` and `tune.mode`."""
-    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    client = _client(resolve_tracking_uri(tracking_uri))
     found = _retry(lambda: client.get_experiment_by_name(experiment), f"reading experiment {experiment!r}")
     if found is None:
         raise OrchestratorError(f"MLflow store {tracking_uri}: no experiment named {experiment!r}.")
-    parents = _retry(lambda: client.search_runs([found.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
-                                                order_by=["attributes.start_time DESC"], max_results=1),
-                     "searching for the sweep's run")
+    parents = _retry(
+        lambda: client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        ),
+        "searching for the sweep's run",
+    )
     parent_filter = f" and tags.`{PARENT_TAG}` = '{parents[0].info.run_id}'" if parents else ""
-    runs = _retry(lambda: client.search_runs([found.experiment_id],
-                                             filter_string=f"tags.`{ROLE_TAG}` = 'trial'{parent_filter}",
-                                             order_by=["attributes.start_time ASC"], max_results=10_000),
-                  "searching for the trials' runs")
+    runs = _retry(
+        lambda: client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = 'trial'{parent_filter}",
+            order_by=["attributes.start_time ASC"],
+            max_results=10_000,
+        ),
+        "searching for the trials' runs",
+    )
+    workload = None
     if parents:
         metric = metric or parents[0].data.params.get("tune.metric")
         mode = mode or parents[0].data.params.get("tune.mode")
+        workload = parents[0].data.params.get("workload")
     mode = mode or "min"
     rows = []
     for run in runs:
         final = run.data.metrics.get(metric) if metric else None
         best = None
         if metric and final is not None:
-            history = [m.value for m in _retry(lambda: client.get_metric_history(run.info.run_id, metric),
-                                               f"reading the history of {metric}")]
+            history = [
+                m.value
+                for m in _retry(
+                    partial(client.get_metric_history, run.info.run_id, metric), f"reading the history of {metric}"
+                )
+            ]
             best = min(history) if mode == "min" else max(history)
-        rows.append(TrialRow(run.info.run_name, run.info.status, dict(run.data.params), final, best, run.info.run_id,
-                             dict(run.data.metrics)))
-    return metric, rows
+        rows.append(
+            TrialRow(
+                run.info.run_name,
+                run.info.status,
+                dict(run.data.params),
+                final,
+                best,
+                run.info.run_id,
+                dict(run.data.metrics),
+            )
+        )
+    return SweepTrials(workload, metric, rows)
 
 
 def ui_hint(tracking_uri: str) -> str:
@@ -420,6 +481,15 @@ def ui_hint(tracking_uri: str) -> str:
 
 
 __all__: Iterable[str] = [
-    "SweepTracker", "TrialArtifacts", "TrialHistory", "trial_table", "download_latest_eval_file", "flatten",
-    "default_tracking_uri", "resolve_tracking_uri", "ui_hint", "RunStatus",
+    "SweepTracker",
+    "SweepTrials",
+    "TrialArtifacts",
+    "TrialHistory",
+    "trial_table",
+    "download_latest_eval_file",
+    "flatten",
+    "default_tracking_uri",
+    "resolve_tracking_uri",
+    "ui_hint",
+    "RunStatus",
 ]

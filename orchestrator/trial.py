@@ -1,10 +1,11 @@
 """The Tune trainable: one trial of a sweep, whatever the workload.
 
-    restore from Tune's checkpoint (resume, PBT, retry) -> loop:
-        driver.advance()  (train to the next evaluation, evaluate)
-        log artifacts to the trial's MLflow run, checkpoint, tune.report
-    and when an actor dies: wait for Ray to restart it, reload the last checkpoint, go on.
+restore from Tune's checkpoint (resume, PBT, retry) -> loop:
+    driver.advance()  (train to the next evaluation, evaluate)
+    log artifacts to the trial's MLflow run, checkpoint, tune.report
+and when an actor dies: wait for Ray to restart it, reload the last checkpoint, go on.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,7 +17,7 @@ import torch
 from ray import tune
 
 from orchestrator.placement import ACTOR_ERRORS, TrialContext
-from orchestrator.registry import get_workload
+from orchestrator.registry import get_family
 from orchestrator.spec import SweepSpec
 from orchestrator.tracking import PLACEMENT_KEY, TrialArtifacts
 
@@ -32,29 +33,19 @@ def trial_seed(base_seed: int, trial_id: str) -> int:
     return base_seed + (int(suffix) if suffix.isdigit() else abs(hash(trial_id)) % 10_000)
 
 
-def nested_to_dotted(point: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in point.items():
-        if isinstance(value, dict):
-            out.update(nested_to_dotted(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def run_trial(point: dict[str, Any], sweep: dict[str, Any], tracking: dict[str, str] | None = None) -> None:
-    """`point`: the sampled search-space values (nested like the config); `sweep`: the spec."""
+def run_trial(point: dict[str, Any], spec: SweepSpec, tracking: dict[str, str] | None = None) -> None:
+    """`point`: the sampled search-space values by dotted key (`optim.lr`, `variants.method`); `spec`: the
+    validated sweep. The trial's config is resolved from them once, here."""
     # Tune announces every checkpoint at INFO; progress is the driver's job.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
-    spec = SweepSpec.from_dict(sweep)
-    config = spec.resolved_config(nested_to_dotted(point))
+    config = spec.resolved_config(point)
     context = tune.get_context()
     trial_id = context.get_trial_id()
     ctx = TrialContext(spec=spec, config=config, seed=trial_seed(spec.seed, trial_id), trial_id=trial_id)
     artifacts = TrialArtifacts(tracking["tracking_uri"], tracking["experiment_id"], trial_id) if tracking else None
 
-    driver = get_workload(spec.workload).load_driver()(ctx)
+    driver = get_family(spec.workload).load_driver()(ctx)
     last_state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -71,8 +62,12 @@ def run_trial(point: dict[str, Any], sweep: dict[str, Any], tracking: dict[str, 
             recoveries += 1
             if recoveries > MAX_RECOVERIES:
                 raise
-            log.warning("trial %s: an actor died (%s); restoring step %s", trial_id, type(error).__name__,
-                        "0" if last_state is None else "of the last checkpoint")
+            log.warning(
+                "trial %s: an actor died (%s); restoring step %s",
+                trial_id,
+                type(error).__name__,
+                "0" if last_state is None else "of the last checkpoint",
+            )
             driver.recover(last_state)
             continue
         step, last_state = driver.step, state
@@ -81,5 +76,13 @@ def run_trial(point: dict[str, Any], sweep: dict[str, Any], tracking: dict[str, 
         with tempfile.TemporaryDirectory() as folder:
             torch.save(last_state, Path(folder) / STATE_FILE)
             # placement: the node of the trial function and of each actor now; the MLflow callback tags the run.
-            tune.report({**metrics, "step": step, "recoveries": recoveries, "device": driver.device,
-                         PLACEMENT_KEY: ctx.placement()}, checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report(
+                {
+                    **metrics,
+                    "step": step,
+                    "recoveries": recoveries,
+                    "device": driver.device,
+                    PLACEMENT_KEY: ctx.placement(),
+                },
+                checkpoint=tune.Checkpoint.from_directory(folder),
+            )

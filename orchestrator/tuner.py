@@ -1,10 +1,11 @@
 """Every Ray Tune call of the project lives here: a sweep spec becomes a Tuner and runs.
 
-    search_space {dotted.key: Domain} -> nested Tune param_space (grid / choice / ...)
-    resources -> PlacementGroupFactory([{}, learner, workers...]) per trial
-    scheduler none / ASHA / PBT, search random / Optuna, stop criteria, checkpoints
-    callbacks: MLflow child runs + a progress line
+search_space {dotted.key: Domain} -> Tune param_space {dotted.key: grid / choice / ...}
+resources -> PlacementGroupFactory([{}, learner, workers...]) per trial
+scheduler none / ASHA / PBT, search random / Optuna, stop criteria, checkpoints
+callbacks: MLflow child runs + a progress line
 """
+
 from __future__ import annotations
 
 import json
@@ -16,13 +17,13 @@ from typing import Any
 import ray
 from ray import tune
 
+from orchestrator import storage
 from orchestrator.callbacks import MlflowCallback, ProgressCallback
 from orchestrator.errors import OrchestratorError, SpecError
 from orchestrator.placement import cluster_fit_error, trial_bundles
-from orchestrator import storage
 from orchestrator.spec import Domain, SweepSpec
 from orchestrator.tracking import SweepTracker
-from orchestrator.trial import nested_to_dotted, run_trial
+from orchestrator.trial import run_trial
 
 SWEEP_FILE = "orchestrator.json"
 """Written into the experiment folder: what `resume` needs (spec, MLflow store, parent run)."""
@@ -41,15 +42,9 @@ def tune_domain(domain: Domain) -> Any:
 
 
 def param_space(spec: SweepSpec) -> dict[str, Any]:
-    """{'replay.enabled': grid} -> {'replay': {'enabled': grid_search(...)}}."""
-    space: dict[str, Any] = {}
-    for key, domain in spec.search_space.items():
-        *parents, leaf = key.split(".")
-        node = space
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = tune_domain(domain)
-    return space
+    """{'optim.lr': Domain} -> {'optim.lr': grid_search(...)}: a trial's config (its search-space
+    point) keeps the sweep's dotted keys end to end, into `SweepSpec.resolved_config` and MLflow's params."""
+    return {key: tune_domain(domain) for key, domain in spec.search_space.items()}
 
 
 def _scheduler(spec: SweepSpec) -> Any:
@@ -58,20 +53,30 @@ def _scheduler(spec: SweepSpec) -> Any:
         return None
     if scheduler.type == "asha":
         return tune.schedulers.ASHAScheduler(
-            time_attr="training_iteration", grace_period=scheduler.grace_period,
-            reduction_factor=scheduler.reduction_factor, max_t=scheduler.max_t or 10**9)
+            time_attr="training_iteration",
+            grace_period=scheduler.grace_period,
+            reduction_factor=scheduler.reduction_factor,
+            max_t=scheduler.max_t or 10**9,
+        )
     return tune.schedulers.PopulationBasedTraining(
-        time_attr="training_iteration", perturbation_interval=scheduler.perturbation_interval,
-        hyperparam_mutations=param_space(spec), quantile_fraction=scheduler.quantile_fraction,
-        resample_probability=scheduler.resample_probability)
+        time_attr="training_iteration",
+        perturbation_interval=scheduler.perturbation_interval,
+        hyperparam_mutations=param_space(spec),
+        quantile_fraction=scheduler.quantile_fraction,
+        resample_probability=scheduler.resample_probability,
+    )
 
 
 def _search(spec: SweepSpec) -> Any:
     if spec.tune.search == "random":
         return None
     if any(domain.kind == "grid" for domain in spec.search_space.values()):
-        raise SpecError(file=str(spec.source or spec.name), key="tune.search", found="optuna with a grid domain",
-                        expected="random search when the search space has a grid (Optuna cannot enumerate grids)")
+        raise SpecError(
+            file=str(spec.source or spec.name),
+            key="tune.search",
+            found="optuna with a grid domain",
+            expected="random search when the search space has a grid (Optuna cannot enumerate grids)",
+        )
     from ray.tune.search.optuna import OptunaSearch
 
     return OptunaSearch(seed=spec.seed)
@@ -79,12 +84,15 @@ def _search(spec: SweepSpec) -> Any:
 
 def _stop(spec: SweepSpec) -> dict[str, Any]:
     stop = spec.tune.stop
-    return {k: v for k, v in (("training_iteration", stop.training_iteration),
-                              ("time_total_s", stop.time_total_s)) if v is not None}
+    return {
+        k: v
+        for k, v in (("training_iteration", stop.training_iteration), ("time_total_s", stop.time_total_s))
+        if v is not None
+    }
 
 
 def _trainable(spec: SweepSpec, tracking: dict[str, str]) -> Any:
-    trainable = tune.with_parameters(run_trial, sweep=spec.to_dict(), tracking=tracking)
+    trainable = tune.with_parameters(run_trial, spec=spec, tracking=tracking)
     return tune.with_resources(trainable, tune.PlacementGroupFactory(trial_bundles(spec)))
 
 
@@ -100,12 +108,22 @@ class SweepHandle:
     parent_run_id: str
 
     def save(self) -> None:
-        storage.write_text(storage.join(self.path, SWEEP_FILE), json.dumps(dict(
-            spec=self.spec.to_dict(), source=str(self.spec.source or ""), tracking_uri=self.tracking_uri,
-            experiment_id=self.experiment_id, parent_run_id=self.parent_run_id), indent=2))
+        storage.write_text(
+            storage.join(self.path, SWEEP_FILE),
+            json.dumps(
+                {
+                    "spec": self.spec.to_dict(),
+                    "source": str(self.spec.source or ""),
+                    "tracking_uri": self.tracking_uri,
+                    "experiment_id": self.experiment_id,
+                    "parent_run_id": self.parent_run_id,
+                },
+                indent=2,
+            ),
+        )
 
     @classmethod
-    def load(cls, path: str | Path) -> "SweepHandle":
+    def load(cls, path: str | Path) -> SweepHandle:
         path = storage.normalize(path)
         data = json.loads(storage.read_text(storage.join(path, SWEEP_FILE)))
         spec = SweepSpec.from_dict(data["spec"], source=data["source"] or None)
@@ -123,12 +141,16 @@ def find_sweep(name_or_path: str, storage_path: str | None = None) -> str:
     if storage.exists(storage.join(path, SWEEP_FILE)):
         return path
     root = storage.root(storage_path)
-    candidates = [storage.join(root, folder) for folder in storage.folders(root)
-                  if folder.startswith(f"{name_or_path}-") and storage.exists(storage.join(root, folder, SWEEP_FILE))]
+    candidates = [
+        storage.join(root, folder)
+        for folder in storage.folders(root)
+        if folder.startswith(f"{name_or_path}-") and storage.exists(storage.join(root, folder, SWEEP_FILE))
+    ]
     if not candidates:
         raise OrchestratorError(
             f"resume: no sweep named or found at {name_or_path!r} (looked for {storage.join(path, SWEEP_FILE)} and "
-            f"{storage.join(root, name_or_path + '-*', SWEEP_FILE)}). Pass the folder that `run` printed.")
+            f"{storage.join(root, name_or_path + '-*', SWEEP_FILE)}). Pass the folder that `run` printed."
+        )
     return candidates[-1]
 
 
@@ -140,22 +162,30 @@ def _check_fits(spec: SweepSpec) -> None:
 
 def _tuner(handle: SweepHandle, tracker: SweepTracker, resume: bool) -> tune.Tuner:
     spec = handle.spec
-    tracking = dict(tracking_uri=handle.tracking_uri, experiment_id=handle.experiment_id)
+    tracking = {"tracking_uri": handle.tracking_uri, "experiment_id": handle.experiment_id}
     trainable = _trainable(spec, tracking)
     if resume:
         # The callbacks were pickled with the experiment and come back with it.
         return tune.Tuner.restore(handle.path, trainable, resume_unfinished=True, resume_errored=True)
-    callbacks = [MlflowCallback(handle.tracking_uri, tracker.experiment_name, handle.parent_run_id, spec),
-                 ProgressCallback(spec.tune.metric, spec.tune.mode)]
+    callbacks = [
+        MlflowCallback(handle.tracking_uri, tracker.experiment_name, handle.parent_run_id, spec),
+        ProgressCallback(spec.tune.metric, spec.tune.mode),
+    ]
     run_config = tune.RunConfig(
-        name=storage.name(handle.path), storage_path=storage.parent(handle.path), stop=_stop(spec) or None,
-        callbacks=callbacks, verbose=0,
+        name=storage.name(handle.path),
+        storage_path=storage.parent(handle.path),
+        stop=_stop(spec) or None,
+        callbacks=callbacks,
+        verbose=0,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
     )
     tune_config = tune.TuneConfig(
-        metric=spec.tune.metric, mode=spec.tune.mode, num_samples=spec.tune.num_samples,
-        scheduler=_scheduler(spec), search_alg=_search(spec),
+        metric=spec.tune.metric,
+        mode=spec.tune.mode,
+        num_samples=spec.tune.num_samples,
+        scheduler=_scheduler(spec),
+        search_alg=_search(spec),
         max_concurrent_trials=spec.tune.max_concurrent_trials,
     )
     return tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config, run_config=run_config)
@@ -165,18 +195,21 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: str | Path | None
     """Run (or resume) a sweep to its end; returns it and the parent run's status. Ray must be up."""
     if resume_path is not None:
         handle = SweepHandle.load(resume_path)
-        tracker = SweepTracker(handle.tracking_uri, handle.spec.mlflow.experiment or handle.spec.name)
+        tracker = SweepTracker(handle.tracking_uri, handle.spec.mlflow.experiment)
         tracker.start_parent(handle.spec.name, handle.spec.to_dict(), parent_run_id=handle.parent_run_id)
     else:
-        tracker = SweepTracker(tracking_uri, spec.mlflow.experiment or spec.name)
+        tracker = SweepTracker(tracking_uri, spec.mlflow.experiment)
         path = storage.join(storage_root(spec), f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         storage.filesystem(path)  # a storage that pyarrow cannot open fails here, before the parent run exists
         parent = tracker.start_parent(spec.name, spec.to_dict())
         handle = SweepHandle(path, spec, tracker.tracking_uri, tracker.experiment_id, parent)
         handle.save()
     _check_fits(handle.spec)
-    print(f"sweep {handle.spec.name}: folder {handle.path}\n  MLflow {handle.tracking_uri}, experiment "
-          f"{handle.spec.mlflow.experiment or handle.spec.name}, parent run {handle.parent_run_id}", flush=True)
+    print(
+        f"sweep {handle.spec.name}: folder {handle.path}\n  MLflow {handle.tracking_uri}, experiment "
+        f"{handle.spec.mlflow.experiment}, parent run {handle.parent_run_id}",
+        flush=True,
+    )
     tuner = _tuner(handle, tracker, resume=resume_path is not None)
     status = "FINISHED"
     try:
@@ -186,7 +219,7 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: str | Path | None
         elif len(results) and all(r.error is not None for r in results):
             status = "FAILED"
         if status != "KILLED":  # the workload's figures over the finished trials, on the parent run
-            from orchestrator.summaries import log_sweep_summary
+            from orchestrator.summary import log_sweep_summary
 
             log_sweep_summary(tracker, handle.spec.workload, handle.parent_run_id)
     except KeyboardInterrupt:
@@ -201,7 +234,8 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: str | Path | None
 
 def _trial_done(result: Any, spec: SweepSpec | None = None) -> bool:
     """Tune's `done`, or, for a trial restored from a snapshot taken before its `done` result (a sweep
-    resumed after the trial had finished), its last result at the workload's end or the sweep's stop."""
+    resumed after the trial had finished), its last result at the config's `total_iters` (every family's
+    config has it: the step budget) or the sweep's stop."""
     metrics = result.metrics or {}
     if metrics.get("done"):
         return True
@@ -210,16 +244,13 @@ def _trial_done(result: Any, spec: SweepSpec | None = None) -> bool:
     most = spec.tune.stop.training_iteration
     if most is not None and metrics.get("training_iteration", 0) >= most:
         return True
-    try:
-        total = spec.resolved_config(nested_to_dotted(result.config or {})).total_iters
-    except Exception:  # noqa: BLE001 - a config that does not resolve is not known to be done
-        return False
-    return metrics.get("step", -1) >= total
+    return metrics.get("step", -1) >= spec.resolved_config(result.config or {}).total_iters
 
 
 def _mark_running_killed(tracker: SweepTracker, handle: SweepHandle) -> None:
-    for run in tracker.client.search_runs([handle.experiment_id],
-                                          filter_string=f"tags.`mlflow.parentRunId` = '{handle.parent_run_id}'"):
+    for run in tracker.client.search_runs(
+        [handle.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{handle.parent_run_id}'"
+    ):
         if run.info.status == "RUNNING":
             tracker.end_run(run.info.run_id, "KILLED")
 

@@ -1,4 +1,5 @@
 """Shared fixtures: a real local Ray per test module, real MLflow stores in temp folders."""
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,15 @@ def ray_cluster():
 def orchestrator_cli(*args: str, cwd: Path, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
     """`python -m orchestrator ...` as a user runs it, in its own process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, **popen)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
 
 
 TINY_SWEEP = """
@@ -60,11 +68,19 @@ storage_path: {storage}
 """
 
 
-def write_tiny_sweep(folder: Path, name: str = "tiny", total_iters: int = 100, eval_every: int = 20,
-                     num_samples: int = 1) -> Path:
+def write_tiny_sweep(
+    folder: Path, name: str = "tiny", total_iters: int = 100, eval_every: int = 20, num_samples: int = 1
+) -> Path:
     path = folder / f"{name}.yaml"
-    path.write_text(TINY_SWEEP.format(name=name, total_iters=total_iters, eval_every=eval_every,
-                                      num_samples=num_samples, storage=folder / "ray_results"))
+    path.write_text(
+        TINY_SWEEP.format(
+            name=name,
+            total_iters=total_iters,
+            eval_every=eval_every,
+            num_samples=num_samples,
+            storage=folder / "ray_results",
+        )
+    )
     return path
 
 
@@ -73,7 +89,9 @@ def trial_runs(client, experiment: str) -> list:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
-    return [r for r in client.search_runs([found.experiment_id], max_results=100) if "mlflow.parentRunId" in r.data.tags]
+    return [
+        r for r in client.search_runs([found.experiment_id], max_results=100) if "mlflow.parentRunId" in r.data.tags
+    ]
 
 
 def run_sweep_with_fault(spec, tracking_uri: str, client, fault, timeout_s: float = 300) -> tuple[str, list]:
@@ -90,7 +108,7 @@ def run_sweep_with_fault(spec, tracking_uri: str, client, fault, timeout_s: floa
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             time.sleep(0.5)
-            for run in trial_runs(client, spec.mlflow.experiment or spec.name):
+            for run in trial_runs(client, spec.mlflow.experiment):
                 steps = [m.step for m in client.get_metric_history(run.info.run_id, "eval/delta_log_z")]
                 if steps:
                     struck.append(fault(run, steps))

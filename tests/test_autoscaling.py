@@ -11,6 +11,7 @@ namespaces are not available the test is skipped, unless ORCHESTRATOR_ALLOW_RAY_
 Ray process on this machine is fine (it then runs without isolation).
 
 The wheel lacks Ray's `fake_multi_node/example.yaml`, so the config comes from `_config` below."""
+
 from __future__ import annotations
 
 import copy
@@ -33,21 +34,42 @@ IDLE_TIMEOUT_MIN = 0.1  # 6 s: the node goes back soon after the trial ends
 
 def _config(head_resources: dict, worker_node_types: dict, **extra) -> dict:
     """The fake multi-node provider's cluster config (what Ray's missing example.yaml holds)."""
-    config = dict(
-        cluster_name="fake-autoscaling", max_workers=2, upscaling_speed=1.0, idle_timeout_minutes=IDLE_TIMEOUT_MIN,
-        provider=dict(type="fake_multinode", use_node_id_as_ip=True, disable_node_updaters=True,
-                      disable_launch_config_check=True),
-        auth={}, docker={}, head_node_type=HEAD, file_mounts={}, cluster_synced_files=[],
-        file_mounts_sync_continuously=False, rsync_exclude=[], rsync_filter=[], initialization_commands=[],
-        setup_commands=[], head_setup_commands=[], worker_setup_commands=[], head_start_ray_commands=[],
-        worker_start_ray_commands=[],
-        available_node_types={**copy.deepcopy(worker_node_types),
-                              HEAD: {"resources": dict(head_resources), "node_config": {}, "max_workers": 0}})
+    config = {
+        "cluster_name": "fake-autoscaling",
+        "max_workers": 2,
+        "upscaling_speed": 1.0,
+        "idle_timeout_minutes": IDLE_TIMEOUT_MIN,
+        "provider": {
+            "type": "fake_multinode",
+            "use_node_id_as_ip": True,
+            "disable_node_updaters": True,
+            "disable_launch_config_check": True,
+        },
+        "auth": {},
+        "docker": {},
+        "head_node_type": HEAD,
+        "file_mounts": {},
+        "cluster_synced_files": [],
+        "file_mounts_sync_continuously": False,
+        "rsync_exclude": [],
+        "rsync_filter": [],
+        "initialization_commands": [],
+        "setup_commands": [],
+        "head_setup_commands": [],
+        "worker_setup_commands": [],
+        "head_start_ray_commands": [],
+        "worker_start_ray_commands": [],
+        "available_node_types": {
+            **copy.deepcopy(worker_node_types),
+            HEAD: {"resources": dict(head_resources), "node_config": {}, "max_workers": 0},
+        },
+    }
     config.update(extra)
     return config
 
 
 # ------------------------------------------------------------------ the scenario (in its own namespaces)
+
 
 def scenario(work: Path) -> dict:
     """Start the cluster, run the smoke trial, watch the accel node come and go; returns what happened."""
@@ -64,22 +86,39 @@ def scenario(work: Path) -> dict:
         def _generate_config(self, head_resources, worker_node_types, autoscaler_v2=False, **config_kwargs):
             return _config(head_resources, worker_node_types, **config_kwargs)
 
-    cluster = Cluster(head_resources={"CPU": 1},
-                      worker_node_types={ACCEL_TYPE: {"resources": {"CPU": 1, "FakeAccel": 1, "object_store_memory": 10**8},
-                                                      "node_config": {}, "min_workers": 0, "max_workers": 1}})
+    cluster = Cluster(
+        head_resources={"CPU": 1},
+        worker_node_types={
+            ACCEL_TYPE: {
+                "resources": {"CPU": 1, "FakeAccel": 1, "object_store_memory": 10**8},
+                "node_config": {},
+                "min_workers": 0,
+                "max_workers": 1,
+            }
+        },
+    )
     report: dict = {}
     started = time.monotonic()
     cluster.start()
     try:
         ray.init(address="auto", configure_logging=False, log_to_driver=False)
-        alive = lambda: {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}  # noqa: E731
+        alive = lambda: {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
         report["nodes_at_start"] = alive()
-        spec = load_sweep(ROOT / "sweeps" / "samplers.yaml", [
-            "resources.learner={cpus: 1, custom: {FakeAccel: 1}}", "resources.workers.replay_buffer={cpus: 0.5}",
-            "tune.num_samples=1", f"storage_path={work / 'ray_results'}"]).smoke()
+        spec = load_sweep(
+            ROOT / "sweeps" / "samplers.yaml",
+            [
+                "resources.learner={cpus: 1, custom: {FakeAccel: 1}}",
+                "resources.workers.replay_buffer={cpus: 0.5}",
+                "tune.num_samples=1",
+                f"storage_path={work / 'ray_results'}",
+            ],
+        ).smoke()
         found = autoscaler()
-        report["autoscaler"] = None if found is None else dict(
-            source=found.source, types={t.name: t.resources for t in found.node_types})
+        report["autoscaler"] = (
+            None
+            if found is None
+            else {"source": found.source, "types": {t.name: t.resources for t in found.node_types}}
+        )
         report["fit_error"] = cluster_fit_error(spec)
         uri = f"sqlite:///{work / 'm.db'}"
         report["status"] = run_sweep(spec, uri)[1]
@@ -87,10 +126,14 @@ def scenario(work: Path) -> dict:
         client = MlflowClient(uri)
         runs = client.search_runs([client.get_experiment_by_name(spec.mlflow.experiment).experiment_id])
         trials = [r for r in runs if PARENT_TAG in r.data.tags]
-        report["trials"] = [dict(status=r.info.status, nodes={k.removeprefix(NODE_TAG): v for k, v in r.data.tags.items()
-                                                              if k.startswith(NODE_TAG)},
-                                 steps=[m.step for m in client.get_metric_history(r.info.run_id, "eval/delta_log_z")])
-                            for r in trials]
+        report["trials"] = [
+            {
+                "status": r.info.status,
+                "nodes": {k.removeprefix(NODE_TAG): v for k, v in r.data.tags.items() if k.startswith(NODE_TAG)},
+                "steps": [m.step for m in client.get_metric_history(r.info.run_id, "eval/delta_log_z")],
+            }
+            for r in trials
+        ]
         report["nodes_after_sweep"] = alive()
         deadline = time.monotonic() + 180
         while len(alive()) > 1 and time.monotonic() < deadline:
@@ -99,8 +142,9 @@ def scenario(work: Path) -> dict:
         report["scaled_down_s"] = time.monotonic() - started - report["sweep_done_s"]
         from orchestrator.placement import _autoscaler_status
 
-        report["types_seen"] = sorted(set(((_autoscaler_status() or {}).get("autoscaler_report") or {})
-                                          .get("node_type_mapping", {}).values()))
+        report["types_seen"] = sorted(
+            set(((_autoscaler_status() or {}).get("autoscaler_report") or {}).get("node_type_mapping", {}).values())
+        )
     finally:
         ray.shutdown()
         cluster.shutdown()  # `ray stop --force`: in this PID namespace, only this cluster
@@ -109,19 +153,34 @@ def scenario(work: Path) -> dict:
 
 # ------------------------------------------------------------------ the test
 
+
 def _isolated(command: list[str]) -> list[str] | None:
     """`command` in new user, PID, mount and network namespaces, or None where this machine cannot make them."""
     unshare = shutil.which("unshare")
     if unshare is None:
         return None
-    probe = subprocess.run([unshare, "--user", "--map-root-user", "--pid", "--fork", "--mount-proc", "--net",
-                            "true"], capture_output=True)
+    probe = subprocess.run(
+        [unshare, "--user", "--map-root-user", "--pid", "--fork", "--mount-proc", "--net", "true"], capture_output=True
+    )
     if probe.returncode != 0:
         return None
     # A new network namespace has only a loopback interface, and it starts down.
-    inner = "ip link set lo up 2>/dev/null || ifconfig lo up; exec \"$@\""
-    return [unshare, "--user", "--map-root-user", "--pid", "--fork", "--mount-proc", "--net", "--kill-child",
-            "sh", "-c", inner, "sh", *command]
+    inner = 'ip link set lo up 2>/dev/null || ifconfig lo up; exec "$@"'
+    return [
+        unshare,
+        "--user",
+        "--map-root-user",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--net",
+        "--kill-child",
+        "sh",
+        "-c",
+        inner,
+        "sh",
+        *command,
+    ]
 
 
 @pytest.mark.slow
@@ -131,16 +190,24 @@ def test_the_autoscaler_adds_an_accelerator_node_for_a_trial_and_removes_it_when
     isolated = _isolated(command)
     if isolated is None:
         if os.environ.get("ORCHESTRATOR_ALLOW_RAY_STOP") != "1":
-            pytest.skip("no user namespaces here to confine `ray stop --force`; ORCHESTRATOR_ALLOW_RAY_STOP=1 runs "
-                        "it anyway and ends every Ray process on this machine")
+            pytest.skip(
+                "no user namespaces here to confine `ray stop --force`; ORCHESTRATOR_ALLOW_RAY_STOP=1 runs "
+                "it anyway and ends every Ray process on this machine"
+            )
         isolated = command
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_TMPDIR": str(work),
-           "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "RAY_TMPDIR": str(work),
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
     try:
         done = subprocess.run(isolated, env=env, cwd=work, capture_output=True, text=True, timeout=900)
         result = work / "report.json"
-        assert done.returncode == 0 and result.exists(), (done.stdout[-3000:] + done.stderr[-5000:])
+        assert done.returncode == 0 and result.exists(), done.stdout[-3000:] + done.stderr[-5000:]
         report = json.loads(result.read_text())
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -3,7 +3,7 @@ change (tests/golden/behaviour.json): moving code between packages must not move
 
 Every trial runs through its family's driver on a real local Ray, as `orchestrator run` runs it, for its whole
 budget. Timing metrics (seconds, backpressure) are left out. To record anew after a change that is meant to
-change the figures: `python tests/test_behaviour_unchanged.py --record`, and say why in the commit.
+change the figures: `python tests/test_behaviour_unchanged.py --record [NAME ...]`, and say why in the commit.
 """
 
 from __future__ import annotations
@@ -18,39 +18,44 @@ import pytest
 GOLDEN = Path(__file__).parent / "golden" / "behaviour.json"
 TIMING = ("_s", "backpressure_s", "epoch_s")
 
-SAMPLER_REPLAY = dict(enabled=True, local_search_every=10, local_search_batch=32, mala_steps=10, mala_burn_in=5)
+SAMPLER_CONFIG = {"num_steps": 5, "batch_size": 16, "hidden_dim": 16, "time_embedding_dim": 8, "eval_samples": 100,
+                  "eval_backward_trajectories": 2, "total_iters": 20, "eval_every": 20}  # fmt: skip
+SAMPLER_REPLAY = {"enabled": True, "local_search_every": 10, "local_search_batch": 32, "mala_steps": 10,
+                  "mala_burn_in": 5}  # fmt: skip
+SAMPLER_RESOURCES = {"learner": {"cpus": 1}, "workers": {"replay_buffer": {"cpus": 0.5}}}
+
+
+def _samplers(**config) -> dict:
+    return {"workload": "samplers", "config": {**SAMPLER_CONFIG, **config}, "resources": SAMPLER_RESOURCES}
+
+
+def _torsional(energy_actors: int, **config) -> dict:
+    workers = {"energy": {"count": energy_actors, "cpus": 0.5 / energy_actors}, "replay_buffer": {"cpus": 0.25}}
+    return {"workload": "torsional", "smoke": True, "config": config,
+            "resources": {"learner": {"cpus": 1}, "workers": workers}}  # fmt: skip
+
+
 RUNS = {
-    "samplers-tb-replay": dict(
-        workload="samplers",
-        config=dict(num_steps=5, batch_size=16, hidden_dim=16, time_embedding_dim=8, eval_samples=100,
-                    eval_backward_trajectories=2, total_iters=40, eval_every=20, replay=SAMPLER_REPLAY),
-        resources=dict(learner=dict(cpus=1), workers=dict(replay_buffer=dict(cpus=0.5)))),
-    "samplers-subtb-lp": dict(
-        workload="samplers",
-        config=dict(num_steps=5, batch_size=16, hidden_dim=16, time_embedding_dim=8, eval_samples=100,
-                    eval_backward_trajectories=2, total_iters=20, eval_every=20, loss="subtb", langevin=True,
-                    target="manywell", sigma2=1.0),
-        resources=dict(learner=dict(cpus=1), workers=dict(replay_buffer=dict(cpus=0.5)))),
-    "samplers-fl_subtb": dict(
-        workload="samplers",
-        config=dict(num_steps=5, batch_size=16, hidden_dim=16, time_embedding_dim=8, eval_samples=100,
-                    eval_backward_trajectories=2, total_iters=20, eval_every=20, loss="fl_subtb", langevin=True),
-        resources=dict(learner=dict(cpus=1), workers=dict(replay_buffer=dict(cpus=0.5)))),
-    "samplers-vargrad": dict(
-        workload="samplers",
-        config=dict(num_steps=5, batch_size=16, hidden_dim=16, time_embedding_dim=8, eval_samples=100,
-                    eval_backward_trajectories=2, total_iters=20, eval_every=20, loss="vargrad"),
-        resources=dict(learner=dict(cpus=1), workers=dict(replay_buffer=dict(cpus=0.5)))),
-    "torsional-vargrad": dict(workload="torsional", smoke=True,
-                              resources=dict(learner=dict(cpus=1), workers=dict(energy=dict(count=2, cpus=0.25),
-                                                                                replay_buffer=dict(cpus=0.25)))),
-    "torsional-tb": dict(workload="torsional", smoke=True, config=dict(loss="tb"),
-                         resources=dict(learner=dict(cpus=1), workers=dict(energy=dict(count=1, cpus=0.5),
-                                                                           replay_buffer=dict(cpus=0.25)))),
-    "sed": dict(workload="sed", smoke=True, config=dict(dataset="digits", architecture="mlp", resolution=8),
-                resources=dict(learner=dict(cpus=0.5), workers=dict(ensemble_member=dict(count=2, cpus=0.5)))),
-    "wcst": dict(workload="wcst", smoke=True, config=dict(architecture="mlp"), resources=dict(learner=dict(cpus=1))),
+    "samplers-tb-replay": _samplers(total_iters=40, replay=SAMPLER_REPLAY),
+    "samplers-subtb-lp": _samplers(loss="subtb", langevin=True, target="manywell", sigma2=1.0),
+    "samplers-fl_subtb": _samplers(loss="fl_subtb", langevin=True),
+    "samplers-vargrad": _samplers(loss="vargrad"),
+    "torsional-vargrad": _torsional(2),
+    "torsional-tb": _torsional(1, loss="tb"),
+    "sed": {
+        "workload": "sed",
+        "smoke": True,
+        "config": {"dataset": "digits", "architecture": "mlp", "resolution": 8},
+        "resources": {"learner": {"cpus": 0.5}, "workers": {"ensemble_member": {"count": 2, "cpus": 0.5}}},
+    },
+    "wcst": {
+        "workload": "wcst",
+        "smoke": True,
+        "config": {"architecture": "mlp"},
+        "resources": {"learner": {"cpus": 1}},
+    },
 }
+"""Trial name -> its family, config (on top of the family's smoke config where `smoke`) and resources."""
 
 
 def run_family(name: str) -> dict[str, float]:
@@ -58,16 +63,23 @@ def run_family(name: str) -> dict[str, float]:
     import ray
 
     from orchestrator.placement import TrialContext
-    from orchestrator.registry import get_workload
+    from orchestrator.registry import get_family
     from orchestrator.spec import SweepSpec
 
     run = RUNS[name]
-    spec = SweepSpec.from_dict({"name": name, "workload": run["workload"], "config": run.get("config", {}),
-                                "resources": run["resources"],
-                                "tune": {"metric": "train/loss", "mode": "min"}})
+    spec = SweepSpec.from_dict(
+        {
+            "name": name,
+            "workload": run["workload"],
+            "config": run.get("config", {}),
+            "resources": run["resources"],
+            "tune": {"metric": "train/loss", "mode": "min"},
+        }
+    )
     config = spec.config.smoke().model_copy(update=run.get("config", {})) if run.get("smoke") else spec.config
-    driver = get_workload(spec.workload).load_driver()(
-        TrialContext(spec=spec, config=config, seed=7, trial_id=f"{name}_00000"))
+    driver = get_family(spec.workload).load_driver()(
+        TrialContext(spec=spec, config=config, seed=7, trial_id=f"{name}_00000")
+    )
     found: dict[str, float] = {}
     try:
         while not driver.finished:
@@ -86,12 +98,15 @@ def test_metrics_as_recorded(ray_cluster, name):
     recorded = json.loads(GOLDEN.read_text())[name]
     found = run_family(name)
     assert sorted(found) == sorted(recorded), set(found) ^ set(recorded)
-    wrong = {k: (found[k], v) for k, v in recorded.items()
-             if not (math.isclose(found[k], v, rel_tol=1e-4, abs_tol=1e-6) or (math.isnan(v) and math.isnan(found[k])))}
+    wrong = {
+        k: (found[k], v)
+        for k, v in recorded.items()
+        if not (math.isclose(found[k], v, rel_tol=1e-4, abs_tol=1e-6) or (math.isnan(v) and math.isnan(found[k])))
+    }
     assert not wrong, wrong
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
+if __name__ == "__main__" and sys.argv[1:2] == ["--record"]:
     import os
     import tempfile
 
@@ -102,7 +117,7 @@ if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     names = sys.argv[2:] or list(RUNS)
     recorded = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
-    for name in RUNS:
+    for name in names:
         recorded[name] = run_family(name)
         print(name, len(recorded[name]), "metrics", flush=True)
     GOLDEN.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")

@@ -1,14 +1,21 @@
 """The speed benchmark's measurements, on a shrunk model: one iteration at a time in process, and the
 learner's sub-chunks, idle gaps and local-search rounds read back from Ray's task timeline."""
+
 from __future__ import annotations
 
 import math
 
-from orchestrator.benchmarks.samplers import SWEEP, in_process, ray_trial
+from orchestrator.families.samplers.benchmark import SWEEP, in_process, ray_trial
 from orchestrator.spec import load_sweep
 
-SMALL = ["config.batch_size=16", "config.num_steps=10", "config.replay.local_search_every=5",
-         "config.replay.local_search_batch=16", "config.replay.mala_steps=10", "config.replay.mala_burn_in=5"]
+SMALL = [
+    "config.batch_size=16",
+    "config.num_steps=10",
+    "config.replay.local_search_every=5",
+    "config.replay.local_search_batch=16",
+    "config.replay.mala_steps=10",
+    "config.replay.mala_burn_in=5",
+]
 
 
 def test_in_process_times_forward_and_backward_iterations():

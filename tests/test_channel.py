@@ -1,4 +1,5 @@
 """The bound on in-flight calls holds under a slow consumer, and the producer is slowed by it."""
+
 from __future__ import annotations
 
 import time
@@ -31,7 +32,7 @@ def test_bound_holds_and_producer_waits(ray_cluster):
     started = time.perf_counter()
     for i in range(batches):
         batch = ray.put(np.full(1000, i, dtype=np.float32))
-        channel.submit(lambda: consumer.add.remote(batch))
+        channel.submit(consumer.add.remote, batch)
         assert len(channel) <= bound
     produced_s = time.perf_counter() - started
     channel.drain()
@@ -45,8 +46,8 @@ def test_bound_holds_and_producer_waits(ray_cluster):
 def test_consumer_error_reaches_the_producer(ray_cluster):
     consumer = SlowConsumer.remote(0.0)
     channel = BoundedInFlight(1)
-    channel.submit(lambda: consumer.add.remote(np.zeros(3)))
-    channel.submit(lambda: consumer.add.remote(None))  # len(None) fails inside the consumer
+    channel.submit(consumer.add.remote, np.zeros(3))
+    channel.submit(consumer.add.remote, None)  # len(None) fails inside the consumer
     with pytest.raises(ray.exceptions.RayTaskError):
         channel.drain()
 

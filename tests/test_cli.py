@@ -1,4 +1,5 @@
 """The command line as a user runs it: validate, a smoke sweep end to end, resume after an interrupt."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,12 @@ def test_validate_good_and_bad_files(tmp_path):
     good = orchestrator_cli("validate", *map(str, sorted((ROOT / "sweeps").glob("*.yaml"))), cwd=tmp_path)
     assert good.returncode == 0, good.stderr
     bad = tmp_path / "bad.yaml"
-    bad.write_text((ROOT / "sweeps" / "samplers.yaml").read_text().replace("grace_period", "x")
-                   .replace("num_samples: 2", "num_samples: -3"))
+    bad.write_text(
+        (ROOT / "sweeps" / "samplers.yaml")
+        .read_text()
+        .replace("grace_period", "x")
+        .replace("num_samples: 2", "num_samples: -3")
+    )
     result = orchestrator_cli("validate", str(bad), cwd=tmp_path)
     assert result.returncode == 2
     assert "tune.num_samples" in result.stderr and "bad.yaml" in result.stderr
@@ -37,16 +42,23 @@ def test_validate_good_and_bad_files(tmp_path):
 
 
 def test_run_with_a_bad_override_fails_cleanly(tmp_path):
-    result = orchestrator_cli("run", str(ROOT / "sweeps" / "samplers.yaml"), "--set", "config.loss=adam",
-                              cwd=tmp_path)
+    result = orchestrator_cli("run", str(ROOT / "sweeps" / "samplers.yaml"), "--set", "config.loss=adam", cwd=tmp_path)
     assert result.returncode == 2
     assert "config.loss" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_smoke_sweep_end_to_end(tmp_path):
     db = tmp_path / "m.db"
-    result = orchestrator_cli("run", str(ROOT / "sweeps" / "samplers.yaml"), "--smoke", "--tracking-uri",
-                              f"sqlite:///{db}", "--set", f"storage_path={tmp_path / 'ray_results'}", cwd=tmp_path)
+    result = orchestrator_cli(
+        "run",
+        str(ROOT / "sweeps" / "samplers.yaml"),
+        "--smoke",
+        "--tracking-uri",
+        f"sqlite:///{db}",
+        "--set",
+        f"storage_path={tmp_path / 'ray_results'}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "FINISHED" in result.stdout and "mlflow ui" in result.stdout
     client, parents, children = _runs(db, "samplers-25gmm")
@@ -58,8 +70,12 @@ def test_smoke_sweep_end_to_end(tmp_path):
         history = client.get_metric_history(child.info.run_id, "eval/delta_log_z")
         assert [m.step for m in history] == [20, 40]
         assert "config.lr_policy" in child.data.params
-        images = [a.path for step in client.list_artifacts(child.info.run_id, "eval")
-                  for a in client.list_artifacts(child.info.run_id, step.path) if a.path.endswith(".png")]
+        images = [
+            a.path
+            for step in client.list_artifacts(child.info.run_id, "eval")
+            for a in client.list_artifacts(child.info.run_id, step.path)
+            if a.path.endswith(".png")
+        ]
         assert images, "no figure logged"
     report = orchestrator_cli("report", "samplers-25gmm", "--tracking-uri", f"sqlite:///{db}", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
@@ -72,15 +88,31 @@ def test_smoke_sweep_end_to_end(tmp_path):
 def test_benchmark_sweep_smoke_then_results_table(tmp_path):
     """Variant names travel through Tune and MLflow (param names may not contain '+'), and back into the table."""
     db = tmp_path / "m.db"
-    result = orchestrator_cli("run", str(ROOT / "sweeps" / "samplers_benchmark.yaml"), "--smoke", "--tracking-uri",
-                              f"sqlite:///{db}", "--set", f"storage_path={tmp_path / 'ray_results'}", cwd=tmp_path)
+    result = orchestrator_cli(
+        "run",
+        str(ROOT / "sweeps" / "samplers_benchmark.yaml"),
+        "--smoke",
+        "--tracking-uri",
+        f"sqlite:///{db}",
+        "--set",
+        f"storage_path={tmp_path / 'ray_results'}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     _, parents, children = _runs(db, "samplers-benchmark")
     assert len(parents) == 1 and len(children) == 2
     assert all(child.info.status == "FINISHED" for child in children)
     methods = {child.data.params["sampled.variants.method"] for child in children}
-    table = orchestrator_cli("report", "samplers-benchmark", "--tracking-uri", f"sqlite:///{db}", "--table",
-                             "--markdown", str(tmp_path / "table.md"), cwd=tmp_path)
+    table = orchestrator_cli(
+        "report",
+        "samplers-benchmark",
+        "--tracking-uri",
+        f"sqlite:///{db}",
+        "--table",
+        "--markdown",
+        str(tmp_path / "table.md"),
+        cwd=tmp_path,
+    )
     assert table.returncode == 0, table.stderr
     assert all(method in table.stdout for method in methods) and "paper" in table.stdout
     assert (tmp_path / "table.md").read_text().startswith("| method | seeds |")
@@ -91,8 +123,13 @@ def test_resume_continues_the_same_runs(tmp_path):
     sweep = write_tiny_sweep(tmp_path, name="resumable", total_iters=300, eval_every=20, num_samples=1)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = (tmp_path / "run.log").open("w+")  # a file, not a pipe: nobody reads it while Ray writes
-    process = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", str(sweep), "--tracking-uri",
-                                f"sqlite:///{db}"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", str(sweep), "--tracking-uri", f"sqlite:///{db}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     # Interrupt once the trial has logged its first evaluations.
     deadline = time.monotonic() + 180
     steps: list[int] = []

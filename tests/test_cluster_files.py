@@ -3,6 +3,7 @@
 project wants (worker types from 0, a GPU type with an accelerator resource, Ray 2.60.0 images, setup that
 installs the project), security (SSH only, loopback dashboard, token auth, no secrets), the KubeRay
 manifests' required fields, and the commands of cluster/README.md."""
+
 from __future__ import annotations
 
 import copy
@@ -10,8 +11,9 @@ import json
 import re
 import shlex
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -64,14 +66,26 @@ def test_the_launcher_files_are_there():
 
 # ------------------------------------------------------------------ cluster launcher
 
+
 @pytest.mark.parametrize("path", LAUNCHER_FILES, ids=lambda p: p.name)
 def test_launcher_file_passes_rays_own_checks(path):
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     config = launcher(path)
-    for key in ("cluster_name", "max_workers", "idle_timeout_minutes", "provider", "auth", "docker",
-                "available_node_types", "head_node_type", "file_mounts", "setup_commands",
-                "head_start_ray_commands", "worker_start_ray_commands"):
+    for key in (
+        "cluster_name",
+        "max_workers",
+        "idle_timeout_minutes",
+        "provider",
+        "auth",
+        "docker",
+        "available_node_types",
+        "head_node_type",
+        "file_mounts",
+        "setup_commands",
+        "head_start_ray_commands",
+        "worker_start_ray_commands",
+    ):
         assert key in config, f"{path.name}: no {key}"
     prepared = prepare_config(copy.deepcopy(config))  # merged with Ray's defaults.yaml for the provider
     validate_config(prepared)  # jsonschema against ray-schema.json, then Ray's own consistency checks
@@ -141,8 +155,9 @@ def test_only_ssh_is_open_and_token_auth_stays_on(path):
     # No rule of ours opens anything to the internet: Ray's default group opens SSH (22) only.
     assert "0.0.0.0/0" not in text and "::/0" not in text
     for rule in config["provider"].get("security_group", {}).get("IpPermissions", []):
-        ranges = [r.get("CidrIp") for r in rule.get("IpRanges", [])] + [r.get("CidrIpv6") for r in
-                                                                         rule.get("Ipv6Ranges", [])]
+        ranges = [r.get("CidrIp") for r in rule.get("IpRanges", [])] + [
+            r.get("CidrIpv6") for r in rule.get("Ipv6Ranges", [])
+        ]
         if {"0.0.0.0/0", "::/0"} & set(ranges):
             assert rule["FromPort"] == rule["ToPort"] == 22, rule
     if config["provider"]["type"] == "gcp":  # the subnetwork whose firewall cluster/README.md creates
@@ -179,8 +194,11 @@ def _secret_looking(key: Any, value: Any) -> bool:
     return not value.startswith(("~/", "/"))  # a file path (e.g. the token file mount), not a value
 
 
-@pytest.mark.parametrize("path", sorted(p for p in CLUSTER.rglob("*") if p.is_file() and p.suffix != ".md"),
-                         ids=lambda p: str(p.relative_to(CLUSTER)))
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in CLUSTER.rglob("*") if p.is_file() and p.suffix != ".md"),
+    ids=lambda p: str(p.relative_to(CLUSTER)),
+)
 def test_no_secret_looking_values(path):
     text = path.read_text()
     for pattern in SECRET_VALUE:
@@ -199,14 +217,21 @@ def test_the_secret_check_catches_what_it_should():
     assert _secret_looking("aws_secret_access_key", "abc") and _secret_looking("password", "hunter2")
     assert not _secret_looking("secretName", "amortized-ray-token")
     assert not _secret_looking(NODE_AUTH_TOKEN, "~/.ray/auth_token")
-    leaks = ["AKIAIOSFODNN7EXAMPLE", "-----BEGIN RSA PRIVATE KEY-----", "aws_secret_access_key = x",
-             "token: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
+    leaks = [
+        "AKIAIOSFODNN7EXAMPLE",
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "aws_secret_access_key = x",
+        "token: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    ]
     assert all(any(p.search(leak) for p in SECRET_VALUE) for leak in leaks)
-    assert not any(p.search("resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04")
-                   for p in SECRET_VALUE)
+    assert not any(
+        p.search("resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04")
+        for p in SECRET_VALUE
+    )
 
 
 # ------------------------------------------------------------------ KubeRay
+
 
 def _manifests(path: Path) -> dict[str, dict[str, Any]]:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
@@ -288,9 +313,14 @@ def test_rayjob_runs_the_torsional_sweep_on_that_cluster():
 
 
 def test_kuberay_images_name_the_pinned_ray():
-    images = [c["image"] for g in [_manifests(RAYCLUSTER)["RayCluster"]["spec"]["headGroupSpec"],
-                                   *_manifests(RAYCLUSTER)["RayCluster"]["spec"]["workerGroupSpecs"]]
-              for c in _containers(g["template"])]
+    images = [
+        c["image"]
+        for g in [
+            _manifests(RAYCLUSTER)["RayCluster"]["spec"]["headGroupSpec"],
+            *_manifests(RAYCLUSTER)["RayCluster"]["spec"]["workerGroupSpecs"],
+        ]
+        for c in _containers(g["template"])
+    ]
     images += [c["image"] for c in _containers(_manifests(RAYJOB)["RayJob"]["spec"]["submitterPodTemplate"])]
     pin = ray_pin()
     assert images and all(f"ray{pin}-py311-cu12" in image for image in images), images
@@ -300,6 +330,7 @@ def test_kuberay_images_name_the_pinned_ray():
 
 
 # ------------------------------------------------------------------ the walk-through's commands exist
+
 
 def _readme_commands() -> list[str]:
     """The indented command lines of cluster/README.md, continuations joined, comments dropped."""
@@ -337,7 +368,7 @@ def test_readme_ray_and_orchestrator_commands_exist():
         options = {opt for param in command.params for opt in param.opts}
         for word in rest:
             if word == "--":
-                python = rest[rest.index("--") + 1:]
+                python = rest[rest.index("--") + 1 :]
                 assert python[:4] == ["python", "-m", "orchestrator", "run"], line
                 load_sweep(ROOT / python[4], [])
                 break

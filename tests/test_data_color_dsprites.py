@@ -1,4 +1,5 @@
 """ColorDSprites: stored checksums, and each latent's effect checked against geometry computed here."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,9 +11,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workloads.data.color_dsprites import (COLORS, LATENT_SIZES, LATENT_VALUES, NUM_COMBINATIONS, ColorDSpritesConfig,
-                                           ColorDSpritesDataset, ColorDSpritesRenderer, flat_index, latents_from_flat,
-                                           sample_latents)
+from workloads.data.color_dsprites import (
+    COLORS,
+    LATENT_SIZES,
+    LATENT_VALUES,
+    NUM_COMBINATIONS,
+    ColorDSpritesConfig,
+    ColorDSpritesDataset,
+    ColorDSpritesRenderer,
+    flat_index,
+    latents_from_flat,
+    sample_latents,
+)
 
 RENDERER = ColorDSpritesRenderer()
 SQUARE, ELLIPSE, HEART = 0, 1, 2
@@ -20,14 +30,20 @@ RED, GREEN, BLUE, WHITE = 0, 1, 2, 3
 CENTER = 15  # position index nearest the middle of the range
 
 
-def coverage(shape: int, scale: int = 5, orientation: int = 0, pos_x: int = CENTER, pos_y: int = CENTER,
-             renderer: ColorDSpritesRenderer = RENDERER) -> np.ndarray:
+def coverage(
+    shape: int,
+    scale: int = 5,
+    orientation: int = 0,
+    pos_x: int = CENTER,
+    pos_y: int = CENTER,
+    renderer: ColorDSpritesRenderer = RENDERER,
+) -> np.ndarray:
     return renderer.coverage(np.array([WHITE, shape, scale, orientation, pos_x, pos_y]))
 
 
 def moments(c: np.ndarray) -> tuple[float, float, float, float, float]:
     """Area (px), centroid x, y (px), variance along x and along y of a coverage image."""
-    ys, xs = np.mgrid[0:c.shape[0], 0:c.shape[1]] + 0.5
+    ys, xs = np.mgrid[0 : c.shape[0], 0 : c.shape[1]] + 0.5
     area = c.sum()
     cx, cy = (c * xs).sum() / area, (c * ys).sum() / area
     return area, cx, cy, (c * (xs - cx) ** 2).sum() / area, (c * (ys - cy) ** 2).sum() / area
@@ -48,15 +64,22 @@ def digest(image: torch.Tensor) -> str:
 
 def test_latent_conventions_match_dsprites():
     assert LATENT_SIZES == (4, 3, 6, 40, 32, 32) and NUM_COMBINATIONS == 2_949_120
-    for name, (start, stop) in {"scale": (0.5, 1), "orientation": (0, 2 * np.pi), "pos_x": (0, 1),
-                                "pos_y": (0, 1)}.items():
+    for name, (start, stop) in {
+        "scale": (0.5, 1),
+        "orientation": (0, 2 * np.pi),
+        "pos_x": (0, 1),
+        "pos_y": (0, 1),
+    }.items():
         values = LATENT_VALUES[name]
         np.testing.assert_allclose(values, np.linspace(start, stop, len(values)), rtol=0, atol=1e-14)
 
 
 def test_flat_index_is_dsprites_order_and_round_trips():
     assert flat_index(np.array([[0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 1, 0], [1, 0, 0, 0, 0, 0]])).tolist() == [
-        1, 32, NUM_COMBINATIONS // 4]
+        1,
+        32,
+        NUM_COMBINATIONS // 4,
+    ]
     latents = sample_latents(500, seed=3)
     assert len(np.unique(flat_index(latents))) == 500
     np.testing.assert_array_equal(latents_from_flat(flat_index(latents)), latents)
@@ -98,7 +121,7 @@ def test_area_matches_the_shape_rule(orientation):
     # measured here on a fine grid in (X, Y) and divided by 1.14^2.
     grid = np.linspace(-1.5, 1.5, 1501)
     x, y = np.meshgrid(grid, grid)
-    heart_unit_area = ((x * x + y * y - 1) ** 3 - x * x * y ** 3 <= 0).mean() * 9 / 1.14 ** 2
+    heart_unit_area = ((x * x + y * y - 1) ** 3 - x * x * y**3 <= 0).mean() * 9 / 1.14**2
     for scale in (0, 5):
         s = half_size_px(scale)
         for shape, expected in ((SQUARE, 4 * s * s), (ELLIPSE, math.pi * s * s / 2), (HEART, heart_unit_area * s * s)):

@@ -1,11 +1,16 @@
 """Corruptions at severity 1..5: stronger at 5 than at 1, deterministic in the seed, on both image domains."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from workloads.data.color_dsprites import (ColorDSpritesConfig, ColorDSpritesDataset, ColorDSpritesRenderer,
-                                           sample_latents)
+from workloads.data.color_dsprites import (
+    ColorDSpritesConfig,
+    ColorDSpritesDataset,
+    ColorDSpritesRenderer,
+    sample_latents,
+)
 from workloads.data.corruptions import CORRUPTIONS, CorruptedDataset, corrupt, item_seed
 from workloads.data.digits import DigitsConfig, digits_splits
 
@@ -51,8 +56,9 @@ def test_documented_rules_on_a_constant_image():
 
 
 def test_corrupted_dataset_noise_does_not_depend_on_reading_order():
-    base = ColorDSpritesDataset(sample_latents(4, seed=1), labels=torch.arange(4).numpy(),
-                                config=ColorDSpritesConfig(resolution=16))
+    base = ColorDSpritesDataset(
+        sample_latents(4, seed=1), labels=torch.arange(4).numpy(), config=ColorDSpritesConfig(resolution=16)
+    )
     shifted = CorruptedDataset(base, "gaussian_noise", 2, seed=9)
     forward = [shifted[i][0] for i in range(4)]
     backward = [shifted[i][0] for i in reversed(range(4))][::-1]

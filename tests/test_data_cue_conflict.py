@@ -1,12 +1,18 @@
 """WCST-ML cue-conflict sets: levels, labels, no duplicates anywhere, clear errors."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from workloads.data.color_dsprites import LATENT_NAMES, flat_index
-from workloads.data.cue_conflict import (CueConflictConfig, SplitSizes, cue_levels, make_cue_conflict_sets,
-                                         other_cue_accuracy)
+from workloads.data.cue_conflict import (
+    CueConflictConfig,
+    SplitSizes,
+    cue_levels,
+    make_cue_conflict_sets,
+    other_cue_accuracy,
+)
 
 SMALL = SplitSizes(train=600, val=151, test=300)
 CONFIG = CueConflictConfig(cues=("color", "shape", "scale"), diagonal=SMALL, off_diagonal=SMALL, seed=7)
@@ -29,7 +35,10 @@ def test_levels_are_rounded_linspace():
     assert cue_levels("orientation", 3).tolist() == [0, 20, 39]
     assert cue_levels("position", 4).tolist() == [0, 10, 21, 31]
     assert SETS.num_levels == 3 and {c: v.tolist() for c, v in SETS.levels.items()} == {
-        "color": [0, 2, 3], "shape": [0, 1, 2], "scale": [0, 2, 5]}
+        "color": [0, 2, 3],
+        "shape": [0, 1, 2],
+        "scale": [0, 2, 5],
+    }
 
 
 def test_every_row_is_distinct_across_all_splits_and_sets():
@@ -72,8 +81,14 @@ def test_off_diagonal_rows_carry_the_cue_level_as_label(excludes_diagonal):
 @pytest.mark.parametrize("excludes_diagonal", [True, False])
 def test_a_model_following_another_cue_scores_the_documented_chance(excludes_diagonal):
     sizes = SplitSizes(train=0, val=0, test=6000)
-    sets = make_cue_conflict_sets(CueConflictConfig(diagonal=SplitSizes(train=0, val=0, test=0), off_diagonal=sizes,
-                                                    off_diagonal_excludes_diagonal=excludes_diagonal, seed=1))
+    sets = make_cue_conflict_sets(
+        CueConflictConfig(
+            diagonal=SplitSizes(train=0, val=0, test=0),
+            off_diagonal=sizes,
+            off_diagonal_excludes_diagonal=excludes_diagonal,
+            seed=1,
+        )
+    )
     test = sets.off_diagonal["shape"].test
     follows_color = np.searchsorted(sets.levels["color"], test.latents[:, column("color")])
     accuracy = (follows_color == test.labels).mean()
@@ -92,8 +107,9 @@ def test_same_seed_same_sets_other_seed_other_sets():
 
 
 def test_position_cue_moves_both_coordinates():
-    sets = make_cue_conflict_sets(CueConflictConfig(cues=("color", "position"), num_levels=4, diagonal=SMALL,
-                                                    off_diagonal=SMALL))
+    sets = make_cue_conflict_sets(
+        CueConflictConfig(cues=("color", "position"), num_levels=4, diagonal=SMALL, off_diagonal=SMALL)
+    )
     part = sets.diagonal.train
     np.testing.assert_array_equal(part.latents[:, column("pos_x")], part.latents[:, column("pos_y")])
     np.testing.assert_array_equal(part.latents[:, column("pos_x")], cue_levels("position", 4)[part.labels])
@@ -114,19 +130,24 @@ def test_impossible_requests_are_clear_errors():
     with pytest.raises(ValueError, match=r"num_levels must lie in \[2, 3\]"):
         CueConflictConfig(cues=("shape", "scale"), num_levels=4)
     # Every latent a cue: one image per level on the diagonal.
-    every_latent = CueConflictConfig(cues=("color", "shape", "scale", "orientation", "position"),
-                                     diagonal=SplitSizes(train=3, val=3, test=0))
+    every_latent = CueConflictConfig(
+        cues=("color", "shape", "scale", "orientation", "position"), diagonal=SplitSizes(train=3, val=3, test=0)
+    )
     with pytest.raises(ValueError, match="diagonal set label 0 needs 2 distinct latent rows .* only 1 are left"):
         make_cue_conflict_sets(every_latent)
     # With color, shape, scale and orientation as cues each diagonal level has 32 x 32 rows (positions free).
     no_sizes = SplitSizes(train=0, val=0, test=0)
-    crowded = CueConflictConfig(cues=("color", "shape", "scale", "orientation"),
-                                diagonal=SplitSizes(train=3 * 1024, val=0, test=0), off_diagonal=no_sizes)
+    crowded = CueConflictConfig(
+        cues=("color", "shape", "scale", "orientation"),
+        diagonal=SplitSizes(train=3 * 1024, val=0, test=0),
+        off_diagonal=no_sizes,
+    )
     assert len(make_cue_conflict_sets(crowded).diagonal.train) == 3 * 1024
     with pytest.raises(ValueError, match="needs 1025 .* only 1024 are left: it has 1024 in all, 0 already drawn"):
         make_cue_conflict_sets(crowded.model_copy(update={"diagonal": SplitSizes(train=3 * 1024, val=3, test=0)}))
     # Off-diagonal sets that may hold diagonal points lose the ones the diagonal set already took.
-    overlapping = crowded.model_copy(update={"off_diagonal_excludes_diagonal": False,
-                                             "off_diagonal": SplitSizes(train=3 * 27 * 1024, val=0, test=0)})
+    overlapping = crowded.model_copy(
+        update={"off_diagonal_excludes_diagonal": False, "off_diagonal": SplitSizes(train=3 * 27 * 1024, val=0, test=0)}
+    )
     with pytest.raises(ValueError, match="off-diagonal set of 'color' label 0 .* 1024 already drawn"):
         make_cue_conflict_sets(overlapping)

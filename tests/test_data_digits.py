@@ -1,4 +1,5 @@
 """scikit-learn digits: deterministic, stratified, disjoint splits; images as float tensors."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,8 +46,9 @@ def test_upsampling_keeps_the_digit(resolution):
     big = digits_splits(DigitsConfig(resolution=resolution)).test
     assert big.images.shape == (len(SPLITS.test), 1, resolution, resolution)
     # Bilinear upsampling keeps each image's mean brightness and the labels.
-    torch.testing.assert_close(big.images.mean(dim=(1, 2, 3)), SPLITS.test.images.mean(dim=(1, 2, 3)),
-                               atol=0.02, rtol=0)
+    torch.testing.assert_close(
+        big.images.mean(dim=(1, 2, 3)), SPLITS.test.images.mean(dim=(1, 2, 3)), atol=0.02, rtol=0
+    )
     assert torch.equal(big.labels, SPLITS.test.labels)
 
 

@@ -1,4 +1,5 @@
 """Semantic OOD: labels held out of training split a data set's indices cleanly."""
+
 from __future__ import annotations
 
 import numpy as np

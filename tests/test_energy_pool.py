@@ -1,6 +1,7 @@
 """The energy pool on a real local Ray: results in order and equal to an in-process force field,
 clamping of absurd energies, a worker killed mid-batch whose chunks are redone exactly once, and
 batches submitted before earlier ones are gathered (the learner's overlap)."""
+
 from __future__ import annotations
 
 import threading
@@ -114,7 +115,7 @@ def test_measured_costs_replace_atom_counts(ray_cluster):
     assert all(0 < c < 1e-2 for c in costs.values())  # seconds per conformer, not atoms
     assert costs["COc1ccccc1"] > costs["CCC"]  # 16 atoms against 11
     measured = dict(pool._measured_conformers)
-    assert measured == {s: 300 for s in SMILES}  # each conformer timed once
+    assert measured == dict.fromkeys(SMILES, 300)  # each conformer timed once
     pool.structures["new"] = Structure("CCC", load_molecule("CCC").positions())
     per_atom = sum(pool._measured_seconds.values()) / sum(300 * atoms[s] for s in SMILES)
     assert pool.cost_per_conformer(["new"]) == [pytest.approx(atoms["CCC"] * per_atom)]

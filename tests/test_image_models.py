@@ -1,4 +1,5 @@
 """The shared image classifiers: shapes, a learnable signal, and the features/head split."""
+
 import pytest
 import torch
 

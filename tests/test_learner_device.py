@@ -1,11 +1,12 @@
-"""The device check of the learner path (`orchestrator.benchmarks.learner_device`, run by cluster/gpu_check.sh on a
-GPU machine): it finds a tensor that is not on the learner's device. Here only the CPU exists, so the misplaced
-tensor is put on the meta device."""
+"""The device check of the learner path (`orchestrator.families.torsional.benchmark_device`, run by
+cluster/gpu_check.sh on a GPU machine): it finds a tensor that is not on the learner's device. Here only the CPU
+exists, so the misplaced tensor is put on the meta device."""
+
 from __future__ import annotations
 
 import torch
 
-from orchestrator.benchmarks.learner_device import tensors_off_device
+from orchestrator.families.torsional.benchmark_device import tensors_off_device
 from workloads.torsional.config import TorsionalConfig
 from workloads.torsional.learner import TorsionalLearner
 

@@ -13,8 +13,8 @@ buffer (the samplers' local-search actor) for `cpu_spot`, so each lands on a nod
 
 Each test starts and stops its own cluster (no `ray stop`: only this cluster's processes end). Both are slow
 (`pytest -m slow`): starting the 3-4 nodes takes ~30 s on 2 cores, the smoke sweep ~40 s, the node loss ~65 s."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 import ray
@@ -27,20 +27,35 @@ from orchestrator.tuner import run_sweep
 from tests.conftest import ROOT, run_sweep_with_fault, trial_runs, write_tiny_sweep
 
 # Nodes declared dead 3 s after they stop answering (Ray's default is ~30 s).
-FAST_NODE_DEATH = dict(health_check_initial_delay_ms=0, health_check_period_ms=1000, health_check_failure_threshold=3)
+FAST_NODE_DEATH = {
+    "health_check_initial_delay_ms": 0,
+    "health_check_period_ms": 1000,
+    "health_check_failure_threshold": 3,
+}
 pytestmark = pytest.mark.slow
 
 STORE = 100 * 2**20  # object store per node: small, 4 nodes share this machine's memory
-PLACED = ["resources.learner={cpus: 1, custom: {FakeAccel: 1}}",
-          "resources.workers.replay_buffer={count: 1, cpus: 1, custom: {cpu_spot: 1}}"]
+PLACED = [
+    "resources.learner={cpus: 1, custom: {FakeAccel: 1}}",
+    "resources.workers.replay_buffer={count: 1, cpus: 1, custom: {cpu_spot: 1}}",
+]
 
 
 def _cluster(accel_nodes: int) -> tuple[Cluster, dict[str, list[str]]]:
-    cluster = Cluster(initialize_head=True, head_node_args=dict(
-        num_cpus=0, include_dashboard=False, object_store_memory=STORE, _system_config=FAST_NODE_DEATH))
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 0,
+            "include_dashboard": False,
+            "object_store_memory": STORE,
+            "_system_config": FAST_NODE_DEATH,
+        },
+    )
     kinds: dict[str, list[str]] = {"head": [cluster.head_node.node_id], "accel": [], "cpu_spot": []}
     for _ in range(accel_nodes):
-        kinds["accel"].append(cluster.add_node(num_cpus=1, resources={"FakeAccel": 1}, object_store_memory=STORE).node_id)
+        kinds["accel"].append(
+            cluster.add_node(num_cpus=1, resources={"FakeAccel": 1}, object_store_memory=STORE).node_id
+        )
     kinds["cpu_spot"].append(cluster.add_node(num_cpus=1, resources={"cpu_spot": 1}, object_store_memory=STORE).node_id)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
@@ -54,6 +69,7 @@ def _cluster_fixture(accel_nodes: int):
         yield cluster, kinds
         ray.shutdown()
         cluster.shutdown()
+
     return fixture
 
 
@@ -67,8 +83,9 @@ def _steps(client: MlflowClient, run_id: str, metric: str) -> list[int]:
 
 def test_smoke_sweep_places_each_role_on_its_node_type(two_node_kinds, tmp_path):
     cluster, kinds = two_node_kinds
-    spec = load_sweep(ROOT / "sweeps" / "samplers.yaml",
-                      [*PLACED, "tune.num_samples=1", f"storage_path={tmp_path / 'ray_results'}"]).smoke()
+    spec = load_sweep(
+        ROOT / "sweeps" / "samplers.yaml", [*PLACED, "tune.num_samples=1", f"storage_path={tmp_path / 'ray_results'}"]
+    ).smoke()
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     _, status = run_sweep(spec, uri)
     assert status == "FINISHED"
@@ -97,7 +114,7 @@ def test_a_lost_node_moves_its_actor_and_the_trial_goes_on_from_its_checkpoint(s
 
     status, lost = run_sweep_with_fault(spec, uri, client, kill_the_learners_node)
     assert lost, "the learner's node was never killed"
-    (lost_node, last_step), = lost
+    ((lost_node, last_step),) = lost
     assert lost_node in kinds["accel"] and last_step < 200
     assert status == "FINISHED"
     (run,) = trial_runs(client, "nodeloss")

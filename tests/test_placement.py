@@ -1,6 +1,7 @@
 """Does one trial fit the cluster? Without an autoscaler: the nodes that are up. With one: also the node types
 it can add, read from its config (here the project's own cluster files, through Ray's `prepare_config`), so a
 GPU trial fits a GPU cluster scaled to zero and an impossible one is still refused before Tune starts."""
+
 from __future__ import annotations
 
 import copy
@@ -8,8 +9,15 @@ import copy
 import pytest
 import yaml
 
-from orchestrator.placement import (Autoscaler, NodeType, autoscaler, cluster_fit_error, fit_error, trial_bundles,
-                                    _types_from_config)
+from orchestrator.placement import (
+    Autoscaler,
+    NodeType,
+    _types_from_config,
+    autoscaler,
+    cluster_fit_error,
+    fit_error,
+    trial_bundles,
+)
 from orchestrator.spec import load_sweep
 from tests.conftest import ROOT
 
@@ -38,8 +46,10 @@ def test_the_cluster_files_node_types_are_read():
 
 @pytest.mark.parametrize("cluster_file, accelerator", [("aws-gpu.yaml", "A10G"), ("gcp-gpu.yaml", "L4")])
 def test_a_gpu_trial_fits_a_cluster_scaled_to_zero_only_through_its_autoscaler(cluster_file, accelerator):
-    spec = _spec(f"resources.learner={{cpus: 2, gpus: 1, custom: {{{accelerator}: 1}}}}",
-                 "resources.workers.replay_buffer={count: 1, cpus: 4}")
+    spec = _spec(
+        f"resources.learner={{cpus: 2, gpus: 1, custom: {{{accelerator}: 1}}}}",
+        "resources.workers.replay_buffer={count: 1, cpus: 4}",
+    )
     scaler = Autoscaler(_launcher_types(cluster_file), cluster_file)
     assert fit_error(spec, HEAD_ONLY, scaler) is None
     without = fit_error(spec, HEAD_ONLY, None)  # the same nodes, no autoscaler: the old check's answer
@@ -57,8 +67,10 @@ def test_what_no_node_type_offers_is_refused_with_the_types_named():
 
 def test_the_sum_over_a_trial_counts_every_node_the_autoscaler_may_add():
     types = [NodeType("gpu", {"CPU": 4.0, "GPU": 1.0}, 2)]
-    three_gpus = load_sweep(ROOT / "sweeps" / "torsional.yaml", ["resources.learner={cpus: 1, gpus: 1}",
-                                                                  "resources.workers.energy={count: 2, cpus: 1, gpus: 1}"])
+    three_gpus = load_sweep(
+        ROOT / "sweeps" / "torsional.yaml",
+        ["resources.learner={cpus: 1, gpus: 1}", "resources.workers.energy={count: 2, cpus: 1, gpus: 1}"],
+    )
     problem = fit_error(three_gpus, HEAD_ONLY, Autoscaler(types, "test"))
     assert problem is not None and "reserves 3 GPU" in problem and "may add: 2" in problem
     unlimited = Autoscaler([NodeType("gpu", {"CPU": 4.0, "GPU": 1.0}, -1)], "test")  # max_count -1: no limit
@@ -69,13 +81,15 @@ def test_the_sum_over_a_trial_counts_every_node_the_autoscaler_may_add():
 def test_without_an_autoscaler_the_nodes_up_now_decide():
     nodes = [{"CPU": 2.0}, {"CPU": 1.0, "GPU": 1.0}]
     assert fit_error(_spec("resources.learner={cpus: 1, gpus: 1}"), nodes, None) is None
-    assert "reserves 4 CPU" in fit_error(_spec("resources.learner={cpus: 2}",
-                                               "resources.workers.replay_buffer={count: 1, cpus: 2}"), nodes, None)
+    assert "reserves 4 CPU" in fit_error(
+        _spec("resources.learner={cpus: 2}", "resources.workers.replay_buffer={count: 1, cpus: 2}"), nodes, None
+    )
     # The trial function's own bundle (on the head) is not the user's to size and is not checked here.
     assert trial_bundles(_spec())[0] == {"node:__internal_head__": 0.001}
 
 
 # ------------------------------------------------------------------ on a running Ray (no autoscaler)
+
 
 def test_a_local_ray_has_no_autoscaler_and_refuses_a_gpu_trial(ray_cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/ray_bootstrap_config.yaml here
@@ -122,7 +136,10 @@ def test_custom_resources_go_into_the_bundle_and_the_actor(ray_cluster):
     assert options["resources"] == {"A10G": 1} and options["num_gpus"] == 1
     assert "resources" not in context.actor_options("replay_buffer")
     assert context._bundle_index == {("learner", 0): 1, ("replay_buffer", 0): 2}  # after the trial's own bundle
-    for bad, words in [("{GPU: 1}", "custom resource name"), ("{'node:x': 1}", "custom resource name"),
-                       ("{A10G: 0}", "greater than 0")]:
+    for bad, words in [
+        ("{GPU: 1}", "custom resource name"),
+        ("{'node:x': 1}", "custom resource name"),
+        ("{A10G: 0}", "greater than 0"),
+    ]:
         with pytest.raises(SpecError, match=words):
             _spec(f"resources.learner={{cpus: 1, custom: {bad}}}")

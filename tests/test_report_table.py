@@ -1,12 +1,14 @@
 """`report --table`: the results table of a sweep, read from a real SQLite MLflow store that the project's
 own tracking code filled as the Tune driver does (a parent run, one child run per trial, metrics by step)."""
+
 from __future__ import annotations
 
 import time
 
 import pytest
 
-from orchestrator.cli import EXIT_USER_ERROR, main, results_table
+from orchestrator.cli import EXIT_USER_ERROR, main
+from orchestrator.families.samplers.report import results_table
 from orchestrator.spec import load_sweep
 from orchestrator.tracking import SweepTracker, flatten, trial_table
 from tests.conftest import ROOT
@@ -37,7 +39,7 @@ def _log_sweep(uri: str, trials: list, trial_prefix: str) -> None:
         point = {"variants.method": method, "variants.target": target}
         params = {"config": spec.resolved_config(point).model_dump(mode="json"), "sampled": point}
         run = tracker.trial_run(parent, f"{trial_prefix}_{i:05d}", f"run_trial_{trial_prefix}_{i:05d}", flatten(params))
-        tracker.log_metrics(run, {m: 50.0 for m in METRICS}, step=1000)
+        tracker.log_metrics(run, dict.fromkeys(METRICS, 50.0), step=1000)
         tracker.log_metrics(run, dict(zip(METRICS, finals)), step=2000)
         if status != "RUNNING":
             tracker.end_run(run, status)
@@ -54,10 +56,11 @@ def store(tmp_path_factory):
 
 
 def test_cells_are_mean_and_std_over_seeds_of_the_final_values(store):
-    _, trials = trial_table(store, "samplers-benchmark")
+    sweep = trial_table(store, "samplers-benchmark")
+    trials = sweep.rows
     finished = [t for t in trials if t.status == "FINISHED"]
-    assert len(trials) == len(TRIALS) and len(finished) == 6
-    table = results_table(finished, "method")
+    assert sweep.workload == "samplers" and len(trials) == len(TRIALS) and len(finished) == 6
+    table, _ = results_table(finished, "method")
     assert table == [
         ["method", "seeds", "25GMM", "Manywell"],  # only targets with finished trials, in the paper's order
         ["PIS", "1", "1.5 / 1.2 / 2.5", "- / - / -"],  # the paper's row order; one seed: no spread
@@ -69,13 +72,19 @@ def test_cells_are_mean_and_std_over_seeds_of_the_final_values(store):
 
 def test_rows_without_paper_figures_follow_the_papers():
     """A method the paper does not have gets no paper row and comes after the paper's methods."""
+
     class Trial:
         def __init__(self, method: str, target: str, value: float):
             self.params = {"sampled.variants.method": method, "config.target": target}
             self.finals = dict.fromkeys(METRICS, value)
-    table = results_table([Trial("Ours", "gmm40", 0.5), Trial("TB", "gmm40", 0.25)], "method")
-    assert table == [["method", "seeds", "40GMM"], ["TB", "1", "0.25 / 0.25 / 0.25"], ["  paper", "5", "-"],
-                     ["Ours", "1", "0.5 / 0.5 / 0.5"]]
+
+    table, _ = results_table([Trial("Ours", "gmm40", 0.5), Trial("TB", "gmm40", 0.25)], "method")
+    assert table == [
+        ["method", "seeds", "40GMM"],
+        ["TB", "1", "0.25 / 0.25 / 0.25"],
+        ["  paper", "5", "-"],
+        ["Ours", "1", "0.5 / 0.5 / 0.5"],
+    ]
 
 
 def test_report_table_command(store, tmp_path, capsys):
@@ -90,10 +99,26 @@ def test_report_table_command(store, tmp_path, capsys):
     assert "| paper | 5 | 0.171 / 0.004 / 1.25 | 4.57 / 0.19 / 5.66 |" in text
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--table", "--rows", "seed"], "no finished trial of experiment 'samplers-benchmark' has a variant of the axis"),
-    (["--markdown", "t.md"], "add --table"),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (
+            ["--table", "--rows", "seed"],
+            "no finished trial of experiment 'samplers-benchmark' has a variant of the axis",
+        ),
+        (["--markdown", "t.md"], "add --table"),
+    ],
+)
 def test_report_table_mistakes(store, capsys, args, words):
     assert main(["report", "samplers-benchmark", "--tracking-uri", store, *args]) == EXIT_USER_ERROR
     assert words in capsys.readouterr().err
+
+
+def test_report_table_of_a_family_without_one(tmp_path, capsys):
+    """`--table` is the sweep's family's table: a family that declares none is named in the error."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = load_sweep(ROOT / "sweeps" / "wcst.yaml")
+    tracker = SweepTracker(uri, spec.mlflow.experiment)
+    tracker.end_run(tracker.start_parent(spec.name, spec.to_dict()), "FINISHED")
+    assert main(["report", spec.mlflow.experiment, "--tracking-uri", uri, "--table"]) == EXIT_USER_ERROR
+    assert "workload 'wcst', which has no results table (workloads with one: samplers)" in capsys.readouterr().err

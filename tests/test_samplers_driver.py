@@ -1,18 +1,28 @@
 """The samplers driver on a real local Ray: local search runs on the replay-buffer actor while the
 learner trains, and the learner reports how stale the replay batches were. Slow (~30 s with Ray's
 start and two actor processes): `pytest -m slow tests/test_samplers_driver.py`."""
+
 import math
 
 import pytest
 import ray
 
-from orchestrator.drivers.samplers import SamplerDriver
+from orchestrator.families.samplers.driver import SamplerDriver
 from orchestrator.placement import TrialContext
 from orchestrator.spec import SweepSpec
 
-REPLAY = dict(enabled=True, local_search_every=10, local_search_batch=32, mala_steps=10, mala_burn_in=5)
-CONFIG = dict(num_steps=5, batch_size=16, hidden_dim=16, time_embedding_dim=8, eval_samples=100,
-              eval_backward_trajectories=2, total_iters=40, eval_every=40, replay=REPLAY)
+REPLAY = {"enabled": True, "local_search_every": 10, "local_search_batch": 32, "mala_steps": 10, "mala_burn_in": 5}
+CONFIG = {
+    "num_steps": 5,
+    "batch_size": 16,
+    "hidden_dim": 16,
+    "time_embedding_dim": 8,
+    "eval_samples": 100,
+    "eval_backward_trajectories": 2,
+    "total_iters": 40,
+    "eval_every": 40,
+    "replay": REPLAY,
+}
 
 
 @pytest.mark.slow
@@ -21,8 +31,14 @@ def test_one_report_with_asynchronous_local_search_and_staleness(ray_cluster):
     learner trains sub-chunk k + 1, and its states first serve sub-chunk k + 2. Sub-chunk 2 trains on
     round 0's states at odd steps 21..29 (staleness 25 - 10 = 15); sub-chunk 3 on rounds 0 and 1
     (staleness 35 - 10 = 25 or 35 - 20 = 15). The reported mean over those two sub-chunks is in [15, 20]."""
-    spec = SweepSpec.from_dict({"name": "staleness", "workload": "samplers", "config": CONFIG,
-                                "tune": {"metric": "eval/delta_log_z_rw", "mode": "min"}})
+    spec = SweepSpec.from_dict(
+        {
+            "name": "staleness",
+            "workload": "samplers",
+            "config": CONFIG,
+            "tune": {"metric": "eval/delta_log_z_rw", "mode": "min"},
+        }
+    )
     driver = SamplerDriver(TrialContext(spec=spec, config=spec.config, seed=0, trial_id="staleness_00000"))
     try:
         metrics, artifacts = driver.advance()

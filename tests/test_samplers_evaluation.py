@@ -6,6 +6,7 @@ terminal marginal is q = N(c, sigma^2 I) and whose backward process is exactly t
     ELBO = -KL(q || p) = -|c|^2 / (2 sigma^2),   EUBO = KL(p || q) = |c|^2 / (2 sigma^2),
     exact_log_likelihood = mean over exact x of log q(x)     (every K gives it exactly).
 c = 0 is the optimal sampler: ELBO = EUBO = log Z = 0 for every trajectory."""
+
 import math
 
 import numpy as np
@@ -21,8 +22,15 @@ from workloads.samplers.targets.base import Target
 SIGMA2 = 5.0
 N = 500
 EVAL_METRICS = {
-    "eval/delta_log_z", "eval/delta_log_z_rw", "eval/log_z_learned", "eval/elbo", "eval/log_z_rw", "eval/eubo",
-    "eval/w2", "eval/w1", "eval/exact_log_likelihood",
+    "eval/delta_log_z",
+    "eval/delta_log_z_rw",
+    "eval/log_z_learned",
+    "eval/elbo",
+    "eval/log_z_rw",
+    "eval/eubo",
+    "eval/w2",
+    "eval/w1",
+    "eval/exact_log_likelihood",
 }
 
 
@@ -45,8 +53,9 @@ class Gaussian(Target):
 
 def _gaussian_learner(drift: tuple[float, float], K: int = 4) -> SamplerLearner:
     """A learner on R = N(0, sigma^2 I) whose drift is the constant `drift` (zero weights, bias = drift)."""
-    config = SamplerConfig(num_steps=10, sigma2=SIGMA2, hidden_dim=16, time_embedding_dim=8, eval_samples=N,
-                           eval_backward_trajectories=K)
+    config = SamplerConfig(
+        num_steps=10, sigma2=SIGMA2, hidden_dim=16, time_embedding_dim=8, eval_samples=N, eval_backward_trajectories=K
+    )
     learner = SamplerLearner(config, seed=0)
     learner.target = Gaussian(SIGMA2)
     with torch.no_grad():
@@ -117,15 +126,19 @@ def test_w1_and_w2_are_reported_against_the_exact_samples():
     assert 1.5 < ev.metrics["eval/w1"] < 3.5
 
 
-@pytest.mark.parametrize("target, figure, labels", [
-    ("gmm25", "samples", None),
-    ("gmm40", "samples", None),
-    ("funnel", "marginals", ["x0", "x1"]),
-    ("manywell", "marginals", ["x1 (first well)", "x2 (first well)"]),
-])
+@pytest.mark.parametrize(
+    "target, figure, labels",
+    [
+        ("gmm25", "samples", None),
+        ("gmm40", "samples", None),
+        ("funnel", "marginals", ["x0", "x1"]),
+        ("manywell", "marginals", ["x1 (first well)", "x2 (first well)"]),
+    ],
+)
 def test_evaluation_figures_per_target(target, figure, labels):
-    config = SamplerConfig(target=target, num_steps=5, hidden_dim=16, time_embedding_dim=8, eval_samples=200,
-                           eval_backward_trajectories=2)
+    config = SamplerConfig(
+        target=target, num_steps=5, hidden_dim=16, time_embedding_dim=8, eval_samples=200, eval_backward_trajectories=2
+    )
     ev = SamplerLearner(config, seed=0).evaluate()
     assert set(ev.figures) == {figure}
     axes = ev.figures[figure].axes

@@ -2,6 +2,7 @@
 network of (FL-)SubTB included); evaluation does not perturb training; replay (backward) iterations
 and every loss (TB, VarGrad, SubTB, FL-SubTB, PIS; with and without LP) run; PIS rejects off-policy data;
 the speed-ups keep the numbers (column-major W_x) and avoid page faults (freed memory kept)."""
+
 import copy
 import math
 import platform
@@ -17,7 +18,7 @@ from workloads.samplers.learner import SamplerLearner
 from workloads.samplers.policy import DriftPolicy
 from workloads.samplers.replay import TerminalBatch
 
-SMALL = dict(num_steps=10, batch_size=64, hidden_dim=32, time_embedding_dim=16, eval_samples=500)
+SMALL = {"num_steps": 10, "batch_size": 64, "hidden_dim": 32, "time_embedding_dim": 16, "eval_samples": 500}
 
 
 def test_short_training_improves_elbo():
@@ -33,7 +34,11 @@ def test_short_training_improves_elbo():
     assert after["eval/delta_log_z"] < before["eval/delta_log_z"] - 2.5
     assert len(terminals) == 500 * 64 and terminals.x.dtype == np.float32
     assert set(metrics) == {
-        "train/loss", "train/log_z", "train/exploration_std", "train/grad_norm", "train/mean_log_reward"
+        "train/loss",
+        "train/log_z",
+        "train/exploration_std",
+        "train/grad_norm",
+        "train/mean_log_reward",
     }
     assert all(math.isfinite(v) for v in metrics.values())
 
@@ -85,7 +90,10 @@ def test_evaluate_does_not_perturb_training():
 
 def test_replay_iterations_and_exploration_schedule():
     config = SamplerConfig(
-        **SMALL, total_iters=10, exploration_factor=0.2, exploration_decay_fraction=0.5,
+        **SMALL,
+        total_iters=10,
+        exploration_factor=0.2,
+        exploration_decay_fraction=0.5,
         replay=ReplayConfig(enabled=True),
     )
     learner = SamplerLearner(config, seed=0)
@@ -111,7 +119,9 @@ def test_run_local_with_replay_and_local_search():
     from workloads.samplers.run_local import run
 
     config = SamplerConfig(
-        **(SMALL | dict(eval_samples=100)), total_iters=20, eval_every=10,
+        **(SMALL | {"eval_samples": 100}),
+        total_iters=20,
+        eval_every=10,
         replay=ReplayConfig(enabled=True, local_search_every=5, local_search_batch=32, mala_steps=20, mala_burn_in=10),
     )
     history = run(config, seed=0, log=lambda _: None)
@@ -121,16 +131,25 @@ def test_run_local_with_replay_and_local_search():
     assert all(math.isfinite(h["eval/delta_log_z_rw"]) for h in history)
 
 
-TINY = dict(num_steps=5, batch_size=16, hidden_dim=16, time_embedding_dim=8, eval_samples=100, total_iters=20)
-OFF_POLICY = dict(exploration_factor=0.2, replay=ReplayConfig(enabled=True))
+TINY = {
+    "num_steps": 5,
+    "batch_size": 16,
+    "hidden_dim": 16,
+    "time_embedding_dim": 8,
+    "eval_samples": 100,
+    "total_iters": 20,
+}
+OFF_POLICY = {"exploration_factor": 0.2, "replay": ReplayConfig(enabled=True)}
 
 
 def test_every_loss_trains_with_finite_losses():
     """Off-policy losses with exploration and replay (odd steps backward), with and without LP; PIS on-policy."""
     configs = [SamplerConfig(**TINY, **OFF_POLICY, loss=loss) for loss in ("tb", "vargrad", "subtb", "fl_subtb")]
-    configs += [SamplerConfig(**TINY, **OFF_POLICY, loss="fl_subtb", langevin=True),
-                SamplerConfig(**TINY, loss="pis", exploration_factor=0.0),
-                SamplerConfig(**TINY, loss="pis", exploration_factor=0.0, langevin=True)]
+    configs += [
+        SamplerConfig(**TINY, **OFF_POLICY, loss="fl_subtb", langevin=True),
+        SamplerConfig(**TINY, loss="pis", exploration_factor=0.0),
+        SamplerConfig(**TINY, loss="pis", exploration_factor=0.0, langevin=True),
+    ]
     for config in configs:
         learner = SamplerLearner(config, seed=0)
         before = [p.detach().clone() for p in learner.optimizer.param_groups[0]["params"]]
@@ -177,6 +196,7 @@ def test_pis_with_replay_or_exploration_is_a_config_error():
 
 def test_exploration_defaults_per_target_and_explicit_values_win():
     """Manywell explores less and for less long than the Gaussian mixtures (config.EXPLORATION_BY_TARGET)."""
+
     def schedule(**fields):
         learner = SamplerLearner(SamplerConfig(**SMALL, total_iters=100, **fields), seed=0)
         return [round(learner.exploration_std(s), 6) for s in (0, 10, 20, 50)]
@@ -216,6 +236,7 @@ def test_column_major_state_embedding_computes_what_a_row_major_one_does():
 def test_grad_clip_none_applies_the_raw_gradient():
     """grad_clip=None (the reference's setting) steps on the raw gradient: the same as a bound no gradient
     reaches, and not the same as a bound every gradient exceeds."""
+
     def trained(grad_clip):
         learner = SamplerLearner(SamplerConfig(**SMALL, total_iters=6, grad_clip=grad_clip), seed=0)
         metrics, _ = learner.train(6)

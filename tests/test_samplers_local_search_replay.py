@@ -2,6 +2,7 @@
 mode samples and runs a round, rank prioritization honours its k, MALA's step size adapts to the target
 acceptance across rounds, and searched states keep their round's learner step, from which the learner
 reports the replay batch's staleness."""
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,7 @@ from workloads.samplers.learner import SamplerLearner
 from workloads.samplers.replay import ReplayBuffer, TerminalBatch
 from workloads.samplers.targets import make_target
 
-SMALL_ROUND = dict(local_search_batch=32, mala_steps=10, mala_burn_in=5)
+SMALL_ROUND = {"local_search_batch": 32, "mala_steps": 10, "mala_burn_in": 5}
 
 
 def _forward_states(n: int = 200, seed: int = 0) -> TerminalBatch:
@@ -22,11 +23,14 @@ def _forward_states(n: int = 200, seed: int = 0) -> TerminalBatch:
     return TerminalBatch(x.numpy(), target.log_reward(x).numpy())
 
 
-@pytest.mark.parametrize("prioritization, searched_states", [
-    ("rank", "accepted"), ("reward", "accepted"), ("uniform", "accepted"), ("rank", "final")])
+@pytest.mark.parametrize(
+    "prioritization, searched_states",
+    [("rank", "accepted"), ("reward", "accepted"), ("uniform", "accepted"), ("rank", "final")],
+)
 def test_every_prioritization_samples_and_runs_a_local_search_round(prioritization, searched_states):
-    role = ReplayBufferRole(ReplayConfig(prioritization=prioritization, searched_states=searched_states,
-                                         **SMALL_ROUND), "gmm25", seed=0)
+    role = ReplayBufferRole(
+        ReplayConfig(prioritization=prioritization, searched_states=searched_states, **SMALL_ROUND), "gmm25", seed=0
+    )
     assert role.sample(8) is None and role.local_search(learner_step=0) == {}  # nothing to search yet
     assert role.add(_forward_states()) == 200
     metrics = role.local_search(learner_step=40)
@@ -37,11 +41,13 @@ def test_every_prioritization_samples_and_runs_a_local_search_round(prioritizati
     assert np.allclose(batch.log_reward, target.log_reward(torch.from_numpy(batch.x)).numpy(), atol=1e-4)
     added = metrics["train/searched_states_added"]
     chains, steps_kept = SMALL_ROUND["local_search_batch"], SMALL_ROUND["mala_steps"] - SMALL_ROUND["mala_burn_in"]
-    assert added == (chains if searched_states == "final"
-                     else round(metrics["train/mala_acceptance"] * chains * steps_kept))
-    assert role.ping() == 200 + added
-    restored = ReplayBufferRole(ReplayConfig(prioritization=prioritization, searched_states=searched_states,
-                                             **SMALL_ROUND), "gmm25", seed=9)
+    assert added == (
+        chains if searched_states == "final" else round(metrics["train/mala_acceptance"] * chains * steps_kept)
+    )
+    assert role.size() == 200 + added
+    restored = ReplayBufferRole(
+        ReplayConfig(prioritization=prioritization, searched_states=searched_states, **SMALL_ROUND), "gmm25", seed=9
+    )
     restored.set_state(role.get_state())
     again, expected = restored.sample(16), role.sample(16)
     assert np.array_equal(again.x, expected.x) and np.array_equal(again.search_step, expected.search_step)
@@ -87,8 +93,15 @@ def test_buffer_keeps_search_steps_through_the_ring_and_rejects_mixing():
         buffer.add(TerminalBatch(np.zeros((1, 2)), np.zeros(1)))
 
 
-TINY = dict(num_steps=5, batch_size=16, hidden_dim=16, time_embedding_dim=8, eval_samples=100, total_iters=20,
-            replay=ReplayConfig(enabled=True))
+TINY = {
+    "num_steps": 5,
+    "batch_size": 16,
+    "hidden_dim": 16,
+    "time_embedding_dim": 8,
+    "eval_samples": 100,
+    "total_iters": 20,
+    "replay": ReplayConfig(enabled=True),
+}
 
 
 def test_learner_reports_replay_staleness_from_the_search_steps():

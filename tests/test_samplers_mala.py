@@ -1,4 +1,5 @@
 """MALA local search: step-size adaptation to the target acceptance and correct stationary moments."""
+
 import math
 
 import torch
@@ -54,7 +55,7 @@ def test_mala_keeps_every_accepted_post_burn_in_proposal():
     assert plain.accepted_x is None and torch.equal(kept.x, plain.x)
     assert len(kept.accepted_x) == round(kept.acceptance_rate * 500 * (60 - 20))
     assert 0.3 < kept.acceptance_rate < 0.95 and len(kept.accepted_x) > 500
-    assert torch.allclose(kept.accepted_log_reward, -0.5 * (kept.accepted_x ** 2).sum(-1))
+    assert torch.allclose(kept.accepted_log_reward, -0.5 * (kept.accepted_x**2).sum(-1))
     moved = (kept.x != x0).any(-1)  # chains that accepted at some step; a step's acceptances are all distinct
     last = {tuple(row.tolist()) for row in kept.accepted_x}
     assert all(tuple(row.tolist()) in last for row in kept.x[moved])

@@ -1,4 +1,5 @@
 """Metrics: log Z estimators on known weights; exact W2 and W1 by assignment."""
+
 import math
 
 import numpy as np

@@ -4,20 +4,31 @@ The analytic case: target R = Z N(0, sigma^2 I) (log Z = 0, and 1.3 to check whe
 times the terminal marginal of the zero-drift SDE, so the zero drift is optimal, its exact flows are
 log F(x, t) = log Z + log N(x; 0, sigma^2 t I) with log F(x_0) = log Z, and every (sub)trajectory
 balance residual vanishes."""
+
 import math
 from functools import partial
 
 import torch
 from torch.distributions import Normal
 
+from workloads.objectives import (
+    boundary_log_flows,
+    fl_subtb_loss,
+    forward_looking_log_flows,
+    pis_loss,
+    subtb_loss,
+    subtb_residuals,
+)
 from workloads.samplers.config import SamplerConfig
 from workloads.samplers.learner import SamplerLearner
-from workloads.samplers.losses import (
-    boundary_log_flows, forward_looking_log_flows, pis_loss, subtb_loss, subtb_residuals, subtb_weights,
-)
+from workloads.samplers.losses import intermediate_log_reward
 from workloads.samplers.policy import LANGEVIN_GRAD_CLIP, DriftPolicy
 from workloads.samplers.sde import (
-    reference_log_marginal, sample_backward, sample_forward, sample_forward_reparameterized, time_grid,
+    reference_log_marginal,
+    sample_backward,
+    sample_forward,
+    sample_forward_reparameterized,
+    time_grid,
 )
 from workloads.samplers.targets.base import Target
 
@@ -71,40 +82,8 @@ def _random_policy(seed=0, dim=2, grad_log_reward=None):
     return policy
 
 
-def _naive_subtb_loss(log_pf_steps, log_pb_steps, log_flows, lamda):
-    T_ = log_pf_steps.shape[1]
-    total, norm = 0.0, 0.0
-    for i in range(T_ + 1):
-        for j in range(i + 1, T_ + 1):
-            resid = (log_flows[:, i] + log_pf_steps[:, i:j].sum(-1) - log_pb_steps[:, i:j].sum(-1)
-                     - log_flows[:, j])
-            total = total + lamda ** (j - i) * resid**2
-            norm += lamda ** (j - i)
-    return (total / norm).mean()
-
-
 # ---------------------------------------------------------------- SubTB
-def test_vectorized_subtb_equals_double_loop():
-    g = torch.Generator().manual_seed(0)
-    B, T_ = 5, 7
-    log_pf, log_pb, log_f = (torch.randn(B, T_, generator=g) * 3, torch.randn(B, T_, generator=g) * 3,
-                             torch.randn(B, T_ + 1, generator=g) * 3)
-    for lamda in (2.0, 1.0, 0.7):
-        expected = _naive_subtb_loss(log_pf.double(), log_pb.double(), log_f.double(), lamda)
-        assert torch.allclose(subtb_loss(log_pf, log_pb, log_f, lamda).double(), expected, rtol=1e-5), lamda
-    # the residual of (i, j) is the balance of that subtrajectory
-    resid = subtb_residuals(log_pf, log_pb, log_f)
-    assert torch.allclose(resid[:, 2, 5], log_f[:, 2] + (log_pf - log_pb)[:, 2:5].sum(-1) - log_f[:, 5], atol=1e-5)
-
-
-def test_subtb_weights_are_normalized_lambda_powers_without_overflow():
-    w = subtb_weights(4, 2.0)
-    assert torch.allclose(w.sum(), torch.tensor(1.0))
-    assert torch.all(w.tril() == 0)  # only i < j
-    assert torch.allclose(w[0, 3] / w[1, 2], torch.tensor(4.0)) and torch.allclose(w[1, 3], w[2, 4])
-    assert torch.isfinite(subtb_weights(300, 2.0)).all()  # 2^300 overflows float32; the log-space softmax does not
-
-
+# (the objectives' own properties, the double loop and the weights: test_objectives.py)
 def _analytic_forward_and_backward(log_z: float):
     policy = DriftPolicy(2, hidden_dim=16, time_embedding_dim=8)  # zero-initialized output: f = 0
     target = Gaussian(SIGMA2, log_z)
@@ -141,23 +120,31 @@ def test_fl_subtb_residuals_vanish_at_the_exact_correction_and_not_otherwise():
         target, trajs = _analytic_forward_and_backward(log_z)
         for traj in trajs:
             x = traj.states[:, 1:-1]  # [B, T-1, D]
-            for correction, zero in ((ExactFlowCorrection(log_z), True), (ExactFlowCorrection(log_z, 0.3), False),
-                                     (lambda x, t: torch.zeros(x.shape[:-1]), False)):
-                log_f = forward_looking_log_flows(correction(x, t), reference_log_marginal(x, t, SIGMA2),
-                                                  target.log_reward(x), t)
-                log_flows = boundary_log_flows(log_f, torch.tensor(log_z), target.log_reward(traj.terminal))
+            log_r_tilde = intermediate_log_reward(reference_log_marginal(x, t, SIGMA2), target.log_reward(x), t)
+            for correction, zero in (
+                (ExactFlowCorrection(log_z), True),
+                (ExactFlowCorrection(log_z, 0.3), False),
+                (lambda x, t: torch.zeros(x.shape[:-1]), False),
+            ):
+                args = (correction(x, t), log_r_tilde, torch.tensor(log_z), target.log_reward(traj.terminal))
+                log_flows = forward_looking_log_flows(*args)  # [B, T+1]
                 resid = subtb_residuals(traj.log_pf_steps, traj.log_pb_steps, log_flows)[:, upper].abs().max()
                 assert (resid < 2e-3) if zero else (resid > 0.1), (log_z, zero, resid)
+                loss = fl_subtb_loss(traj.log_pf_steps, traj.log_pb_steps, *args, 2.0)
+                assert (loss < 1e-6) if zero else (loss > 1e-2), (log_z, zero, loss)
 
 
 def test_learner_assembles_exact_flows_into_zero_loss():
     """The learner's own flow assembly (time grid, interior states, log Z, log R, forward-looking term)
     gives a zero loss when its flow network is replaced by the exact one (and the target by R = N(0, sigma^2 I))."""
     log_z = 1.3
-    for loss, exact, wrong in (("subtb", ExactFlow(log_z), ExactFlow(log_z, error=0.3)),
-                               ("fl_subtb", ExactFlowCorrection(log_z), ExactFlow(log_z))):
-        learner = SamplerLearner(SamplerConfig(loss=loss, num_steps=T, sigma2=SIGMA2, hidden_dim=16,
-                                               time_embedding_dim=8), seed=0)
+    for loss, exact, wrong in (
+        ("subtb", ExactFlow(log_z), ExactFlow(log_z, error=0.3)),
+        ("fl_subtb", ExactFlowCorrection(log_z), ExactFlow(log_z)),
+    ):
+        learner = SamplerLearner(
+            SamplerConfig(loss=loss, num_steps=T, sigma2=SIGMA2, hidden_dim=16, time_embedding_dim=8), seed=0
+        )
         learner.target = Gaussian(SIGMA2, log_z)
         with torch.no_grad():
             learner.log_z.fill_(log_z)

@@ -1,4 +1,5 @@
 """Replay buffer: all three prioritizations, rank frequencies, capacity (ring overwrite)."""
+
 import numpy as np
 import pytest
 

@@ -2,6 +2,7 @@
 log-probs, exact consistency (log w = log Z) of the zero-drift SDE on its own terminal marginal, the
 reference marginal, the reparameterized (PIS) rollout, and the optimized rollout and chunked log PF pass
 against their plain forms."""
+
 import math
 
 import torch
@@ -10,7 +11,11 @@ from torch.distributions import Normal
 from workloads.samplers.metrics import log_importance_weights
 from workloads.samplers.policy import DriftPolicy
 from workloads.samplers.sde import (
-    forward_log_prob_steps, reference_log_marginal, sample_backward, sample_forward, sample_forward_reparameterized,
+    forward_log_prob_steps,
+    reference_log_marginal,
+    sample_backward,
+    sample_forward,
+    sample_forward_reparameterized,
     time_grid,
 )
 from workloads.samplers.targets.base import Target
@@ -143,7 +148,7 @@ def test_reference_log_marginal_is_the_zero_drift_marginal():
 
 def test_reparameterized_rollout_matches_and_keeps_the_gradient():
     policy = _random_policy(3)
-    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    g = lambda: torch.Generator().manual_seed(4)
     reparam = sample_forward_reparameterized(policy, 8, 6, SIGMA2, dim=2, generator=g())
     plain = sample_forward(policy, 8, 6, SIGMA2, 0.0, dim=2, generator=g())
     assert torch.allclose(reparam.states, plain.states, atol=1e-6) and reparam.states.requires_grad

@@ -1,5 +1,6 @@
 """Targets: normalization (log Z exact), exact sampler moments and mode frequencies, autograd gradient;
 the per-target sigma^2 default."""
+
 import math
 from pathlib import Path
 from typing import get_args
@@ -157,7 +158,7 @@ def test_manywell_exact_samples_match_the_density():
     a, b = x[:, 0::2].ravel().numpy(), x[:, 1::2].ravel().numpy()  # 16 n draws of each coordinate
     N = a.size
     # first coordinate: histogram against the bin masses of exp(-a^4 + 6 a^2 + a/2) / Z_1
-    density = lambda t: math.exp(-(t**4) + 6 * t**2 + 0.5 * t - target.log_z1)  # noqa: E731
+    density = lambda t: math.exp(-(t**4) + 6 * t**2 + 0.5 * t - target.log_z1)
     edges = np.linspace(-3.0, 3.0, 61)
     mass = np.array([quad(density, lo, hi)[0] for lo, hi in zip(edges[:-1], edges[1:])])
     assert abs(mass.sum() - 1) < 1e-6  # [-3, 3] holds all of it
@@ -172,7 +173,7 @@ def test_manywell_exact_samples_match_the_density():
 def test_manywell_minor_mode_fraction():
     """The share of wells in the lighter mode (a < 0): the quadrature mass on exact samples, 0 and 1 at the ends."""
     target = make_target("manywell")
-    density = lambda t: math.exp(-(t**4) + 6 * t**2 + 0.5 * t - target.log_z1)  # noqa: E731
+    density = lambda t: math.exp(-(t**4) + 6 * t**2 + 0.5 * t - target.log_z1)
     minor_mass = quad(density, -6, 0, points=[-1.73])[0]  # 0.156
     n = 20_000
     fraction = target.mode_metrics(target.sample(n, seed=3))["minor_mode_fraction"]
@@ -238,7 +239,7 @@ def test_sigma2_follows_a_target_switch():
     explicit = SamplerConfig(target="gmm25", sigma2=2.5)
     assert SamplerConfig.model_validate(explicit.model_dump() | {"target": "funnel"}).diffusion_sigma2 == 2.5
     # the learner samples with it: the untrained (zero-drift) sampler's terminal variance is sigma^2
-    small = dict(num_steps=5, hidden_dim=16, time_embedding_dim=8)
+    small = {"num_steps": 5, "hidden_dim": 16, "time_embedding_dim": 8}
     switched = SamplerConfig(**small).model_copy(update={"target": "funnel"})
     for config, sigma2 in ((SamplerConfig(**small), 5.0), (switched, 1.0)):
         traj, _ = SamplerLearner(config, seed=0).sample(4000, torch.Generator().manual_seed(0))

@@ -1,13 +1,19 @@
 """SED's loss (workloads/ensembles/a2d.py): hand-computed values, and the split of its gradient between member
 hosts (each side sees its partner's probabilities detached) against the whole loss in one process."""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from workloads.ensembles.a2d import (a2d_disagreement, below_threshold_weights, hard_sample_weights, member_loss,
-                                     sed_loss)
+from workloads.ensembles.a2d import (
+    a2d_disagreement,
+    below_threshold_weights,
+    hard_sample_weights,
+    member_loss,
+    sed_loss,
+)
 from workloads.ensembles.config import SEDConfig
 from workloads.ensembles.coordinator import Coordinator, select_pairs
 from workloads.ensembles.data import Batch
@@ -28,8 +34,7 @@ def test_a2d_hand_values():
 def test_sample_weights_hand_values():
     """Ensemble-mean logits give CE (log 2, log(1 + e^-2)); w = CE / mean(CE)^2. Threshold 0.5: the first sample
     has a member at p(y) = 0.5 (<= 0.5), the second none."""
-    logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0]],
-                           [[0.0, 0.0], [2.0, 0.0]]])  # [A=2, B=2, C=2]
+    logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0]], [[0.0, 0.0], [2.0, 0.0]]])  # [A=2, B=2, C=2]
     labels = torch.tensor([0, 0])
     ce = torch.tensor([math.log(2), math.log(1 + math.exp(-2))])
     assert torch.allclose(hard_sample_weights(logits, labels), ce / ce.mean() ** 2)
@@ -51,11 +56,13 @@ def _split_vs_whole(config: SEDConfig, host_members: list[list[int]]) -> tuple[d
     whole grads) by member."""
     generator = torch.Generator().manual_seed(0)
     shape = (config.in_channels, config.image_size, config.image_size)
-    train = Batch(torch.rand(64, *shape, generator=generator), torch.randint(0, config.num_classes, (64,),
-                                                                              generator=generator))
+    train = Batch(
+        torch.rand(64, *shape, generator=generator), torch.randint(0, config.num_classes, (64,), generator=generator)
+    )
     coordinator = Coordinator(config, train, seed=3)
-    hosts = [make_host(config, members, seed=7, train=train if k == 0 else None)
-             for k, members in enumerate(host_members)]
+    hosts = [
+        make_host(config, members, seed=7, train=train if k == 0 else None) for k, members in enumerate(host_members)
+    ]
     for host in hosts[1:]:  # heads: one extractor for all (members' weights depend only on the seed)
         if config.mode == "heads":
             host.load_weights([hosts[0].weights()])
@@ -84,7 +91,7 @@ def _split_vs_whole(config: SEDConfig, host_members: list[list[int]]) -> tuple[d
         out, i = {}, 0
         for m in draw.active:
             n = len(everyone.parameters_of(m))
-            out[m], i = list(flat[i:i + n]), i + n
+            out[m], i = list(flat[i : i + n]), i + n
         return out
 
     whole = grads(sed_loss(whole_logits, draw.batch.labels, pairs, weights, config.lam, config.mu, config.a2d_eps))
@@ -92,19 +99,31 @@ def _split_vs_whole(config: SEDConfig, host_members: list[list[int]]) -> tuple[d
     return split, whole, ce_only
 
 
-@pytest.mark.parametrize("mode, pair_selection, host_members", [
-    ("full", "all_pairs", [[0, 2], [1]]),
-    ("full", "random_pair", [[0], [1], [2, 3]]),
-    ("heads", "all_pairs", [[0, 2], [1, 3]]),
-])
+@pytest.mark.parametrize(
+    "mode, pair_selection, host_members",
+    [
+        ("full", "all_pairs", [[0, 2], [1]]),
+        ("full", "random_pair", [[0], [1], [2, 3]]),
+        ("heads", "all_pairs", [[0, 2], [1, 3]]),
+    ],
+)
 def test_split_gradients_add_up_to_the_whole_a2d_gradient(mode, pair_selection, host_members):
     num_members = sum(len(ms) for ms in host_members)
-    config = SEDConfig(dataset="digits", architecture="mlp", mode=mode, num_members=num_members, lam=0.6, mu=2.0,
-                       pair_selection=pair_selection, pretrain_iters=5, batch_size=32)
+    config = SEDConfig(
+        dataset="digits",
+        architecture="mlp",
+        mode=mode,
+        num_members=num_members,
+        lam=0.6,
+        mu=2.0,
+        pair_selection=pair_selection,
+        pretrain_iters=5,
+        batch_size=32,
+    )
     split, whole, ce_only = _split_vs_whole(config, host_members)
     assert sorted(split) == sorted(whole)
     for m in whole:
-        for g_split, g_whole, g_ce in zip(split[m], whole[m], ce_only[m]):
+        for g_split, g_whole in zip(split[m], whole[m]):
             assert torch.allclose(g_split, g_whole, rtol=1e-4, atol=1e-6), (m, (g_split - g_whole).abs().max())
     # Not vacuous: the disagreement term moves the gradient of the members in a pair.
     paired = {m for m in whole if any((g - c).abs().max() > 1e-3 for g, c in zip(whole[m], ce_only[m]))}
@@ -117,6 +136,6 @@ def test_pair_selection():
     pairs = select_pairs([0, 1, 3, 4], config, generator)
     assert len(pairs) == 2 and len({frozenset(p) for p in pairs}) == 2
     assert all(a != b and {a, b} <= {0, 1, 3, 4} for a, b in pairs)
-    all_pairs = select_pairs([0, 1, 3, 4], config.model_copy(update=dict(pair_selection="all_pairs")), generator)
+    all_pairs = select_pairs([0, 1, 3, 4], config.model_copy(update={"pair_selection": "all_pairs"}), generator)
     assert {frozenset(p) for p in all_pairs} == {frozenset((a, b)) for a in (0, 1, 3, 4) for b in (0, 1, 3, 4) if a < b}
-    assert select_pairs([0, 1], config.model_copy(update=dict(pair_selection="none")), generator) == []
+    assert select_pairs([0, 1], config.model_copy(update={"pair_selection": "none"}), generator) == []

@@ -5,28 +5,46 @@ tests/test_sed_a2d.py splits both modes in process) with 2 member actors and the
 gradients, read back from the member actors, equal the gradient of the whole SED loss computed in this process
 from the same initial weights; then it trains to the end through `advance` (metrics, predictions.parquet,
 figure) and reloads a checkpoint."""
+
 import pyarrow.parquet as pq
 import pytest
 import ray
 import torch
 
-from orchestrator.drivers.sed import SEDDriver
+from orchestrator.families.sed.driver import SEDDriver
 from orchestrator.placement import TrialContext
 from orchestrator.spec import SweepSpec
 from workloads.ensembles.a2d import sed_loss
 from workloads.ensembles.members import make_host
 
-CONFIG = dict(dataset="digits", architecture="mlp", mode="heads", num_members=3, pair_selection="all_pairs", lam=0.5, mu=1.0,
-              batch_size=32, total_iters=12, eval_every=6, pretrain_iters=5, corruptions=["contrast", "pixelate"],
-              severities=[1, 5])
+CONFIG = {
+    "dataset": "digits",
+    "architecture": "mlp",
+    "mode": "heads",
+    "num_members": 3,
+    "pair_selection": "all_pairs",
+    "lam": 0.5,
+    "mu": 1.0,
+    "batch_size": 32,
+    "total_iters": 12,
+    "eval_every": 6,
+    "pretrain_iters": 5,
+    "corruptions": ["contrast", "pixelate"],
+    "severities": [1, 5],
+}
 
 
 @pytest.fixture(scope="module")
 def driver(ray_cluster):
-    spec = SweepSpec.from_dict({
-        "name": "sed-test", "workload": "sed", "config": CONFIG,
-        "tune": {"metric": "eval/ood_auroc_pds", "mode": "max"},
-        "resources": {"learner": {"cpus": 0.4}, "workers": {"ensemble_member": {"count": 2, "cpus": 0.4}}}})
+    spec = SweepSpec.from_dict(
+        {
+            "name": "sed-test",
+            "workload": "sed",
+            "config": CONFIG,
+            "tune": {"metric": "eval/ood_auroc_pds", "mode": "max"},
+            "resources": {"learner": {"cpus": 0.4}, "workers": {"ensemble_member": {"count": 2, "cpus": 0.4}}},
+        }
+    )
     driver = SEDDriver(TrialContext(spec=spec, config=spec.config, seed=0, trial_id="sed_00000"))
     yield driver
     for actor in driver.actors():
@@ -57,8 +75,15 @@ def test_gradients_from_member_actors_equal_the_whole_loss_gradient(driver):
     logits = reference.member_logits(draw.batch.images, draw.active)
     position = {m: i for i, m in enumerate(draw.active)}
     weights = seen["updates"][draw.active[0]].sample_weights
-    loss = sed_loss(logits, draw.batch.labels, [(position[m], position[r]) for m, r in draw.pairs], weights,
-                    config.lam, config.mu, config.a2d_eps)
+    loss = sed_loss(
+        logits,
+        draw.batch.labels,
+        [(position[m], position[r]) for m, r in draw.pairs],
+        weights,
+        config.lam,
+        config.mu,
+        config.a2d_eps,
+    )
     for m in draw.active:
         whole = torch.autograd.grad(loss, reference.parameters_of(m), retain_graph=True)
         for g_split, g_whole in zip(split[m], whole):
@@ -71,9 +96,19 @@ def test_advance_to_the_end_with_artifacts_and_checkpoint(driver, tmp_path):
         reports.append(driver.advance())
     assert driver.step == CONFIG["total_iters"] and len(reports) == 2
     metrics, files = reports[-1]
-    for key in ("eval/id_accuracy", "eval/id_accuracy_min_member", "eval/ood_auroc_pds", "eval/ood_auroc_entropy",
-                "eval/ood_auroc_mutual_info", "eval/ood_auroc_max_prob", "eval/shift/pixelate_s5/best_member",
-                "eval/shift_mean_s1/ensemble", "train/member_ce", "train/a2d", "train/sample_weight_max"):
+    for key in (
+        "eval/id_accuracy",
+        "eval/id_accuracy_min_member",
+        "eval/ood_auroc_pds",
+        "eval/ood_auroc_entropy",
+        "eval/ood_auroc_mutual_info",
+        "eval/ood_auroc_max_prob",
+        "eval/shift/pixelate_s5/best_member",
+        "eval/shift_mean_s1/ensemble",
+        "train/member_ce",
+        "train/a2d",
+        "train/sample_weight_max",
+    ):
         assert key in metrics, key
     assert "eval/id_accuracy_soup" in metrics  # heads always average into a meaningful soup
     assert set(files) == {"predictions.parquet", "ensemble.png"}

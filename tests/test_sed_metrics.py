@@ -1,5 +1,6 @@
 """Ensemble metrics (workloads/ensembles/metrics.py) against hand-computed values and scikit-learn, and the
 evaluator's soups."""
+
 import math
 
 import numpy as np
@@ -9,12 +10,17 @@ from sklearn.metrics import roc_auc_score
 
 from workloads.ensembles.config import SEDConfig
 from workloads.ensembles.members import make_host
-from workloads.ensembles.metrics import (accuracy, auroc, disagreement_rate, member_accuracies, ood_scores,
-                                         predictive_disagreement_score)
+from workloads.ensembles.metrics import (
+    accuracy,
+    auroc,
+    disagreement_rate,
+    member_accuracies,
+    ood_scores,
+    predictive_disagreement_score,
+)
 
 # Two members, two inputs, three classes.
-PROBS = torch.tensor([[[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]],
-                      [[0.1, 0.8, 0.1], [0.3, 0.1, 0.6]]])  # [M=2, N=2, C=3]
+PROBS = torch.tensor([[[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]], [[0.1, 0.8, 0.1], [0.3, 0.1, 0.6]]])  # [M=2, N=2, C=3]
 
 
 def test_pds_hand_values():

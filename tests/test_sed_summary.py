@@ -1,6 +1,7 @@
 """The SED sweep summary: trials as the sweep logs their params (flattened resolved config and sampled variants),
 grouped by every variant but the method; each group's table and its verdict on the issue's three checks."""
-from orchestrator.summaries.sed import sed_table
+
+from orchestrator.families.sed.summary import sed_table
 from orchestrator.tracking import TrialHistory, flatten
 from workloads.ensembles.config import SEDConfig
 
@@ -30,14 +31,22 @@ def test_groups_settings_and_judges_sed_against_the_deep_ensemble():
     assert "## dataset = Digits, start = pretrained head" in pretrained
     assert "| SED | 2 | 0.930 ± 0.014 | 0.973 ± 0.003 | 0.615 ± 0.035 |" in pretrained
     assert "| deep ensemble | 2 | 0.500 ± 0.000 |" in pretrained
-    assert ("SED vs deep ensemble: PDS AUROC +0.430 (better); ID accuracy -1.2 points (within 2); "
-            "lowest member 0.590 (above chance + 10 points = 0.225)") in pretrained
+    assert (
+        "SED vs deep ensemble: PDS AUROC +0.430 (better); ID accuracy -1.2 points (within 2); "
+        "lowest member 0.590 (above chance + 10 points = 0.225)"
+    ) in pretrained
     assert "| all pairs | 1 | 0.850 |" in independent
-    assert ("PDS AUROC -0.060 (not better); ID accuracy -4.0 points (beyond 2); "
-            "lowest member 0.175 (below chance + 10 points = 0.225)") in independent
+    assert (
+        "PDS AUROC -0.060 (not better); ID accuracy -4.0 points (beyond 2); "
+        "lowest member 0.175 (below chance + 10 points = 0.225)"
+    ) in independent
 
 
 def test_chance_follows_the_dataset_and_its_held_out_labels():
-    table = sed_table([trial(0, "SED", "independent", "ColorDSprites", 0.6, 0.99, 0.62),
-                       trial(1, "deep ensemble", "independent", "ColorDSprites", 0.55, 0.99, 0.98)])
+    table = sed_table(
+        [
+            trial(0, "SED", "independent", "ColorDSprites", 0.6, 0.99, 0.62),
+            trial(1, "deep ensemble", "independent", "ColorDSprites", 0.55, 0.99, 0.98),
+        ]
+    )
     assert "lowest member 0.620 (above chance + 10 points = 0.600)" in table  # 2 shapes trained: chance 1/2

@@ -3,11 +3,20 @@ disagree far more on the held-out digits, while the ensemble keeps its ID accura
 
 Recorded (200 iterations, 3 MLP members, seeds 0 / 1): OOD disagreement SED 0.64 / 0.39, deep ensemble
 0.13 / 0.11; ID accuracy 0.975 / 0.975 vs 0.979 / 0.984; lowest SED member 0.92 / 0.96 (chance 0.125)."""
+
 from workloads.ensembles.config import SEDConfig
 from workloads.ensembles.run_local import run
 
-BASE = dict(dataset="digits", num_members=3, total_iters=200, eval_every=200, corruptions=["contrast"],
-            severities=[1], lam=0.5, mu=0.1)
+BASE = {
+    "dataset": "digits",
+    "num_members": 3,
+    "total_iters": 200,
+    "eval_every": 200,
+    "corruptions": ["contrast"],
+    "severities": [1],
+    "lam": 0.5,
+    "mu": 0.1,
+}
 
 
 def test_sed_members_disagree_more_on_ood_than_a_deep_ensemble():

@@ -1,4 +1,5 @@
 """Sweep-file validation: good files load; each class of mistake is one readable SpecError."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,7 +36,12 @@ def test_good_sweeps_load(path):
 def test_samplers_sweep_contents():
     spec = load_sweep(SAMPLERS)
     assert isinstance(spec.config, SamplerConfig)
-    assert (spec.config.num_steps, spec.config.diffusion_sigma2, spec.config.batch_size, spec.config.loss) == (100, 5.0, 300, "tb")
+    assert (spec.config.num_steps, spec.config.diffusion_sigma2, spec.config.batch_size, spec.config.loss) == (
+        100,
+        5.0,
+        300,
+        "tb",
+    )
     assert set(spec.search_space) == {"lr_policy", "exploration_factor"}
     assert spec.tune.scheduler is None and spec.tune.metric == "eval/delta_log_z_rw"
     # Two trials side by side on a 2-core laptop: one trial's actors reserve at most one CPU.
@@ -48,7 +54,11 @@ BAD_CASES = [
     ("yaml_syntax", "", ["expected valid YAML", "line 6"]),
     ("not_mapping", "", ["expected a mapping", "found a list"]),
     ("unknown_top_key", "searchspace", ["unknown key 'searchspace'", "Did you mean 'search_space'?"]),
-    ("unknown_nested_key", "config.replay.capcity", ["unknown key 'capcity'", "capacity, prioritization", "Did you mean 'capacity'?"]),
+    (
+        "unknown_nested_key",
+        "config.replay.capcity",
+        ["unknown key 'capcity'", "capacity, prioritization", "Did you mean 'capacity'?"],
+    ),
     ("wrong_type", "tune.num_samples", ["expected an integer", "found 'many'"]),
     ("negative_grace_period", "tune.scheduler.grace_period", ["expected a number greater than 0, found -1."]),
     ("unknown_workload", "workload", ["one of: samplers", "found 'gflownets'"]),
@@ -83,8 +93,15 @@ def test_missing_file():
 
 
 def test_set_overrides_applied():
-    spec = load_sweep(SAMPLERS, ["config.lr_policy=3e-4", "tune.num_samples=5", "config.replay={enabled: true}",
-                                 "tune.scheduler={type: asha, grace_period: 3}"])
+    spec = load_sweep(
+        SAMPLERS,
+        [
+            "config.lr_policy=3e-4",
+            "tune.num_samples=5",
+            "config.replay={enabled: true}",
+            "tune.scheduler={type: asha, grace_period: 3}",
+        ],
+    )
     assert spec.config.lr_policy == 3e-4 and isinstance(spec.config.lr_policy, float)
     assert spec.tune.num_samples == 5 and spec.config.replay.enabled
     assert spec.tune.scheduler == AshaScheduler(grace_period=3)
@@ -93,12 +110,15 @@ def test_set_overrides_applied():
     assert load_sweep(SAMPLERS, ["tune.stop.time_total_s=60"]).tune.stop.time_total_s == 60
 
 
-@pytest.mark.parametrize("override,words", [
-    ("tune.num_samples", ["--set: expected dotted.key=value", "'tune.num_samples'"]),
-    ("tune..num_samples=2", ["--set: expected dotted.key=value"]),
-    ("name.first=x", ["--set name.first", "name is not one", "'samplers-25gmm'"]),
-    ("config.lr_policy=[1, 2", ["--set config.lr_policy", "a YAML value"]),
-])
+@pytest.mark.parametrize(
+    "override,words",
+    [
+        ("tune.num_samples", ["--set: expected dotted.key=value", "'tune.num_samples'"]),
+        ("tune..num_samples=2", ["--set: expected dotted.key=value"]),
+        ("name.first=x", ["--set name.first", "name is not one", "'samplers-25gmm'"]),
+        ("config.lr_policy=[1, 2", ["--set config.lr_policy", "a YAML value"]),
+    ],
+)
 def test_set_overrides_rejected(override, words):
     error = spec_error(SAMPLERS, [override])
     for word in words:
@@ -111,14 +131,18 @@ def test_override_validated_like_the_file():
 
 
 def test_smoke_shrinks():
-    spec = SweepSpec.from_dict({
-        **MINIMAL,
-        "search_space": {"lr_policy": {"grid": [1e-3, 2e-3, 3e-3]}, "num_layers": {"randint": [1, 4]}},
-        "tune": {**MINIMAL["tune"], "num_samples": 10, "stop": {"training_iteration": 50}},
-    })
+    spec = SweepSpec.from_dict(
+        {
+            **MINIMAL,
+            "search_space": {"lr_policy": {"grid": [1e-3, 2e-3, 3e-3]}, "num_layers": {"randint": [1, 4]}},
+            "tune": {**MINIMAL["tune"], "num_samples": 10, "stop": {"training_iteration": 50}},
+        }
+    )
     assert spec.trial_count_hint() == 30
     smoke = spec.smoke()
-    assert smoke.trial_count_hint() == 2 and smoke.search_space["lr_policy"] == Domain(kind="choice", values=[1e-3, 2e-3, 3e-3])
+    assert smoke.trial_count_hint() == 2 and smoke.search_space["lr_policy"] == Domain(
+        kind="choice", values=[1e-3, 2e-3, 3e-3]
+    )
     assert smoke.tune.stop.training_iteration == 2 and smoke.tune.max_concurrent_trials == 2
     assert smoke.config == SamplerConfig().smoke() and smoke.config.total_iters < spec.config.total_iters
     assert spec.tune.num_samples == 10 and spec.config.total_iters == 5000  # the original is untouched
@@ -140,36 +164,76 @@ def test_resolved_config():
 
 def test_scheduler_forms():
     def scheduler(value):
-        return SweepSpec.from_dict({**MINIMAL, "search_space": {"lr_policy": {"choice": [1e-3]}},
-                                    "tune": {**MINIMAL["tune"], "scheduler": value}}).tune.scheduler
+        return SweepSpec.from_dict(
+            {
+                **MINIMAL,
+                "search_space": {"lr_policy": {"choice": [1e-3]}},
+                "tune": {**MINIMAL["tune"], "scheduler": value},
+            }
+        ).tune.scheduler
+
     assert scheduler("none") is None and scheduler({"type": "none"}) is None and scheduler(None) is None
     assert scheduler({"type": "pbt"}) == PbtScheduler()
     with pytest.raises(SpecError, match=r"tune\.scheduler\.type: expected one of: asha, pbt, none, found 'hyperband'"):
         scheduler({"type": "hyperband"})
 
 
-@pytest.mark.parametrize("patch,key,words", [
-    ({"tune": {"metric": "loss", "mode": "min"}}, "tune.metric", "'eval/...' or 'train/...'"),
-    ({"tune": {"metric": "eval/x", "mode": "min", "scheduler": {"type": "pbt"}}}, "search_space", "at least one domain"),
-    ({"tune": {"metric": "eval/x", "mode": "min", "scheduler": {"type": "pbt"}, "search": "optuna"},
-      "search_space": {"lr_policy": {"choice": [1e-3]}}}, "tune.search", "random when tune.scheduler is pbt"),
-    ({"tune": {"metric": "eval/x", "mode": "min", "search": "optuna"},
-      "search_space": {"loss": {"grid": ["tb", "vargrad"]}}}, "tune.search", "Optuna cannot enumerate"),
-    ({"search_space": {"replay": {"choice": [{"enabled": True}, {"capcity": 3}]}}}, "search_space.replay",
-     "valid for config.replay.capcity"),
-    ({"name": "my sweep"}, "name", "letters, digits"),
-    ({"search_space": {"num_layers": {"uniform": [1, 3]}}}, "search_space.num_layers", "randint or choice for an integer field"),
-    ({"search_space": {"num_layers": {"randint": [1.5, 3]}}}, "search_space.num_layers", "integer bounds"),
-    ({"search_space": {"loss": {"choice": ["tb", "kl"]}}}, "search_space.loss", "one of: tb, vargrad"),
-    ({"search_space": {"lr_policy": 1e-3}}, "search_space.lr_policy", "exactly one key"),
-    ({"search_space": {"lr_policy": {"uniform": [2e-3, 1e-3]}}}, "search_space.lr_policy", "low < high"),
-    ({"config": {"lr_policy": "fast"}}, "config.lr_policy", "expected a number, found 'fast'"),
-    ({"config": []}, "config", "expected a mapping"),
-    ({"resources": {"learner": {"count": 2}}}, "resources.learner.count", "one learner per trial"),
-    ({"resources": {"workers": {"replay_buffer": {"cpu": 1}}}}, "resources.workers.replay_buffer.cpu", "Did you mean 'cpus'?"),
-    ({"tune": {"metric": "eval/x", "mode": "min", "scheduler": {"type": "asha", "grace": 2}}}, "tune.scheduler.grace", "Did you mean 'grace_period'?"),
-    ({"tune": {"mode": "min"}}, "tune.metric", "required"),
-])
+@pytest.mark.parametrize(
+    "patch,key,words",
+    [
+        ({"tune": {"metric": "loss", "mode": "min"}}, "tune.metric", "'eval/...' or 'train/...'"),
+        (
+            {"tune": {"metric": "eval/x", "mode": "min", "scheduler": {"type": "pbt"}}},
+            "search_space",
+            "at least one domain",
+        ),
+        (
+            {
+                "tune": {"metric": "eval/x", "mode": "min", "scheduler": {"type": "pbt"}, "search": "optuna"},
+                "search_space": {"lr_policy": {"choice": [1e-3]}},
+            },
+            "tune.search",
+            "random when tune.scheduler is pbt",
+        ),
+        (
+            {
+                "tune": {"metric": "eval/x", "mode": "min", "search": "optuna"},
+                "search_space": {"loss": {"grid": ["tb", "vargrad"]}},
+            },
+            "tune.search",
+            "Optuna cannot enumerate",
+        ),
+        (
+            {"search_space": {"replay": {"choice": [{"enabled": True}, {"capcity": 3}]}}},
+            "search_space.replay",
+            "valid for config.replay.capcity",
+        ),
+        ({"name": "my sweep"}, "name", "letters, digits"),
+        (
+            {"search_space": {"num_layers": {"uniform": [1, 3]}}},
+            "search_space.num_layers",
+            "randint or choice for an integer field",
+        ),
+        ({"search_space": {"num_layers": {"randint": [1.5, 3]}}}, "search_space.num_layers", "integer bounds"),
+        ({"search_space": {"loss": {"choice": ["tb", "kl"]}}}, "search_space.loss", "one of: tb, vargrad"),
+        ({"search_space": {"lr_policy": 1e-3}}, "search_space.lr_policy", "exactly one key"),
+        ({"search_space": {"lr_policy": {"uniform": [2e-3, 1e-3]}}}, "search_space.lr_policy", "low < high"),
+        ({"config": {"lr_policy": "fast"}}, "config.lr_policy", "expected a number, found 'fast'"),
+        ({"config": []}, "config", "expected a mapping"),
+        ({"resources": {"learner": {"count": 2}}}, "resources.learner.count", "one learner per trial"),
+        (
+            {"resources": {"workers": {"replay_buffer": {"cpu": 1}}}},
+            "resources.workers.replay_buffer.cpu",
+            "Did you mean 'cpus'?",
+        ),
+        (
+            {"tune": {"metric": "eval/x", "mode": "min", "scheduler": {"type": "asha", "grace": 2}}},
+            "tune.scheduler.grace",
+            "Did you mean 'grace_period'?",
+        ),
+        ({"tune": {"mode": "min"}}, "tune.metric", "required"),
+    ],
+)
 def test_more_mistakes(patch, key, words):
     with pytest.raises(SpecError) as info:
         SweepSpec.from_dict({**MINIMAL, **patch}, source="s.yaml")
@@ -196,8 +260,14 @@ METHODS = {"method": {"PIS": {"loss": "pis", "exploration_factor": 0.0}, "TB": {
 def test_benchmark_sweep_crosses_methods_targets_and_seeds():
     spec = load_sweep(BENCHMARK)
     assert list(spec.variants) == ["method", "target"]
-    assert list(spec.variants["method"]) == ["PIS", "TB", "TB + Expl.", "FL-SubTB + LP", "TB + Expl. + LS",
-                                             "VarGrad + Expl. + LP + LS"]
+    assert list(spec.variants["method"]) == [
+        "PIS",
+        "TB",
+        "TB + Expl.",
+        "FL-SubTB + LP",
+        "TB + Expl. + LS",
+        "VarGrad + Expl. + LP + LS",
+    ]
     # each axis is sampled as a grid over its names, and every grid point is repeated once per seed
     assert spec.search_space["variants.method"] == Domain(kind="grid", values=list(spec.variants["method"]))
     assert spec.trial_count_hint() == 6 * 4 * 3
@@ -215,17 +285,17 @@ def test_benchmark_sweep_crosses_methods_targets_and_seeds():
 
 
 def test_variants_reach_a_trial_through_tune_by_name():
-    """Tune samples variant names (`{'variants': {'method': grid}}`); the trial turns its point back into settings."""
+    """Tune samples variant names by dotted key (`{'variants.method': grid}`); the trial turns its point into
+    settings, keys unchanged."""
     from ray import tune
 
-    from orchestrator.trial import nested_to_dotted
     from orchestrator.tuner import param_space
 
     spec = load_sweep(BENCHMARK)
     space = param_space(spec)
-    assert space["variants"]["method"] == tune.grid_search(list(spec.variants["method"]))
-    assert space["variants"]["target"] == tune.grid_search(["25GMM", "Funnel", "Manywell", "40GMM"])
-    point = nested_to_dotted({"variants": {"method": "FL-SubTB + LP", "target": "Funnel"}})
+    assert space["variants.method"] == tune.grid_search(list(spec.variants["method"]))
+    assert space["variants.target"] == tune.grid_search(["25GMM", "Funnel", "Manywell", "40GMM"])
+    point = {"variants.method": "FL-SubTB + LP", "variants.target": "Funnel"}
     config = spec.resolved_config(point)
     assert (config.loss, config.langevin, config.target, config.sigma2) == ("fl_subtb", True, "funnel", 1.0)
 
@@ -241,8 +311,13 @@ def test_smoke_draws_variants_at_random():
 
 
 def test_variants_sampled_by_choice_and_with_other_domains():
-    spec = SweepSpec.from_dict({**MINIMAL, "variants": METHODS, "search_space": {
-        "variants.method": {"choice": ["TB"]}, "lr_policy": {"grid": [1e-3, 2e-3]}}})
+    spec = SweepSpec.from_dict(
+        {
+            **MINIMAL,
+            "variants": METHODS,
+            "search_space": {"variants.method": {"choice": ["TB"]}, "lr_policy": {"grid": [1e-3, 2e-3]}},
+        }
+    )
     assert spec.search_space["variants.method"] == Domain(kind="choice", values=["TB"])
     assert spec.trial_count_hint() == 2
     config = spec.resolved_config({"variants.method": "PIS", "lr_policy": 2e-3})
@@ -252,30 +327,64 @@ def test_variants_sampled_by_choice_and_with_other_domains():
         spec.resolved_config({"variants.method": "SAC"})
 
 
-@pytest.mark.parametrize("patch,key,words", [
-    ({"variants": {"method": {"PIS": {"los": "pis"}}}}, "variants.method.PIS.los", "Did you mean 'loss'?"),
-    ({"variants": {"method": {"X": {"replay.capacity": -1}}}}, "variants.method.X.replay.capacity",
-     "greater than 0, found -1"),
-    ({"variants": {"method": {"PIS": {"loss": "pis", "exploration_factor": 0.1}}}}, "variants.method.PIS",
-     "settings valid (loss='pis' is on-policy"),
-    ({"variants": {"method": []}}, "variants.method", "expected a mapping"),
-    ({"variants": {"method": {}}}, "variants.method", "at least one named variant"),
-    ({"variants": {"a b": {"x": {}}}}, "variants.a b", "axis name of letters"),
-    ({"variants": {**METHODS, "explore": {"on": {"exploration_factor": 0.3}}}},
-     "variants.explore.on.exploration_factor", "no other variants axis sets, found variants.method sets it too"),
-    ({"variants": {**METHODS, "replay": {"on": {"replay.enabled": True}}}}, "variants.replay.on",
-     "settings valid together with variants.method.PIS (loss='pis' is on-policy"),
-    ({"variants": METHODS, "search_space": {"loss": {"grid": ["tb"]}}}, "variants.method.PIS.loss",
-     "search_space does not also sample"),
-    ({"variants": METHODS, "search_space": {"variants.methods": {"grid": ["TB"]}}}, "search_space.variants.methods",
-     "Did you mean 'method'?"),
-    ({"variants": METHODS, "search_space": {"variants.method": {"choice": ["TB", "SAC"]}}},
-     "search_space.variants.method", "names in variants.method (PIS, TB), found 'SAC'"),
-    ({"variants": METHODS, "search_space": {"variants.method": {"uniform": [0, 1]}}}, "search_space.variants.method",
-     "found uniform"),
-    ({"variants": METHODS, "tune": {"metric": "eval/x", "mode": "min", "scheduler": {"type": "pbt"}},
-      "search_space": {"lr_policy": {"choice": [1e-3]}}}, "variants", "no variants with tune.scheduler pbt"),
-])
+@pytest.mark.parametrize(
+    "patch,key,words",
+    [
+        ({"variants": {"method": {"PIS": {"los": "pis"}}}}, "variants.method.PIS.los", "Did you mean 'loss'?"),
+        (
+            {"variants": {"method": {"X": {"replay.capacity": -1}}}},
+            "variants.method.X.replay.capacity",
+            "greater than 0, found -1",
+        ),
+        (
+            {"variants": {"method": {"PIS": {"loss": "pis", "exploration_factor": 0.1}}}},
+            "variants.method.PIS",
+            "settings valid (loss='pis' is on-policy",
+        ),
+        ({"variants": {"method": []}}, "variants.method", "expected a mapping"),
+        ({"variants": {"method": {}}}, "variants.method", "at least one named variant"),
+        ({"variants": {"a b": {"x": {}}}}, "variants.a b", "axis name of letters"),
+        (
+            {"variants": {**METHODS, "explore": {"on": {"exploration_factor": 0.3}}}},
+            "variants.explore.on.exploration_factor",
+            "no other variants axis sets, found variants.method sets it too",
+        ),
+        (
+            {"variants": {**METHODS, "replay": {"on": {"replay.enabled": True}}}},
+            "variants.replay.on",
+            "settings valid together with variants.method.PIS (loss='pis' is on-policy",
+        ),
+        (
+            {"variants": METHODS, "search_space": {"loss": {"grid": ["tb"]}}},
+            "variants.method.PIS.loss",
+            "search_space does not also sample",
+        ),
+        (
+            {"variants": METHODS, "search_space": {"variants.methods": {"grid": ["TB"]}}},
+            "search_space.variants.methods",
+            "Did you mean 'method'?",
+        ),
+        (
+            {"variants": METHODS, "search_space": {"variants.method": {"choice": ["TB", "SAC"]}}},
+            "search_space.variants.method",
+            "names in variants.method (PIS, TB), found 'SAC'",
+        ),
+        (
+            {"variants": METHODS, "search_space": {"variants.method": {"uniform": [0, 1]}}},
+            "search_space.variants.method",
+            "found uniform",
+        ),
+        (
+            {
+                "variants": METHODS,
+                "tune": {"metric": "eval/x", "mode": "min", "scheduler": {"type": "pbt"}},
+                "search_space": {"lr_policy": {"choice": [1e-3]}},
+            },
+            "variants",
+            "no variants with tune.scheduler pbt",
+        ),
+    ],
+)
 def test_variant_mistakes(patch, key, words):
     with pytest.raises(SpecError) as info:
         SweepSpec.from_dict({**MINIMAL, **patch}, source="s.yaml")

@@ -1,5 +1,6 @@
 """Tune storage given as a URI: the same code path as s3:// or gs:// (pyarrow's filesystems), run here with
 file:// URIs (no network on these machines), and the local folders as before."""
+
 from __future__ import annotations
 
 import json
@@ -50,15 +51,15 @@ def test_a_storage_pyarrow_cannot_open_fails_before_any_run_is_made(tmp_path):
 def test_a_sweep_runs_finds_and_resumes_through_a_storage_uri(ray_cluster, tmp_path):
     root = f"file://{tmp_path}/bucket/ray_results"
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    spec = load_sweep(write_tiny_sweep(tmp_path, name="remote", total_iters=40, eval_every=20),
-                      [f"storage_path={root}"])
+    spec = load_sweep(
+        write_tiny_sweep(tmp_path, name="remote", total_iters=40, eval_every=20), [f"storage_path={root}"]
+    )
     handle, status = run_sweep(spec, uri)
     assert status == "FINISHED"
     assert handle.path.startswith(f"{root}/remote-")
     # Everything went through the URI: the sweep's own file, Tune's experiment state and the trial's checkpoints.
     fs, path = pafs.FileSystem.from_uri(handle.path)
-    names = [info.path.removeprefix(path + "/") for info in
-             fs.get_file_info(pafs.FileSelector(path, recursive=True))]
+    names = [info.path.removeprefix(path + "/") for info in fs.get_file_info(pafs.FileSelector(path, recursive=True))]
     assert SWEEP_FILE in names and any(n.startswith("experiment_state") for n in names)
     assert any("/checkpoint_" in n for n in names), names
     assert json.loads(storage.read_text(storage.join(handle.path, SWEEP_FILE)))["parent_run_id"] == handle.parent_run_id

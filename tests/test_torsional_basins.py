@@ -1,8 +1,8 @@
 """basins.py: the minimum search and Laplace masses against an exact grid, and BasinMixtureScore against autograd
 of the wrapped mixture density it claims to differentiate, in a batch that mixes molecules with 2 and 3 torsions."""
+
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -59,10 +59,10 @@ def test_score_is_the_gradient_of_the_wrapped_mixture(energy):
         for p in range(2):
             for b, e in enumerate(entry_index.tolist()):
                 K = int(energy.num_torsions[e])
-                point = x[p, starts[b]: starts[b] + K].clone().requires_grad_(True)
+                point = x[p, starts[b] : starts[b] + K].clone().requires_grad_(True)
                 log_p = _log_mixture(score.basins[e], point, c, windings=3)
                 (expected,) = torch.autograd.grad(log_p, point)
-                assert torch.allclose(got[p, starts[b]: starts[b] + K], expected, rtol=1e-6, atol=1e-8), (k, e)
+                assert torch.allclose(got[p, starts[b] : starts[b] + K], expected, rtol=1e-6, atol=1e-8), (k, e)
 
 
 def _log_mixture(basins, x, c, windings):

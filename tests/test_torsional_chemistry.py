@@ -1,4 +1,5 @@
 """Torsional-GFN chemistry: molecules and torsions, torsion setting, RDKit / OpenMM MMFF energies, MD frames."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,14 +14,39 @@ from workloads.torsional.energy_rdkit import RDKitEnergy, molecule_with_position
 from workloads.torsional.md import MDSettings, md_frames, run_md, train_and_heldout_frames
 from workloads.torsional.molecule import MoleculeError, load_molecule
 
-TRAIN = ["C1C=CC[C@@H]2[C@@H]1C(=O)N(C2=O)SC(Cl)(Cl)Cl", "COC=O", "c1ccc2c(c1)C(=O)c3c(ccc(c3C2=O)N)N",
-         "C[C@@H]1CCCC[C@@H]1C", "COc1ccccc1", "CCC"]
+TRAIN = [
+    "C1C=CC[C@@H]2[C@@H]1C(=O)N(C2=O)SC(Cl)(Cl)Cl",
+    "COC=O",
+    "c1ccc2c(c1)C(=O)c3c(ccc(c3C2=O)N)N",
+    "C[C@@H]1CCCC[C@@H]1C",
+    "COc1ccccc1",
+    "CCC",
+]
 VALIDATION = ["CCc1cccc2c1cccc2", "c1ccc(c(c1)C(F)(F)F)C(F)(F)F"]
 # charged, aromatic, halogenated, N / O / S / P, linear centres (nitrile, alkyne), drug-like
-VARIED = ["CC(=O)[O-]", "C[NH3+]", "CC(=O)Nc1ccc(O)cc1", "CS(=O)(=O)N", "c1ccc(cc1)[N+](=O)[O-]", "CCSC",
-          "Brc1ccc(CCl)cc1", "CC(C)Cc1ccc(cc1)C(C)C(=O)O", "OC(=O)c1ccccc1O", "C[N+](C)(C)CC(=O)[O-]",
-          "c1ccsc1CO", "Ic1ccccc1C=O", "CC(=O)Oc1ccccc1C(=O)O", "CN1CCN(CC1)c1ccccc1", "COP(=O)(OC)OC",
-          "C=CC(=O)N", "N#CCCO", "CC#N", "CCOC(=O)C#C", "FC(F)(F)c1ccc(cc1)S(=O)(=O)N", "c1ccncc1CN"]
+VARIED = [
+    "CC(=O)[O-]",
+    "C[NH3+]",
+    "CC(=O)Nc1ccc(O)cc1",
+    "CS(=O)(=O)N",
+    "c1ccc(cc1)[N+](=O)[O-]",
+    "CCSC",
+    "Brc1ccc(CCl)cc1",
+    "CC(C)Cc1ccc(cc1)C(C)C(=O)O",
+    "OC(=O)c1ccccc1O",
+    "C[N+](C)(C)CC(=O)[O-]",
+    "c1ccsc1CO",
+    "Ic1ccccc1C=O",
+    "CC(=O)Oc1ccccc1C(=O)O",
+    "CN1CCN(CC1)c1ccccc1",
+    "COP(=O)(OC)OC",
+    "C=CC(=O)N",
+    "N#CCCO",
+    "CC#N",
+    "CCOC(=O)C#C",
+    "FC(F)(F)c1ccc(cc1)S(=O)(=O)N",
+    "c1ccncc1CN",
+]
 
 
 def bond_lengths(mol: Chem.Mol, x: np.ndarray) -> np.ndarray:
@@ -29,8 +55,15 @@ def bond_lengths(mol: Chem.Mol, x: np.ndarray) -> np.ndarray:
 
 
 def bond_angles(mol: Chem.Mol, x: np.ndarray) -> np.ndarray:
-    ijk = np.array([(i.GetIdx(), j.GetIdx(), k.GetIdx()) for j in mol.GetAtoms() for i in j.GetNeighbors()
-                    for k in j.GetNeighbors() if i.GetIdx() < k.GetIdx()])
+    ijk = np.array(
+        [
+            (i.GetIdx(), j.GetIdx(), k.GetIdx())
+            for j in mol.GetAtoms()
+            for i in j.GetNeighbors()
+            for k in j.GetNeighbors()
+            if i.GetIdx() < k.GetIdx()
+        ]
+    )
     u, v = x[..., ijk[:, 0], :] - x[..., ijk[:, 1], :], x[..., ijk[:, 2], :] - x[..., ijk[:, 1], :]
     return np.arccos(np.clip((u * v).sum(-1) / np.linalg.norm(u, axis=-1) / np.linalg.norm(v, axis=-1), -1, 1))
 
@@ -62,8 +95,16 @@ def test_load_is_deterministic():
     np.testing.assert_array_equal(a.positions(), b.positions())
 
 
-@pytest.mark.parametrize("smiles, what", [("C1CC(", "parse"), ("not a smiles", "parse"), ("C", "no rotatable"),
-                                          ("c1ccccc1", "no rotatable"), ("CCO.CCO", "fragments")])
+@pytest.mark.parametrize(
+    "smiles, what",
+    [
+        ("C1CC(", "parse"),
+        ("not a smiles", "parse"),
+        ("C", "no rotatable"),
+        ("c1ccccc1", "no rotatable"),
+        ("CCO.CCO", "fragments"),
+    ],
+)
 def test_bad_molecules_raise_clear_errors(smiles, what):
     with pytest.raises(MoleculeError) as err:
         load_molecule(smiles)
@@ -79,8 +120,12 @@ def test_set_torsions_sets_dihedrals_and_keeps_local_structure(molecules):
         angles = rng.uniform(-np.pi, np.pi, (16, 2))  # [B, K]
         x = set_torsions(x0, m, angles)  # [B, N, 3]
         assert x.shape == (16, m.num_atoms, 3)
-        np.testing.assert_allclose(bond_lengths(m.mol, x), np.broadcast_to(bond_lengths(m.mol, x0), (16, m.mol.GetNumBonds())), atol=1e-10)
-        np.testing.assert_allclose(bond_angles(m.mol, x), np.broadcast_to(bond_angles(m.mol, x0), (16, len(bond_angles(m.mol, x0)))), atol=1e-9)
+        np.testing.assert_allclose(
+            bond_lengths(m.mol, x), np.broadcast_to(bond_lengths(m.mol, x0), (16, m.mol.GetNumBonds())), atol=1e-10
+        )
+        np.testing.assert_allclose(
+            bond_angles(m.mol, x), np.broadcast_to(bond_angles(m.mol, x0), (16, len(bond_angles(m.mol, x0)))), atol=1e-9
+        )
         for b in range(3):
             conf = molecule_with_positions(m, x[b]).GetConformer()
             rd = [rdMolTransforms.GetDihedralRad(conf, *t) for t in m.torsions.tolist()]
@@ -159,9 +204,14 @@ def test_torsional_subsystem_drops_only_terms_that_torsions_keep(molecules):
 
     m = molecules["COc1ccccc1"]  # two rotors: CH3-O and O-ring; three rigid parts
     full, torsional = mmff_system(m.mol), mmff_system(m.mol, rotatable_bonds=m.torsions[:, 1:3])
+
     def num_terms(system):
-        return {f.getName().split()[1]: next(getattr(f, n)() for n in ("getNumBonds", "getNumAngles", "getNumTorsions")
-                                             if hasattr(f, n)) for f in system.getForces()}
+        return {
+            f.getName().split()[1]: next(
+                getattr(f, n)() for n in ("getNumBonds", "getNumAngles", "getNumTorsions") if hasattr(f, n)
+            )
+            for f in system.getForces()
+        }
 
     every, kept = num_terms(full), num_terms(torsional)
     assert list(kept) == ["torsion", "vdw", "ele"]  # bond, angle, stretch-bend, out-of-plane: unchanged by torsions

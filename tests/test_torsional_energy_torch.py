@@ -1,4 +1,5 @@
 """energy_torch.TorchTorsionalEnergy: batched MMFF energies of set torsions equal RDKit's, and their exact gradient."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,8 +35,9 @@ def mixed_batch(entries, rows_per_entry: int, seed: int):
 
 def rdkit_energies(entries, entry_index, angles, variant):
     ffs = [RDKitEnergy(e.molecule, e.positions, variant) for e in entries]
-    return np.array([ffs[i].torsion_energies(a[None, : entries[i].num_torsions])[0]
-                     for i, a in zip(entry_index, angles)])
+    return np.array(
+        [ffs[i].torsion_energies(a[None, : entries[i].num_torsions])[0] for i, a in zip(entry_index, angles)]
+    )
 
 
 @pytest.mark.parametrize("variant", ["MMFF94s", "MMFF94"])
@@ -50,8 +52,9 @@ def test_energies_equal_rdkit_on_a_mixed_batch(entries, variant):
     for i, entry in enumerate(entries):
         own[i, : entry.num_torsions] = dihedral_angles(entry.positions, entry.molecule.torsions)[0]
     want = [RDKitEnergy(x.molecule, x.positions, variant).energies(x.positions)[0] for x in entries]
-    np.testing.assert_allclose(energy.energies(torch.arange(len(entries)), torch.as_tensor(own)).numpy(), want,
-                               atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        energy.energies(torch.arange(len(entries)), torch.as_tensor(own)).numpy(), want, atol=1e-6, rtol=0
+    )
 
 
 def test_gradient_equals_finite_differences_of_rdkit(entries):
@@ -72,7 +75,7 @@ def test_gradient_equals_finite_differences_of_rdkit(entries):
     want = np.zeros_like(x)
     for p in range(len(x)):
         for m, b in enumerate(torsion_index):
-            angles = np.tile(x[p, starts[b]: starts[b] + K[b]], (2, 1))  # [2, K_b]
+            angles = np.tile(x[p, starts[b] : starts[b] + K[b]], (2, 1))  # [2, K_b]
             angles[:, m - starts[b]] += (h, -h)
             plus, minus = ffs[entry_index[b]].torsion_energies(angles)
             want[p, m] = (plus - minus) / (2 * h)

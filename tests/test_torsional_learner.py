@@ -1,14 +1,15 @@
 """TorsionalLearner on the smoke config (propane + methyl formate, anisole zero-shot): training runs and mixes
 molecules, the log reward is -E/kT applied once (by hand), evaluation reports every split, checkpoints resume
 identically, replay and VarGrad run, and bad molecules stop the run before training."""
+
 import math
 
 import numpy as np
-import pytest
 import pydantic
+import pytest
 import torch
 
-from workloads.samplers.losses import tb_loss
+from workloads.objectives import tb_loss
 from workloads.torsional.basins import BasinMixtureScore
 from workloads.torsional.config import TorsionalConfig
 from workloads.torsional.conformer import set_torsions
@@ -36,8 +37,13 @@ def _learner(config, entries, seed=0):
 
 
 def test_dataset_splits(config, entries):
-    assert [e.split for e in entries] == ["train", "train", "unseen_structures", "unseen_structures",
-                                         "unseen_molecules"]
+    assert [e.split for e in entries] == [
+        "train",
+        "train",
+        "unseen_structures",
+        "unseen_structures",
+        "unseen_molecules",
+    ]
     assert [e.structure_id for e in entries][:3] == ["CCC/md0", "COC=O/md0", "CCC/md1"]
     assert not np.allclose(entries[0].positions, entries[2].positions)  # a different MD frame
     assert all(e.positions.shape == (e.molecule.num_atoms, 3) for e in entries)
@@ -74,8 +80,13 @@ def test_log_reward_is_minus_e_over_kt_applied_once(config, entries):
     assert bool(floored[b]) == (e_rel > config.reward_floor_kcal_mol)
     # above the floor (a near-clash) and above the clamp (overlap, or NaN): both flagged, log R' = -floor / kT
     e_local_b = learner.structure_energy[batch.entry_index[:3]]
-    bad = torch.stack([e_local_b[0] + 2 * config.reward_floor_kcal_mol, e_local_b[1] + 1e9,
-                       torch.tensor(float("nan"), dtype=torch.float64)])
+    bad = torch.stack(
+        [
+            e_local_b[0] + 2 * config.reward_floor_kcal_mol,
+            e_local_b[1] + 1e9,
+            torch.tensor(float("nan"), dtype=torch.float64),
+        ]
+    )
     log_r_bad, clamped_bad, floored_bad = learner.log_reward(batch.entry_index[:3], bad)
     assert floored_bad.all() and clamped_bad.tolist() == [False, True, True]
     assert torch.allclose(log_r_bad, torch.full((3,), -config.reward_floor_kcal_mol / kT, dtype=torch.float64))
@@ -83,9 +94,10 @@ def test_log_reward_is_minus_e_over_kt_applied_once(config, entries):
     graph = learner._graph(batch.entry_index)
     assert config.score_guide == "basins"
     score = BasinMixtureScore(TorchTorsionalEnergy(entries, "MMFF94s"), kT, config.num_steps)  # built anew
-    score_fn = lambda x, k: score(batch.entry_index, graph.torsion_graph_index, x, k)  # noqa: E731
-    log_pf = forward_log_prob(learner.policy.drift_fn(graph, config.num_steps, score_fn), batch.angles,
-                              batch.torsion_index, len(batch))
+    score_fn = lambda x, k: score(batch.entry_index, graph.torsion_graph_index, x, k)
+    log_pf = forward_log_prob(
+        learner.policy.drift_fn(graph, config.num_steps, score_fn), batch.angles, batch.torsion_index, len(batch)
+    )
     log_pb = backward_log_prob(batch.angles, batch.torsion_index, len(batch))
     log_z = learner.log_z_net(learner._graph(batch.entry_index))
     expected = tb_loss(log_pf, log_pb, log_r.float(), log_z).item()
@@ -93,7 +105,7 @@ def test_log_reward_is_minus_e_over_kt_applied_once(config, entries):
     # reported log Z is shifted back: log Z = log Z' - E_L / kT
     with torch.no_grad():
         lz_shifted = learner.log_z_net(entry.graph).item()
-    assert learner.log_z(batch.entry_index[b: b + 1])[0].item() == pytest.approx(lz_shifted - e_local / kT, rel=1e-6)
+    assert learner.log_z(batch.entry_index[b : b + 1])[0].item() == pytest.approx(lz_shifted - e_local / kT, rel=1e-6)
 
 
 def test_evaluation_reports_every_split(config, entries):
@@ -125,7 +137,7 @@ def test_state_dict_round_trip_continues_identically(config, entries):
     np.testing.assert_array_equal(terminals_a.angles, terminals_b.angles)
     for pa, pb in zip(a.policy.parameters(), b.policy.parameters()):
         assert torch.equal(pa, pb)
-    c = TorsionalLearner(config.model_copy(update=dict(lr=5e-4)), 0, entries=entries)
+    c = TorsionalLearner(config.model_copy(update={"lr": 5e-4}), 0, entries=entries)
     c.load_state_dict(state)
     assert c.optimizer.param_groups[0]["lr"] == 5e-4  # learning rates come from the config
 
@@ -133,8 +145,8 @@ def test_state_dict_round_trip_continues_identically(config, entries):
 def test_replay_and_vargrad_train(config, entries):
     learner = _learner(config, entries)
     _, terminals = learner.train(1)
-    replay_cfg = config.replay.model_copy(update=dict(enabled=True, share=0.5))
-    other = TorsionalLearner(config.model_copy(update=dict(loss="vargrad", replay=replay_cfg)), 0, entries=entries)
+    replay_cfg = config.replay.model_copy(update={"enabled": True, "share": 0.5})
+    other = TorsionalLearner(config.model_copy(update={"loss": "vargrad", "replay": replay_cfg}), 0, entries=entries)
     metrics, new = other.train(2, replay=terminals)
     assert metrics["train/replay_fraction"] == pytest.approx(0.5)
     assert all(math.isfinite(v) for v in metrics.values()) and len(new) == len(terminals)  # 2 iterations x half a batch
@@ -142,9 +154,9 @@ def test_replay_and_vargrad_train(config, entries):
 
 def test_bad_molecule_stops_before_training(config):
     with pytest.raises(MoleculeError, match="not_a_smiles"):
-        build_dataset(config.model_copy(update=dict(train_smiles=["CCC", "not_a_smiles"])))
+        build_dataset(config.model_copy(update={"train_smiles": ["CCC", "not_a_smiles"]}))
     with pytest.raises(MoleculeError, match="C1CCCCC1"):  # no rotatable torsion
-        build_dataset(config.model_copy(update=dict(val_smiles=["C1CCCCC1"])))
+        build_dataset(config.model_copy(update={"val_smiles": ["C1CCCCC1"]}))
 
 
 def test_config_is_strict():
@@ -156,7 +168,7 @@ def test_config_is_strict():
 
 def test_md_seeds_are_the_training_frames_torsions_with_their_energies(config, entries):
     learner = _learner(config, entries)
-    seeds = learner.md_seed_terminals()
+    seeds = learner.replay_seeds()
     train = [i for i, e in enumerate(entries) if e.split == "train"]
     assert set(seeds.entry_index.tolist()) == set(train)
     for i in train:
@@ -173,8 +185,11 @@ def test_md_seeds_are_the_training_frames_torsions_with_their_energies(config, e
 def test_three_torsions_exact_grid_and_evaluation(tmp_path):
     """Butane (two methyl rotors and the central C-C): a 48^3 grid (the issue asks >= 36^3) whose log Z agrees
     with an independent Monte Carlo estimate, and an evaluation with histogram metrics over 3 torsions."""
-    config = TorsionalConfig(cache_dir=str(tmp_path), grid_bins=72).smoke().model_copy(update=dict(
-        train_smiles=["CCCC"], val_smiles=["CCC"], grid_bins=72, eval_samples=200))
+    config = (
+        TorsionalConfig(cache_dir=str(tmp_path), grid_bins=72)
+        .smoke()
+        .model_copy(update={"train_smiles": ["CCCC"], "val_smiles": ["CCC"], "grid_bins": 72, "eval_samples": 200})
+    )
     entries = build_dataset(config)
     butane = entries[0]
     assert butane.num_torsions == 3

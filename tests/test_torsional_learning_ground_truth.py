@@ -1,5 +1,6 @@
 """Grid ground truth and metrics: analytic log Z of von Mises energies (K = 2 and 3), exact draws score a small
 JSD and a wrong (uniform) sampler a large one, ESS, energy W1; and propane with MMFF94s (the issue's figure)."""
+
 import math
 
 import numpy as np
@@ -25,8 +26,10 @@ SHIFTS = (0.0, 1.0, 4.0)
 
 def von_mises_energy(K):
     """E/kT = -sum_m kappa_m cos(x_m - c_m); log Z = sum_m log(2 pi I0(kappa_m))."""
+
     def energy_fn(x):
         return -KT * sum(KAPPAS[m] * np.cos(x[:, m] - SHIFTS[m]) for m in range(K))
+
     return energy_fn, sum(math.log(2 * math.pi * i0e(k)) + k for k in KAPPAS[:K])
 
 

@@ -1,13 +1,14 @@
 """Molecular graphs, the torsion policy and the conditional log Z: shapes on a mixed batch (propane + anisole),
 batching / permutation consistency, invariance of the features to the local structure's own torsions,
 gradients, and the zero-initialized policy's exact bookkeeping through the real network."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from workloads.samplers.losses import tb_loss
+from workloads.objectives import tb_loss
 from workloads.torsional.conformer import set_torsions
 from workloads.torsional.features import ANGLE_DIM, ATOM_DIM, BOND_DIM, collate, graph_from_molecule
 from workloads.torsional.molecule import load_molecule
@@ -108,8 +109,9 @@ def test_gradients_flow_through_tb_with_learned_log_z(graphs):
     batch = collate([graphs[0], graphs[1], graphs[1]])
     calls = []
     policy.encoder.register_forward_hook(lambda *a: calls.append(1))
-    traj = sample_trajectories(policy.drift_fn(batch, 6), batch.torsion_graph_index, 3, 6, Exploration(),
-                               torch.Generator().manual_seed(0))
+    traj = sample_trajectories(
+        policy.drift_fn(batch, 6), batch.torsion_graph_index, 3, 6, Exploration(), torch.Generator().manual_seed(0)
+    )
     assert len(calls) == 1  # one graph encoding for all steps, sampling and log PF
     log_r = torch.zeros(3).index_add_(0, batch.torsion_graph_index, traj.terminal.cos())  # [B] a toy log R
     tb_loss(traj.log_pf, traj.log_pb, log_r, log_z_net(batch)).backward()
@@ -122,8 +124,9 @@ def test_untrained_policy_is_the_zero_drift_process(graphs):
     torch.manual_seed(0)
     policy = TorsionPolicy(hidden=32)
     batch = collate([graphs[0], graphs[1], graphs[0]])
-    traj = sample_trajectories(policy.drift_fn(batch, 20), batch.torsion_graph_index, 3, 20, None,
-                               torch.Generator().manual_seed(0))
+    traj = sample_trajectories(
+        policy.drift_fn(batch, 20), batch.torsion_graph_index, 3, 20, None, torch.Generator().manual_seed(0)
+    )
     assert torch.allclose(traj.log_pb - traj.log_pf, torch.full((3,), 2 * LOG_2PI), atol=1e-3)
     assert traj.dense().shape == (3, 21, 2)
 

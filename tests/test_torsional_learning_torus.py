@@ -1,5 +1,6 @@
 """Torus trajectories of the Torsional-GFN: wrapped normal, sigma schedule, and the log PF / log PB bookkeeping
 (exact importance weights of the zero-drift process, mixed numbers of torsions, off-policy log PF)."""
+
 import math
 
 import numpy as np
@@ -69,7 +70,9 @@ def test_sigma_schedule_is_log_spaced_pi_to_one_hundredth_pi():
 def test_log_reward_is_minus_energy_over_kt_once():
     assert KB_KCAL_PER_MOL_K == 0.001987204118
     assert log_reward(1.0, 298.15) == pytest.approx(-1.0 / (0.001987204118 * 298.15))
-    assert torch.allclose(log_reward(torch.tensor([2.0, -3.0]), 300.0), torch.tensor([2.0, -3.0]) / (-KB_KCAL_PER_MOL_K * 300))
+    assert torch.allclose(
+        log_reward(torch.tensor([2.0, -3.0]), 300.0), torch.tensor([2.0, -3.0]) / (-KB_KCAL_PER_MOL_K * 300)
+    )
 
 
 def _direct_log_probs(drift_fn, angles, torsion_index, B):
@@ -81,7 +84,9 @@ def _direct_log_probs(drift_fn, angles, torsion_index, B):
 
     def log_wn(x, m, s):  # s: one std, or one per torsion [M, 1]
         s = np.broadcast_to(np.asarray(s, dtype=np.float64).reshape(-1, 1), (len(x), 1))
-        return logsumexp(-0.5 * ((x[:, None] - m[:, None] + n) / s) ** 2, axis=1) - np.log(s[:, 0] * math.sqrt(2 * math.pi))
+        return logsumexp(-0.5 * ((x[:, None] - m[:, None] + n) / s) ** 2, axis=1) - np.log(
+            s[:, 0] * math.sqrt(2 * math.pi)
+        )
 
     lpf = np.full(angles.shape[0], -LOG_2PI)
     lpb = np.zeros(angles.shape[0])
@@ -91,7 +96,7 @@ def _direct_log_probs(drift_fn, angles, torsion_index, B):
         mu, r = out if isinstance(out, tuple) else (out, torch.ones(1, len(x)))
         lpf += log_wn(a[:, k + 1].numpy(), (x + mu[0].double()).numpy(), sigma[k] * r[0].double().numpy())
         lpb += log_wn(x.numpy(), a[:, k + 1].numpy(), sigma[k])
-    to_b = lambda v: np.bincount(torsion_index.numpy(), weights=v, minlength=B)  # noqa: E731
+    to_b = lambda v: np.bincount(torsion_index.numpy(), weights=v, minlength=B)
     return to_b(lpf), to_b(lpb)
 
 
@@ -104,8 +109,13 @@ def drift_and_std(x, k):
 def test_log_pf_and_log_pb_match_a_direct_computation_on_and_off_policy(some_drift):
     """With gradient log PF is recomputed over all steps; without (evaluation) it is accumulated while sampling."""
     g = torch.Generator().manual_seed(0)
-    for exploration, grad in [(None, True), (None, False), (Exploration(), True), (Exploration(), False),
-                              (Exploration(noise_prob=0.5, noise_factor=3.0, temperature=2.0), False)]:
+    for exploration, grad in [
+        (None, True),
+        (None, False),
+        (Exploration(), True),
+        (Exploration(), False),
+        (Exploration(noise_prob=0.5, noise_factor=3.0, temperature=2.0), False),
+    ]:
         with torch.set_grad_enabled(grad):
             traj = sample_trajectories(some_drift, TORSION_INDEX, 3, 7, exploration, g)
         assert traj.angles.shape == (6, 8) and traj.log_pf.shape == (3,) and traj.log_pb.shape == (3,)
@@ -165,11 +175,13 @@ def test_importance_sampled_terminal_density_of_a_drifted_policy_integrates_to_o
     backward trajectories per point; logmeanexp is biased low by O(Var / J))."""
     n = 180
     x = (torch.arange(n) + 0.5) * 2 * math.pi / n  # [n] one torsion per trajectory
+
     def gentle_drift(x, k):  # a concentrated terminal density would need far more backward draws
         return sigma_schedule(10)[k][:, None] * 0.7 * torch.sin(x - 1.0)
 
-    log_p = log_terminal_density(gentle_drift, torch.arange(n), x, n, num_steps=10, num_backward=64,
-                                 generator=torch.Generator().manual_seed(4))
+    log_p = log_terminal_density(
+        gentle_drift, torch.arange(n), x, n, num_steps=10, num_backward=64, generator=torch.Generator().manual_seed(4)
+    )
     integral = log_p.double().exp().mean().item() * 2 * math.pi
     assert abs(integral - 1.0) < 0.05, integral
     assert log_p.std() > 0.5  # far from the uniform density

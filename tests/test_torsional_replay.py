@@ -1,4 +1,5 @@
 """Per-structure replay buffer of terminal torsions (workloads/torsional/replay.py), no Ray."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """A Torsional-GFN smoke trial's evaluation files read back as a user would (RDKit MMFF94s, pyarrow), and
 `python -m orchestrator sample` on a molecule outside the training set, from that trial's MLflow run."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from rdkit import Chem
 from rdkit.Chem import AllChem, rdMolTransforms
 
 from orchestrator import cli
-from orchestrator.drivers.torsional import FINAL_EVAL_SAMPLES
+from orchestrator.families.torsional.driver import FINAL_EVAL_SAMPLES
 from orchestrator.spec import load_sweep
 from orchestrator.tuner import run_sweep
 from tests.conftest import ROOT, orchestrator_cli
@@ -32,17 +33,25 @@ def trial(ray_cluster, tmp_path_factory):
     """One smoke sweep (one trial): its MLflow store, run, config and the downloaded eval folders by step."""
     tmp = tmp_path_factory.mktemp("torsional")
     uri = f"sqlite:///{tmp / 'm.db'}"
-    spec = load_sweep(ROOT / "sweeps" / "torsional.yaml",
-                      [f"storage_path={tmp / 'ray_results'}", f"config.cache_dir={tmp / 'cache'}",
-                       "tune.num_samples=1", "search_space={}"]).smoke()
+    spec = load_sweep(
+        ROOT / "sweeps" / "torsional.yaml",
+        [
+            f"storage_path={tmp / 'ray_results'}",
+            f"config.cache_dir={tmp / 'cache'}",
+            "tune.num_samples=1",
+            "search_space={}",
+        ],
+    ).smoke()
     _, status = run_sweep(spec, uri)
     assert status == "FINISHED"
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("torsional").experiment_id])
     (child,) = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     run_id = child.info.run_id
-    evals = {int(Path(f.path).name.removeprefix("step_")): Path(client.download_artifacts(run_id, f.path, str(tmp)))
-             for f in client.list_artifacts(run_id, "eval")}
+    evals = {
+        int(Path(f.path).name.removeprefix("step_")): Path(client.download_artifacts(run_id, f.path, str(tmp)))
+        for f in client.list_artifacts(run_id, "eval")
+    }
     return SimpleNamespace(uri=uri, run_id=run_id, config=spec.config, evals=evals, tmp=tmp)
 
 
@@ -149,11 +158,27 @@ def test_sample_cli_for_a_molecule_outside_the_training_set(trial):
     assert len(find_torsions(Chem.AddHs(Chem.MolFromSmiles(NEW_SMILES)))) >= 1
     n = 40
     parquet = trial.tmp / "out" / "cc_c_o.parquet"
-    result = orchestrator_cli("sample", "--run", trial.run_id, "--smiles", NEW_SMILES, "-n", str(n), "--out",
-                              str(parquet), "--tracking-uri", trial.uri, "--seed", "3", cwd=trial.tmp)
+    result = orchestrator_cli(
+        "sample",
+        "--run",
+        trial.run_id,
+        "--smiles",
+        NEW_SMILES,
+        "-n",
+        str(n),
+        "--out",
+        str(parquet),
+        "--tracking-uri",
+        trial.uri,
+        "--seed",
+        "3",
+        cwd=trial.tmp,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = pq.read_table(parquet).to_pylist()
-    assert len(rows) == n and {(r["smiles"], r["local_structure"]) for r in rows} == {(NEW_SMILES, f"{NEW_SMILES}/etkdg")}
+    assert len(rows) == n and {(r["smiles"], r["local_structure"]) for r in rows} == {
+        (NEW_SMILES, f"{NEW_SMILES}/etkdg")
+    }
     entry = zero_shot_entry(NEW_SMILES, "etkdg", trial.config)  # the structure: ETKDG + MMFF, as for training
     mol = Chem.Mol(entry.molecule.mol)
     for i, xyz in enumerate(entry.positions.tolist()):
@@ -169,8 +194,26 @@ def test_sample_sdf_from_an_md_structure(trial, monkeypatch):
     """In process (the CLI's own main), to spare a second start of torch and MLflow."""
     monkeypatch.chdir(trial.tmp)
     n, sdf = 30, trial.tmp / "out" / "cc_c_o.sdf"
-    assert cli.main(["sample", "--run", trial.run_id, "--smiles", NEW_SMILES, "--structure", "md", "-n", str(n),
-                     "--out", str(sdf), "--tracking-uri", trial.uri]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                "--run",
+                trial.run_id,
+                "--smiles",
+                NEW_SMILES,
+                "--structure",
+                "md",
+                "-n",
+                str(n),
+                "--out",
+                str(sdf),
+                "--tracking-uri",
+                trial.uri,
+            ]
+        )
+        == 0
+    )
     conformers = _read_sdf(sdf)
     assert len(conformers) == n
     quads = find_torsions(Chem.AddHs(Chem.MolFromSmiles(NEW_SMILES))).tolist()
@@ -180,16 +223,33 @@ def test_sample_sdf_from_an_md_structure(trial, monkeypatch):
         measured = [rdMolTransforms.GetDihedralRad(mol.GetConformer(), *q) for q in quads]
         assert _angle_gap(measured, json.loads(mol.GetProp("torsions"))).max() < 1e-5
         assert abs(_mmff94s(mol).CalcEnergy() - float(mol.GetProp("energy_kcal_mol"))) <= 1e-3
-        lengths.append([rdMolTransforms.GetBondLength(mol.GetConformer(), b.GetBeginAtomIdx(), b.GetEndAtomIdx())
-                        for b in mol.GetBonds()])
+        lengths.append(
+            [
+                rdMolTransforms.GetBondLength(mol.GetConformer(), b.GetBeginAtomIdx(), b.GetEndAtomIdx())
+                for b in mol.GetBonds()
+            ]
+        )
     np.testing.assert_allclose(lengths, np.broadcast_to(lengths[0], np.shape(lengths)), atol=1e-5)  # one structure
 
 
 @pytest.mark.parametrize("smiles, run, named", [("C1CC(", None, "C1CC("), ("CCO", "0" * 32, "0" * 32)])
 def test_sample_errors_exit_2_naming_what_is_wrong(trial, capsys, smiles, run, named):
     out = trial.tmp / "bad.parquet"
-    code = cli.main(["sample", "--run", run or trial.run_id, "--smiles", smiles, "-n", "5", "--out", str(out),
-                     "--tracking-uri", trial.uri])
+    code = cli.main(
+        [
+            "sample",
+            "--run",
+            run or trial.run_id,
+            "--smiles",
+            smiles,
+            "-n",
+            "5",
+            "--out",
+            str(out),
+            "--tracking-uri",
+            trial.uri,
+        ]
+    )
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and named in errors[0], errors  # one paragraph, no traceback
     assert not out.exists()

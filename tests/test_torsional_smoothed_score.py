@@ -1,6 +1,7 @@
 """SmoothedScore: the estimate of grad log (R * N(0, c_k)) against the same quantity from an exact grid convolution
 on the torus, exactness for a Gaussian basin with two probes, determinism (log PF must be able to recompute the
 drift), and the local score as c_k -> 0."""
+
 import math
 
 import pytest
@@ -43,11 +44,16 @@ def test_estimate_matches_the_exact_smoothed_score(energy, k, tolerance):
     score = SmoothedScore(energy, KT, num_steps=20, num_probes=100_000, basin_variance=0.04, seed=1)
     c = float(score.c[k])
     x = torch.tensor([[0.3, 2.0], [2.9, 4.4], [5.5, 1.0]], dtype=torch.float64)  # 3 trajectories of methyl formate
-    estimate = score(torch.zeros(3, dtype=torch.long), torch.arange(3).repeat_interleave(2), x.reshape(1, 6),
-                     torch.tensor([k]))[0].reshape(3, 2)
+    estimate = score(
+        torch.zeros(3, dtype=torch.long), torch.arange(3).repeat_interleave(2), x.reshape(1, 6), torch.tensor([k])
+    )[0].reshape(3, 2)
     exact = torch.stack([_grid_smoothed_score(energy, 0, xi, c, bins=72 if k < 10 else 144) for xi in x])
-    local = -torch.stack([energy.gradient(torch.zeros(1, dtype=torch.long), torch.zeros(2, dtype=torch.long),
-                                          xi[None]) for xi in x])[:, 0] / KT
+    local = (
+        -torch.stack(
+            [energy.gradient(torch.zeros(1, dtype=torch.long), torch.zeros(2, dtype=torch.long), xi[None]) for xi in x]
+        )[:, 0]
+        / KT
+    )
     assert (estimate - exact).norm() < tolerance * exact.norm(), (estimate, exact)
     assert (local - exact).norm() > 0.5 * exact.norm()  # the smoothing matters here
 
@@ -70,7 +76,7 @@ def test_two_probes_give_the_exact_score_of_a_gaussian_basin():
     basin = GaussianBasin(torch.tensor([1.0, 2.5], dtype=torch.float64), variance=0.04)
     x = torch.tensor([[1.3, 2.2], [0.8, 2.6], [1.1, 2.9]], dtype=torch.float64)  # 3 steps of one trajectory
     k = torch.tensor([10, 13, 16])
-    exact_for = lambda s: -(x - basin.mean) / (basin.variance + s.c[k][:, None])  # noqa: E731
+    exact_for = lambda s: -(x - basin.mean) / (basin.variance + s.c[k][:, None])
     matched = SmoothedScore(basin, KT, num_steps=20, num_probes=2, basin_variance=0.04, seed=3)
     estimate = matched(torch.zeros(1, dtype=torch.long), torch.zeros(2, dtype=torch.long), x, k)
     assert torch.allclose(estimate, exact_for(matched), rtol=1e-9, atol=1e-9)

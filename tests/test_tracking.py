@@ -1,4 +1,5 @@
 """The MLflow side of a sweep, against a real SQLite store (no Ray)."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,11 @@ def test_a_reopened_trial_run_logs_each_step_once(tmp_path, monkeypatch):
 
     history = resumed.client.get_metric_history(run_id, "loss")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
-        (20, 20.0), (40, 40.0), (60, 60.0), (80, 80.5)]
+        (20, 20.0),
+        (40, 40.0),
+        (60, 60.0),
+        (80, 80.5),
+    ]
     # A new trial in the same sweep is not affected by another run's mark.
     other = resumed.trial_run(parent, "trial_b", "trial_b", {"lr": 0.2})
     resumed.log_metrics(other, {"loss": 1.0, STEP_METRIC: 0.1}, step=20)

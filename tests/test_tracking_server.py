@@ -1,6 +1,7 @@
 """Shared tracking: the tracking URI's precedence, a smoke sweep against a real `mlflow server` on loopback,
 and logging that rides out a store that is briefly unreachable (a real server stopped and restarted on
 its port, a real SQLite store whose folder is moved away), with no metric lost or logged twice."""
+
 from __future__ import annotations
 
 import os
@@ -45,10 +46,26 @@ class MlflowServer:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
         with open(self.folder / "server.log", "ab") as log:
             self.process = subprocess.Popen(
-                [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-                 "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
-                 "--artifacts-destination", str(self.folder / "artifacts")],
-                cwd=self.folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    str(MLFLOW),
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                    "--backend-store-uri",
+                    f"sqlite:///{self.folder / 'mlflow.db'}",
+                    "--artifacts-destination",
+                    str(self.folder / "artifacts"),
+                ],
+                cwd=self.folder,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -84,6 +101,7 @@ def mlflow_server(tmp_path):
 
 # ------------------------------------------------------------------ where the tracking URI comes from
 
+
 def test_tracking_uri_precedence(tmp_path, monkeypatch):
     """--tracking-uri, else the sweep's mlflow.tracking_uri, else MLFLOW_TRACKING_URI, else ./mlflow.db."""
     plain = load_sweep(ROOT / "sweeps" / "samplers.yaml", [])
@@ -98,6 +116,7 @@ def test_tracking_uri_precedence(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ a store that is briefly unreachable
+
 
 def _loss_history(client: MlflowClient, run_id: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, "loss"))
@@ -179,9 +198,10 @@ def test_logging_rides_out_a_server_restart(tmp_path, monkeypatch):
         def upload() -> None:
             try:
                 TrialArtifacts(server.uri, tracker.experiment_id, "t_0").log_files(
-                    {"note.txt": lambda path: path.write_text("logged during a restart")}, "eval/step_0000004")
+                    {"note.txt": lambda path: path.write_text("logged during a restart")}, "eval/step_0000004"
+                )
                 uploaded.append(None)
-            except BaseException as error:  # noqa: BLE001 - reported by the assert below
+            except BaseException as error:  # reported by the assert below
                 uploaded.append(error)
 
         uploader = threading.Thread(target=upload)
@@ -205,13 +225,22 @@ def test_logging_rides_out_a_server_restart(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ a sweep against a tracking server
 
+
 @pytest.mark.slow
 def test_smoke_sweep_logs_to_an_mlflow_server(tmp_path, mlflow_server):
     """`orchestrator run --tracking-uri http://...`: the sweep's parent run, its trials' runs, their metrics
     by step and their artifacts (uploaded by the trials through the server) are in the server's store."""
-    result = orchestrator_cli("run", str(ROOT / "sweeps" / "samplers.yaml"), "--smoke", "--tracking-uri",
-                              mlflow_server.uri, "--set", f"storage_path={tmp_path / 'ray_results'}", cwd=tmp_path,
-                              timeout=600)
+    result = orchestrator_cli(
+        "run",
+        str(ROOT / "sweeps" / "samplers.yaml"),
+        "--smoke",
+        "--tracking-uri",
+        mlflow_server.uri,
+        "--set",
+        f"storage_path={tmp_path / 'ray_results'}",
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"Open the MLflow UI at {mlflow_server.uri}" in result.stdout
     client = MlflowClient(mlflow_server.uri)

@@ -1,6 +1,7 @@
 """A tiny WCST-ML sweep end to end on a real local Ray and a real SQLite MLflow store: one trial (forced onto
 color) runs through Tune, reporting its per-epoch off-diagonal accuracies and, at the end, its flatness curve;
 when the sweep ends the summary lands on the parent run. (One trial: a second would only double the start-up.)"""
+
 from mlflow.tracking import MlflowClient
 
 from orchestrator.spec import SweepSpec
@@ -11,16 +12,29 @@ CUES = ("color", "shape", "scale")
 
 
 def tiny_sweep(storage: str) -> SweepSpec:
-    return SweepSpec.from_dict({
-        "name": "wcst-tiny", "workload": "wcst", "seed": 0,
-        "config": {"architecture": "mlp", "cues": list(CUES), "epochs": 2, "train_size": 256, "test_size": 96,
-                   "resolution": 16, "supersample": 1, "flatness_radii": [0, 8], "flatness_directions": 1,
-                   "flatness_samples": 96},
-        "variants": {"training": {"forced_color": {"forced_cue": "color"}}},
-        "tune": {"num_samples": 1, "metric": "eval/diagonal_acc", "mode": "max", "max_concurrent_trials": 2},
-        "resources": {"learner": {"cpus": 1}},
-        "storage_path": storage,
-    })
+    return SweepSpec.from_dict(
+        {
+            "name": "wcst-tiny",
+            "workload": "wcst",
+            "seed": 0,
+            "config": {
+                "architecture": "mlp",
+                "cues": list(CUES),
+                "total_iters": 2,
+                "train_size": 256,
+                "test_size": 96,
+                "resolution": 16,
+                "supersample": 1,
+                "flatness_radii": [0, 8],
+                "flatness_directions": 1,
+                "flatness_samples": 96,
+            },
+            "variants": {"training": {"forced_color": {"forced_cue": "color"}}},
+            "tune": {"num_samples": 1, "metric": "eval/diagonal_acc", "mode": "max", "max_concurrent_trials": 2},
+            "resources": {"learner": {"cpus": 1}},
+            "storage_path": storage,
+        }
+    )
 
 
 def test_tiny_sweep_reports_every_epoch_and_summarizes_on_the_parent_run(ray_cluster, tmp_path):

@@ -1,5 +1,6 @@
 """Flatness probe (workloads/wcst/flatness.py): every direction has norm exactly r on its own (not normalized
 across directions), every parameter receives its own slice of it, and the weights come back untouched."""
+
 import torch
 from torch import nn
 
@@ -25,7 +26,7 @@ def recorded_perturbations(model: nn.Module, normalization: str, num_directions:
     loss_increase(model, loss_fn, RADII, num_directions, torch.Generator().manual_seed(seed), normalization)
     base, *perturbed = calls
     assert all(float(d.abs().max()) == 0.0 for d in base)
-    return theta, [perturbed[i * num_directions:(i + 1) * num_directions] for i in range(len(RADII))]
+    return theta, [perturbed[i * num_directions : (i + 1) * num_directions] for i in range(len(RADII))]
 
 
 def test_global_directions_have_norm_r_each_and_each_parameter_its_own_slice():
@@ -42,8 +43,9 @@ def test_global_directions_have_norm_r_each_and_each_parameter_its_own_slice():
             assert torch.allclose(flat, expected, atol=1e-6), f"parameter slices mismatch at r={r}, direction {j}"
             assert [delta.shape for delta in per_parameter] == [t.shape for t in theta]
     # Directions differ (independent samples), and weights are restored bit for bit.
-    assert not torch.allclose(torch.cat([x.flatten() for x in by_radius[1][0]]),
-                              torch.cat([x.flatten() for x in by_radius[1][1]]))
+    assert not torch.allclose(
+        torch.cat([x.flatten() for x in by_radius[1][0]]), torch.cat([x.flatten() for x in by_radius[1][1]])
+    )
     assert all(torch.equal(p, t) for p, t in zip(trainable_parameters(model), theta))
 
 

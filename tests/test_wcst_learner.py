@@ -1,6 +1,7 @@
 """WCST-ML learning (workloads/wcst/learner.py), small: trained on the {color, shape, scale} diagonal, an MLP
 adopts color (the paper's finding): color's off-diagonal accuracy near 1, shape's and scale's near the
 other-cue chance level. A restored checkpoint continues exactly like the original."""
+
 import math
 
 import torch
@@ -8,9 +9,18 @@ import torch
 from workloads.wcst.config import WcstConfig
 from workloads.wcst.learner import WcstLearner, flatness_metric
 
-SMALL = WcstConfig(architecture="mlp", cues=("color", "shape", "scale"), train_size=2_000, test_size=600,
-                   resolution=16, supersample=2, epochs=4, flatness_radii=(0.0, 8.0, 64.0), flatness_directions=2,
-                   flatness_samples=300)
+SMALL = WcstConfig(
+    architecture="mlp",
+    cues=("color", "shape", "scale"),
+    train_size=2_000,
+    test_size=600,
+    resolution=16,
+    supersample=2,
+    total_iters=4,
+    flatness_radii=(0.0, 8.0, 64.0),
+    flatness_directions=2,
+    flatness_samples=300,
+)
 
 
 def test_diagonal_training_adopts_color():
@@ -29,7 +39,7 @@ def test_diagonal_training_adopts_color():
 
 
 def test_restored_checkpoint_trains_on_identically():
-    config = SMALL.model_copy(update=dict(train_size=300, test_size=90))
+    config = SMALL.model_copy(update={"train_size": 300, "test_size": 90})
     original = WcstLearner(config, seed=1)
     original.train(1)
     state = original.state_dict()

@@ -1,6 +1,7 @@
 """Off-diagonal accuracies (workloads/wcst/metrics.py), on hand-built cases: a model that reads only color
 scores 1 on color's off-diagonal set and, on another cue's, exactly the share of rows whose color level
 happens to equal that cue's level, counted here from the latents."""
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -35,8 +36,10 @@ def test_accuracy_counts_matches():
 
 def test_color_reader_scores_one_on_color_and_the_coincidence_rate_elsewhere():
     data = wcst_data(CONFIG, seed=4)
-    levels = {cue: np.round(np.linspace(0, size - 1, 3)).astype(int) for cue, size in
-              (("color", 4), ("shape", 3), ("scale", 6))}
+    levels = {
+        cue: np.round(np.linspace(0, size - 1, 3)).astype(int)
+        for cue, size in (("color", 4), ("shape", 3), ("scale", 6))
+    }
     metrics = cue_accuracies(ColorReader(levels["color"]), data)
     assert metrics["eval/diagonal_acc"] == 1.0
     assert metrics["eval/offdiag_acc/color"] == 1.0
@@ -51,7 +54,7 @@ def test_color_reader_scores_one_on_color_and_the_coincidence_rate_elsewhere():
 
 def test_forced_training_set_adds_that_cues_off_diagonal_rows():
     diagonal = wcst_data(CONFIG, seed=4)
-    forced = wcst_data(CONFIG.model_copy(update=dict(forced_cue="shape")), seed=4)
+    forced = wcst_data(CONFIG.model_copy(update={"forced_cue": "shape"}), seed=4)
     assert len(diagonal.train) == 30 and len(forced.train) == 60
     shape_levels = np.array([0, 1, 2])
     assert np.array_equal(level_of(forced.train.latents, "shape", shape_levels), forced.train.labels.numpy())

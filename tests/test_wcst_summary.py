@@ -1,21 +1,23 @@
 """The WCST-ML sweep summary: trials logged to a real SQLite MLflow store the way the sweep's callback logs them,
 then the summary's figures and preference table land on the sweep's parent run; failed trials are left out,
 and a summary that breaks leaves a tag, not a failed sweep."""
+
 import dataclasses
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+import orchestrator.families.wcst as wcst_family
 from orchestrator.callbacks import MlflowCallback
-from orchestrator.registry import WORKLOADS
+from orchestrator.families.wcst.summary import preference, trial_group
 from orchestrator.spec import SweepSpec
-from orchestrator.summaries import ERROR_TAG, log_sweep_summary
-from orchestrator.summaries.wcst import preference, trial_group
+from orchestrator.summary import ERROR_TAG, log_sweep_summary
 from orchestrator.tracking import SweepTracker
 
 SWEEP = {
-    "name": "wcst-summary", "workload": "wcst",
-    "config": {"architecture": "mlp", "cues": ["color", "shape", "scale"], "epochs": 3},
+    "name": "wcst-summary",
+    "workload": "wcst",
+    "config": {"architecture": "mlp", "cues": ["color", "shape", "scale"], "total_iters": 3},
     "variants": {"training": {"diagonal": {"forced_cue": None}, "forced_shape": {"forced_cue": "shape"}}},
     "tune": {"metric": "eval/diagonal_acc", "mode": "max"},
 }
@@ -36,13 +38,19 @@ class FakeTrial:
 
 
 def log_trial(callback: MlflowCallback, index: int, training: str, finals: tuple, fail: bool = False) -> None:
-    trial = FakeTrial(f"abc_{index:05d}", {"variants": {"training": training}})
+    trial = FakeTrial(f"abc_{index:05d}", {"variants.training": training})
     callback.on_trial_start(0, [], trial)
     for epoch in (1, 2, 3):
         share = epoch / 3  # accuracies climb from chance to their final values
-        result = {"step": epoch, "eval/diagonal_acc": 1.0, "eval/chance_other_cue": 0.25,
-                  **{f"eval/offdiag_acc/{cue}": 0.25 + share * (acc - 0.25)
-                     for cue, acc in zip(("color", "shape", "scale"), finals)}}
+        result = {
+            "step": epoch,
+            "eval/diagonal_acc": 1.0,
+            "eval/chance_other_cue": 0.25,
+            **{
+                f"eval/offdiag_acc/{cue}": 0.25 + share * (acc - 0.25)
+                for cue, acc in zip(("color", "shape", "scale"), finals)
+            },
+        }
         if epoch == 3:
             base = 0.01 if training == "diagonal" else 0.05
             result |= {f"flatness/loss_increase/r_{r:g}": base * r * r for r in (0.0, 4.0, 16.0)}
@@ -94,7 +102,7 @@ def test_summary_figures_and_preference_table_land_on_the_parent_run(logged_swee
 def test_a_broken_summary_tags_the_parent_run_instead_of_failing(logged_sweep, monkeypatch):
     tracker, parent = logged_sweep
     # json.loads of a list of trials raises TypeError: a real, importable function that breaks.
-    monkeypatch.setitem(WORKLOADS, "wcst", dataclasses.replace(WORKLOADS["wcst"], summary="json:loads"))
+    monkeypatch.setattr(wcst_family, "FAMILY", dataclasses.replace(wcst_family.FAMILY, summary="json:loads"))
     assert log_sweep_summary(tracker, "wcst", parent) == []
     tags = MlflowClient(tracker.tracking_uri).get_run(parent).data.tags
     assert "TypeError" in tags[ERROR_TAG]

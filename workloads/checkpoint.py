@@ -6,31 +6,45 @@ The snapshot is a deep copy (Adam's state would otherwise alias the live optimiz
 On restore the learning rates are the restoring config's, not the checkpoint's: PBT restores a
 donor's checkpoint under perturbed hyperparameters.
 """
+
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from pydantic import BaseModel
 
 
-def training_state(modules: dict[str, torch.nn.Module | torch.Tensor], optimizer: torch.optim.Optimizer, step: int,
-                   seed: int, generator: torch.Generator, config: BaseModel) -> dict[str, Any]:
+def training_state(
+    modules: dict[str, torch.nn.Module | torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    seed: int,
+    generator: torch.Generator,
+    config: BaseModel,
+) -> dict[str, Any]:
     """`modules`: networks by name, or single parameters (a learned scalar log Z)."""
-    return copy.deepcopy({
-        **{name: _state(module) for name, module in modules.items()},
-        "optimizer": optimizer.state_dict(),
-        "step": step,
-        "seed": seed,
-        "rng": generator.get_state(),
-        "config": config.model_dump(),
-    })
+    return copy.deepcopy(
+        {
+            **{name: _state(module) for name, module in modules.items()},
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "seed": seed,
+            "rng": generator.get_state(),
+            "config": config.model_dump(),
+        }
+    )
 
 
-def restore_training_state(state: dict[str, Any], modules: dict[str, torch.nn.Module | torch.Tensor],
-                           optimizer: torch.optim.Optimizer, learning_rates: Sequence[float],
-                           generator: torch.Generator) -> tuple[int, int]:
+def restore_training_state(
+    state: dict[str, Any],
+    modules: dict[str, torch.nn.Module | torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    learning_rates: Sequence[float],
+    generator: torch.Generator,
+) -> tuple[int, int]:
     """Loads `state` in place; returns (step, seed)."""
     for name, module in modules.items():
         if isinstance(module, torch.nn.Module):

@@ -9,6 +9,7 @@ Every model maps (B, C, H, W) images in [0, 1] to (B, num_classes) logits, and e
 `features(x)` (the penultimate representation) and `head` (the last linear layer), so that
 an ensemble of heads can share one frozen feature extractor.
 """
+
 from __future__ import annotations
 
 import torch
@@ -43,8 +44,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                                          nn.BatchNorm2d(out_channels))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         y = torch.relu(self.bn1(self.conv1(x)))
@@ -83,8 +85,13 @@ class ConvNet(Classifier):
 class MLP(Classifier):
     def __init__(self, in_channels: int, image_size: int, num_classes: int, hidden: int = 256):
         super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, hidden), nn.ReLU(),
-                                  nn.Linear(hidden, hidden), nn.ReLU())
+        self.body = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_channels * image_size * image_size, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+        )
         self.head = nn.Linear(hidden, num_classes)
         self.feature_dim = hidden
 
@@ -92,8 +99,16 @@ class MLP(Classifier):
 class ViT(Classifier):
     """Patches (image_size / 8)^2 pixels each -> 64 tokens + a class token -> Encoder -> class token."""
 
-    def __init__(self, in_channels: int, image_size: int, num_classes: int, dim: int = 64, depth: int = 4,
-                 heads: int = 4, patches_per_side: int = 8):
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int,
+        num_classes: int,
+        dim: int = 64,
+        depth: int = 4,
+        heads: int = 4,
+        patches_per_side: int = 8,
+    ):
         super().__init__()
         if image_size % patches_per_side:
             raise ValueError(f"vit: image_size {image_size} is not a multiple of {patches_per_side} patches per side")

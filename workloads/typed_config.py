@@ -1,4 +1,5 @@
 """The base of every workload config: unknown keys and wrongly typed values are errors."""
+
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict

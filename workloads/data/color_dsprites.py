@@ -38,6 +38,7 @@ written as products, no vectorized transcendental functions, whose SIMD implemen
 cos and sin of the 40 angles come from Python's libm and are rounded to 12 decimals, so a last-bit difference
 between libms cannot move a sub-pixel across the boundary. Coverage is a count, stored exactly.
 """
+
 from __future__ import annotations
 
 import functools
@@ -163,7 +164,7 @@ def coverage_counts(shape: int, scale: int, orientation: int, pos_x: int, pos_y:
     b = (cos * v - sin * u) / s
     hits = inside_shape(shape, a, b).reshape(len(rows), supersample, len(cols), supersample)
     counts = np.zeros((CANVAS, CANVAS), dtype=np.uint16)
-    counts[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = hits.sum(axis=(1, 3))
+    counts[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = hits.sum(axis=(1, 3))
     return counts
 
 
@@ -197,8 +198,9 @@ class ColorDSpritesRenderer:
         self.mask_counts = functools.lru_cache(maxsize=self.config.cache_size)(self._mask_counts)
 
     def _mask_counts(self, shape: int, scale: int, orientation: int, pos_x: int, pos_y: int) -> np.ndarray:
-        counts = downsample_counts(coverage_counts(shape, scale, orientation, pos_x, pos_y, self.config.supersample),
-                                   self.config.resolution)
+        counts = downsample_counts(
+            coverage_counts(shape, scale, orientation, pos_x, pos_y, self.config.supersample), self.config.resolution
+        )
         counts.flags.writeable = False  # shared through the cache
         return counts
 
@@ -238,8 +240,9 @@ class ColorDSpritesDataset(Dataset):
     The label is labels[i] (int64) when labels are given, else the latent row itself (int64 [6]).
     """
 
-    def __init__(self, latents: np.ndarray, labels: np.ndarray | None = None,
-                 config: ColorDSpritesConfig | None = None):
+    def __init__(
+        self, latents: np.ndarray, labels: np.ndarray | None = None, config: ColorDSpritesConfig | None = None
+    ):
         self.latents = check_latents(latents)
         if labels is not None and len(labels) != len(self.latents):
             raise ValueError(f"{len(labels)} labels for {len(self.latents)} latent rows")

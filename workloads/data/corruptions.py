@@ -18,10 +18,11 @@ The noises draw from torch.Generator().manual_seed(seed) on the CPU: the same se
 the others ignore the seed. `CorruptedDataset` seeds item i from (seed, i), so an item's noise does not depend
 on the order it is read in.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ def gaussian_blur(x: Tensor, severity: int, generator: torch.Generator) -> Tenso
     sigma = GAUSSIAN_BLUR_SIGMA_AT_32[severity - 1] * x.shape[-1] / 32
     radius = math.ceil(3 * sigma)
     offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-offsets**2 / (2 * sigma**2))
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()  # [2r + 1]
     channels = x.shape[1]
     rows = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)  # [C, 1, 2r + 1, 1]

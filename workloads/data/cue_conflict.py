@@ -25,6 +25,7 @@ A model that follows another cue j instead of k scores on k's off-diagonal set, 
 
 see `other_cue_accuracy`.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -33,8 +34,13 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field, model_validator
 
-from workloads.data.color_dsprites import (LATENT_NAMES, LATENT_SIZES, ColorDSpritesConfig, ColorDSpritesDataset,
-                                           flat_index)
+from workloads.data.color_dsprites import (
+    LATENT_NAMES,
+    LATENT_SIZES,
+    ColorDSpritesConfig,
+    ColorDSpritesDataset,
+    flat_index,
+)
 from workloads.data.splits import Splits
 from workloads.typed_config import StrictConfig
 
@@ -195,16 +201,19 @@ def _draw_distinct(pool: _LevelPool, n: int, taken: set[int], rng: np.random.Gen
     keep = ~np.isin(flat_index(latents), np.fromiter(taken, dtype=np.int64, count=len(taken)))
     if keep.sum() < n:
         left = int(keep.sum())
-        raise ValueError(f"{what} needs {n} distinct latent rows (train + val + test) but only {left} are left: "
-                         f"it has {pool.size} in all, {pool.size - left} already drawn for earlier sets; "
-                         f"ask for fewer rows, or choose cues that leave more latents free")
+        raise ValueError(
+            f"{what} needs {n} distinct latent rows (train + val + test) but only {left} are left: "
+            f"it has {pool.size} in all, {pool.size - left} already drawn for earlier sets; "
+            f"ask for fewer rows, or choose cues that leave more latents free"
+        )
     latents = latents[keep][:n]
     taken.update(flat_index(latents).tolist())
     return latents
 
 
-def _draw_set(pools: list[_LevelPool], sizes: SplitSizes, taken: set[int], rng: np.random.Generator,
-              name: str) -> Splits[LabelledLatents]:
+def _draw_set(
+    pools: list[_LevelPool], sizes: SplitSizes, taken: set[int], rng: np.random.Generator, name: str
+) -> Splits[LabelledLatents]:
     """One set's splits: for each label l, train + val + test rows from pools[l], then each split shuffled."""
     num_levels = len(pools)
     per_split = [_per_label(n, num_levels) for n in (sizes.train, sizes.val, sizes.test)]  # 3 x [L]
@@ -214,13 +223,16 @@ def _draw_set(pools: list[_LevelPool], sizes: SplitSizes, taken: set[int], rng: 
         latents = _draw_distinct(pool, sum(counts), taken, rng, f"{name} label {label}")
         bounds = np.cumsum([0, *counts])
         for s in range(3):
-            rows = latents[bounds[s]:bounds[s + 1]]
+            rows = latents[bounds[s] : bounds[s + 1]]
             parts[s].append(LabelledLatents(rows, np.full(len(rows), label, dtype=np.int64)))
     splits = []
     for chunks in parts:
         order = rng.permutation(sum(len(c) for c in chunks))
-        splits.append(LabelledLatents(np.concatenate([c.latents for c in chunks])[order],
-                                      np.concatenate([c.labels for c in chunks])[order]))
+        splits.append(
+            LabelledLatents(
+                np.concatenate([c.latents for c in chunks])[order], np.concatenate([c.labels for c in chunks])[order]
+            )
+        )
     return Splits(*splits)
 
 

@@ -8,6 +8,7 @@ Split: stratified per class; within class c (n_c images, in sklearn's order) a p
 default_rng(seed) puts round(test_fraction n_c) images in test, round(val_fraction n_c) in val, the rest in train.
 The splits are disjoint and cover all 1,797 images; `indices` are positions in sklearn's arrays.
 """
+
 from __future__ import annotations
 
 import functools
@@ -39,8 +40,9 @@ class DigitsConfig(StrictConfig):
     @model_validator(mode="after")
     def _check_fractions(self) -> DigitsConfig:
         if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError(f"val_fraction + test_fraction must be < 1, "
-                             f"got {self.val_fraction} + {self.test_fraction}")
+            raise ValueError(
+                f"val_fraction + test_fraction must be < 1, got {self.val_fraction} + {self.test_fraction}"
+            )
         return self
 
 
@@ -66,8 +68,8 @@ def split_indices(labels: np.ndarray, val_fraction: float, test_fraction: float,
         n_test = round(test_fraction * len(members))
         n_val = round(val_fraction * len(members))
         parts[2].append(members[:n_test])
-        parts[1].append(members[n_test:n_test + n_val])
-        parts[0].append(members[n_test + n_val:])
+        parts[1].append(members[n_test : n_test + n_val])
+        parts[0].append(members[n_test + n_val :])
     return Splits(*(np.sort(np.concatenate(p)).astype(np.int64) for p in parts))
 
 

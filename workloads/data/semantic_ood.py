@@ -5,10 +5,11 @@
 For ColorDSprites shapes pass labels = latents[:, 1] (e.g. H = {2}: no hearts in training). A classifier
 trained on the kept labels needs them as 0..K-1: `LabelHoldout.remap`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 
@@ -28,8 +29,9 @@ class LabelHoldout:
         found = self.kept_labels[np.minimum(ranks, len(self.kept_labels) - 1)]
         valid = (ranks < len(self.kept_labels)) & (found == labels)
         if not valid.all():
-            raise ValueError(f"labels {np.unique(labels[~valid]).tolist()} are not among the kept labels "
-                             f"{self.kept_labels.tolist()}")
+            raise ValueError(
+                f"labels {np.unique(labels[~valid]).tolist()} are not among the kept labels {self.kept_labels.tolist()}"
+            )
         return ranks.astype(np.int64)
 
 

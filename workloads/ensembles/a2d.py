@@ -18,9 +18,10 @@ For active members m = 1..A with logits f_m(x) and probabilities p_m = softmax(f
 with sg the stop-gradient (the partner's probabilities arrive detached) and yhat, w fixed per step. `member_loss`
 is L_m, what a member actor minimizes; `sed_loss` is L in one process, the reference the split is tested against.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,29 +52,45 @@ def below_threshold_weights(logits: Tensor, labels: Tensor, threshold: float) ->
     return (p_true <= threshold).any(0).float()
 
 
-def member_loss(logits: Tensor, labels: Tensor, partner_probs: Sequence[Tensor], predicted: Sequence[Tensor],
-                sample_weights: Tensor, ce_weight: float, disagreement_weight: float, eps: float
-                ) -> tuple[Tensor, Tensor, Tensor]:
+def member_loss(
+    logits: Tensor,
+    labels: Tensor,
+    partner_probs: Sequence[Tensor],
+    predicted: Sequence[Tensor],
+    sample_weights: Tensor,
+    ce_weight: float,
+    disagreement_weight: float,
+    eps: float,
+) -> tuple[Tensor, Tensor, Tensor]:
     """L_m for member m with logits [B, C]: one (partner probabilities [B, C], yhat [B]) per pair it is in.
 
     Returns (L_m, its CE, the mean over its pairs of mean_x w l; 0 without pairs)."""
     ce = F.cross_entropy(logits, labels)
     probs = logits.softmax(-1)
-    disagreements = [(sample_weights * a2d_disagreement(probs, q.detach(), yhat, eps)).mean()
-                     for q, yhat in zip(partner_probs, predicted, strict=True)]
+    disagreements = [
+        (sample_weights * a2d_disagreement(probs, q.detach(), yhat, eps)).mean()
+        for q, yhat in zip(partner_probs, predicted, strict=True)
+    ]
     disagreement = torch.stack(disagreements).sum() if disagreements else logits.new_zeros(())
     loss = ce_weight * ce + disagreement_weight * disagreement
     return loss, ce.detach(), disagreement.detach() / max(len(disagreements), 1)
 
 
-def sed_loss(logits: Tensor, labels: Tensor, pairs: Sequence[tuple[int, int]], sample_weights: Tensor,
-             lam: float, mu: float, eps: float) -> Tensor:
+def sed_loss(
+    logits: Tensor,
+    labels: Tensor,
+    pairs: Sequence[tuple[int, int]],
+    sample_weights: Tensor,
+    lam: float,
+    mu: float,
+    eps: float,
+) -> Tensor:
     """L for the active members' logits [A, B, C]; `pairs` index their first dimension, (m, m*) with yhat from m."""
     probs = logits.softmax(-1)  # [A, B, C]
     ce = torch.stack([F.cross_entropy(f, labels) for f in logits]).mean()
     if not pairs:
         return (1 - lam) * ce
-    disagreement = torch.stack([
-        (sample_weights * a2d_disagreement(probs[m], probs[r], probs[m].argmax(-1), eps)).mean() for m, r in pairs
-    ]).mean()
+    disagreement = torch.stack(
+        [(sample_weights * a2d_disagreement(probs[m], probs[r], probs[m].argmax(-1), eps)).mean() for m, r in pairs]
+    ).mean()
     return (1 - lam) * ce + mu * lam * disagreement

@@ -4,6 +4,7 @@
 
 A sweep file's `config:` block may only override fields that exist here (unknown keys are errors).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -116,15 +117,19 @@ class SEDConfig(StrictConfig):
         return self.shared_init or self.mode == "heads"
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SEDConfig":
+    def _consistent(self) -> SEDConfig:
         if self.image_size not in RESOLUTIONS[self.dataset]:
-            raise ValueError(f"resolution {self.image_size} is not available for {self.dataset}: "
-                             f"choose one of {RESOLUTIONS[self.dataset]}")
+            raise ValueError(
+                f"resolution {self.image_size} is not available for {self.dataset}: "
+                f"choose one of {RESOLUTIONS[self.dataset]}"
+            )
         labels = NUM_LABELS[self.dataset]
         held = self.held_out
         if len(set(held)) != len(held) or not all(0 <= h < labels for h in held) or labels - len(held) < 2:
-            raise ValueError(f"held_out_labels {held} must be distinct labels in 0..{labels - 1} of {self.dataset} "
-                             f"that leave at least 2 classes to train on")
+            raise ValueError(
+                f"held_out_labels {held} must be distinct labels in 0..{labels - 1} of {self.dataset} "
+                f"that leave at least 2 classes to train on"
+            )
         unknown = sorted(set(self.corruptions) - set(CORRUPTIONS))
         if unknown:
             raise ValueError(f"unknown corruptions {unknown}; known: {sorted(CORRUPTIONS)}")
@@ -134,12 +139,22 @@ class SEDConfig(StrictConfig):
             raise ValueError(f"active_members {self.active_members} exceeds num_members {self.num_members}")
         num_pairs = self.num_active * (self.num_active - 1) // 2
         if self.pair_selection == "random_pair" and self.num_random_pairs > num_pairs:
-            raise ValueError(f"num_random_pairs {self.num_random_pairs} exceeds the {num_pairs} pairs of "
-                             f"{self.num_active} active members")
+            raise ValueError(
+                f"num_random_pairs {self.num_random_pairs} exceeds the {num_pairs} pairs of "
+                f"{self.num_active} active members"
+            )
         return self
 
-    def smoke(self) -> "SEDConfig":
+    def smoke(self) -> SEDConfig:
         """A few iterations on small sets: a whole-stack check in seconds."""
-        return self.model_copy(update=dict(
-            total_iters=20, eval_every=10, num_train=512, num_test=200, num_ood=200, batch_size=64,
-            pretrain_iters=min(self.pretrain_iters, 20)))
+        return self.model_copy(
+            update={
+                "total_iters": 20,
+                "eval_every": 10,
+                "num_train": 512,
+                "num_test": 200,
+                "num_ood": 200,
+                "batch_size": 64,
+                "pretrain_iters": min(self.pretrain_iters, 20),
+            }
+        )

@@ -8,13 +8,15 @@ logits into what each member needs for its share of the gradient (workloads/ense
     every member host            minimizes its L_m, one optimizer step per member
 
 Members exchange only their logits on the batch; nothing else about the loss needs all of them in one place.
-The same class drives the in-process loop (run_local.py) and the Ray driver (orchestrator/drivers/sed.py).
+The same class drives the in-process loop (run_local.py) and the Ray driver (orchestrator/families/sed/driver.py).
 """
+
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -68,8 +70,10 @@ class MemberStepResult:
 def member_metrics(results: list[MemberStepResult]) -> dict[str, float]:
     """train/member_ce (mean over the step's active members), train/member_ce_max, train/a2d (mean over members
     in a pair of their mean w l)."""
-    metrics = {"train/member_ce": sum(r.ce for r in results) / len(results),
-               "train/member_ce_max": max(r.ce for r in results)}
+    metrics = {
+        "train/member_ce": sum(r.ce for r in results) / len(results),
+        "train/member_ce_max": max(r.ce for r in results),
+    }
     paired = [r.disagreement for r in results if r.num_pairs]
     if paired:
         metrics["train/a2d"] = sum(paired) / len(paired)
@@ -83,7 +87,7 @@ def select_pairs(active: list[int], config: SEDConfig, generator: torch.Generato
         return []
     pairs = list(itertools.combinations(active, 2))
     if config.pair_selection == "random_pair":
-        pairs = [pairs[i] for i in torch.randperm(len(pairs), generator=generator)[:config.num_random_pairs].tolist()]
+        pairs = [pairs[i] for i in torch.randperm(len(pairs), generator=generator)[: config.num_random_pairs].tolist()]
     flips = torch.rand(len(pairs), generator=generator) < 0.5
     return [(b, a) if flip else (a, b) for (a, b), flip in zip(pairs, flips.tolist())]
 
@@ -98,7 +102,7 @@ class Coordinator:
         c, g = self.config, self.generator
         index = torch.randint(len(self.train), (c.batch_size,), generator=g)
         batch = Batch(self.train.images[index], self.train.labels[index])
-        active = sorted(torch.randperm(c.num_members, generator=g)[:c.num_active].tolist())
+        active = sorted(torch.randperm(c.num_members, generator=g)[: c.num_active].tolist())
         return StepDraw(batch, active, select_pairs(active, c, g))
 
     def updates(self, draw: StepDraw, logits: dict[int, Tensor]) -> tuple[dict[int, MemberUpdate], dict[str, float]]:
@@ -123,15 +127,18 @@ class Coordinator:
         ce_weight = (1 - c.lam) / len(draw.active)
         disagreement_weight = c.mu * c.lam / len(draw.pairs) if draw.pairs else 0.0
         updates = {m: MemberUpdate(m, ce_weight, disagreement_weight, weights, terms[m]) for m in draw.active}
-        metrics = {"train/ensemble_ce": F.cross_entropy(stacked.mean(0), labels).item(),
-                   "train/sample_weight_max": weights.max().item(),
-                   "train/sample_weight_mean": weights.mean().item()}
+        metrics = {
+            "train/ensemble_ce": F.cross_entropy(stacked.mean(0), labels).item(),
+            "train/sample_weight_max": weights.max().item(),
+            "train/sample_weight_mean": weights.mean().item(),
+        }
         if agree:
             metrics["train/pair_agreement"] = sum(agree) / len(agree)
         return updates, metrics
 
-    def run_step(self, forward: Callable[[StepDraw], dict[int, Tensor]],
-                 backward: Callable[[dict[int, MemberUpdate]], Any]) -> tuple[dict[str, float], Any]:
+    def run_step(
+        self, forward: Callable[[StepDraw], dict[int, Tensor]], backward: Callable[[dict[int, MemberUpdate]], Any]
+    ) -> tuple[dict[str, float], Any]:
         """One step: forward(draw) -> logits by member; backward(updates) (what it returns is passed on)."""
         draw = self.draw()
         updates, metrics = self.updates(draw, forward(draw))

@@ -9,6 +9,7 @@ a semantic-OOD set of the held-out labels (all built from `workloads/data`, dete
 
 Labels of the kept classes are remapped to 0..K-1 (`LabelHoldout.remap`).
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from workloads.data import (ColorDSpritesConfig, ColorDSpritesRenderer, DigitsConfig, LabelHoldout, corrupt,
-                            digits_splits, sample_latents, split_by_label)
+from workloads.data import (
+    ColorDSpritesConfig,
+    ColorDSpritesRenderer,
+    DigitsConfig,
+    LabelHoldout,
+    corrupt,
+    digits_splits,
+    sample_latents,
+    split_by_label,
+)
 from workloads.data.color_dsprites import NUM_COMBINATIONS, latent_index
 from workloads.ensembles.config import NUM_LABELS, SEDConfig
 
@@ -60,9 +69,11 @@ def eval_sets(config: SEDConfig) -> EvalSets:
         ood_images = _render(config, ood_latents)
     else:
         _, id_test, ood_images = _digits_parts(config)
-    shifts = {f"{name}_s{severity}": Batch(corrupt(id_test.images, name, severity, seed=config.data_seed),
-                                           id_test.labels)
-              for name in config.corruptions for severity in config.severities}
+    shifts = {
+        f"{name}_s{severity}": Batch(corrupt(id_test.images, name, severity, seed=config.data_seed), id_test.labels)
+        for name in config.corruptions
+        for severity in config.severities
+    }
     return EvalSets(id_test, ood_images, shifts)
 
 
@@ -78,7 +89,7 @@ def _dsprites_parts(config: SEDConfig) -> tuple[np.ndarray, np.ndarray, np.ndarr
     ids, ood = holdout.in_distribution, holdout.held_out
     if len(ids) < need_id or len(ood) < need_ood:
         raise ValueError(f"drew {len(ids)} in-distribution / {len(ood)} held-out rows, need {need_id} / {need_ood}")
-    train_rows, test_rows = latents[ids[:config.num_train]], latents[ids[config.num_train:need_id]]
+    train_rows, test_rows = latents[ids[: config.num_train]], latents[ids[config.num_train : need_id]]
     return train_rows, test_rows, latents[ood[:need_ood]]
 
 
@@ -98,8 +109,11 @@ def _kept_labels(config: SEDConfig) -> LabelHoldout:
 
 def _digits_parts(config: SEDConfig) -> tuple[Batch, Batch, Tensor]:
     """(ID train, ID test, OOD images)."""
-    splits = digits_splits(DigitsConfig(resolution=config.image_size, val_fraction=0.0,
-                                        test_fraction=DIGITS_TEST_FRACTION, seed=config.data_seed))
+    splits = digits_splits(
+        DigitsConfig(
+            resolution=config.image_size, val_fraction=0.0, test_fraction=DIGITS_TEST_FRACTION, seed=config.data_seed
+        )
+    )
     kept = _kept_labels(config)
     id_parts, ood_images = [], []
     for part in (splits.train, splits.test):

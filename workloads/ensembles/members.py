@@ -11,6 +11,7 @@ members' logits (detached) and keeps their graph; `backward(updates)` minimizes 
 Members are initialized from a seed of their own (or all from one with shared_init), so which host holds a
 member does not change its weights.
 """
+
 from __future__ import annotations
 
 import copy
@@ -88,9 +89,15 @@ class MemberHost:
         for f_m, m in zip(logits, members):
             u = by_member[m]
             loss, ce, disagreement = member_loss(
-                f_m, labels, [t.partner_probs.to(self.device) for t in u.terms],
-                [t.predicted.to(self.device) for t in u.terms], u.sample_weights.to(self.device), u.ce_weight,
-                u.disagreement_weight, self.config.a2d_eps)
+                f_m,
+                labels,
+                [t.partner_probs.to(self.device) for t in u.terms],
+                [t.predicted.to(self.device) for t in u.terms],
+                u.sample_weights.to(self.device),
+                u.ce_weight,
+                u.disagreement_weight,
+                self.config.a2d_eps,
+            )
             total = total + loss  # members share no parameter: one backward gives each its own gradient
             results.append(MemberStepResult(m, ce.item(), disagreement.item(), len(u.terms)))
         self.zero_grad(members)
@@ -100,8 +107,10 @@ class MemberHost:
 
     def gradients(self) -> dict[int, list[Tensor]]:
         """Gradients of the last backward per member (copies; None where a parameter got none)."""
-        return {m: [None if p.grad is None else p.grad.detach().cpu().clone() for p in self.parameters_of(m)]
-                for m in self.members}
+        return {
+            m: [None if p.grad is None else p.grad.detach().cpu().clone() for p in self.parameters_of(m)]
+            for m in self.members
+        }
 
     def _chunks(self, images: Tensor) -> list[Tensor]:
         return list(images.split(self.config.eval_batch_size))
@@ -113,8 +122,9 @@ class MemberNetworks(MemberHost):
     def __init__(self, config: SEDConfig, members: list[int], seed: int, device: str = "cpu"):
         super().__init__()
         self.config, self.members, self.seed, self.device = config, list(members), seed, torch.device(device)
-        self.networks = {m: build_network(config, member_seed(seed, m, config.shared_init)).to(self.device)
-                         for m in self.members}
+        self.networks = {
+            m: build_network(config, member_seed(seed, m, config.shared_init)).to(self.device) for m in self.members
+        }
         self.optimizers = {m: torch.optim.Adam(net.parameters(), lr=config.lr) for m, net in self.networks.items()}
 
     def member_logits(self, images: Tensor, members: list[int]) -> Tensor:
@@ -140,8 +150,12 @@ class MemberNetworks(MemberHost):
         """Logits [N, C] of the uniform soup: every parameter and buffer averaged over the members held."""
         states = [self.networks[m].state_dict() for m in self.members]
         soup = build_network(self.config, self.seed).to(self.device)
-        soup.load_state_dict({k: (torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v)
-                              for k, v in states[0].items()})
+        soup.load_state_dict(
+            {
+                k: (torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v)
+                for k, v in states[0].items()
+            }
+        )
         return _predict(soup, self._chunks(images), self.device)
 
     def weights(self) -> dict[str, Any]:
@@ -172,8 +186,9 @@ class HeadEnsemble(MemberHost):
     With `train`, phi is pretrained here: pretrain_iters Adam steps of CE with the network's own head, batches
     drawn with replacement. Without, phi stays at its seeded initialization until `load_weights` sets it."""
 
-    def __init__(self, config: SEDConfig, members: list[int], seed: int, device: str = "cpu",
-                 train: Batch | None = None):
+    def __init__(
+        self, config: SEDConfig, members: list[int], seed: int, device: str = "cpu", train: Batch | None = None
+    ):
         super().__init__()
         self.config, self.members, self.device = config, list(members), torch.device(device)
         self.extractor = build_network(config, seed).to(self.device)
@@ -216,21 +231,31 @@ class HeadEnsemble(MemberHost):
     @torch.no_grad()
     def predict(self, images: Tensor) -> Tensor:
         weights, biases = self._heads(self.members)
-        return torch.cat([torch.einsum("bd,acd->abc", self.extractor.features(x.to(self.device)), weights)
-                          + biases[:, None, :] for x in self._chunks(images)], dim=1).cpu()
+        return torch.cat(
+            [
+                torch.einsum("bd,acd->abc", self.extractor.features(x.to(self.device)), weights) + biases[:, None, :]
+                for x in self._chunks(images)
+            ],
+            dim=1,
+        ).cpu()
 
     @torch.no_grad()
     def soup_predict(self, images: Tensor) -> Tensor:
         """Logits [N, C] of the averaged head (on shared features, the mean-logit ensemble)."""
         weights, biases = self._heads(self.members)
         weight, bias = weights.mean(0), biases.mean(0)
-        return torch.cat([self.extractor.features(x.to(self.device)) @ weight.T + bias
-                          for x in self._chunks(images)]).cpu()
+        return torch.cat(
+            [self.extractor.features(x.to(self.device)) @ weight.T + bias for x in self._chunks(images)]
+        ).cpu()
 
     def weights(self) -> dict[str, Any]:
-        return {"extractor": _cpu(self.extractor.state_dict()),
-                "heads": {m: (self.head_weights[m].detach().cpu().clone(), self.head_biases[m].detach().cpu().clone())
-                          for m in self.members}}
+        return {
+            "extractor": _cpu(self.extractor.state_dict()),
+            "heads": {
+                m: (self.head_weights[m].detach().cpu().clone(), self.head_biases[m].detach().cpu().clone())
+                for m in self.members
+            },
+        }
 
     def load_weights(self, weights: list[dict[str, Any]]) -> None:
         """The extractor from the first weights, and the heads held from any of them."""
@@ -264,12 +289,13 @@ def pretrain_extractor(network: nn.Module, train: Batch, config: SEDConfig, seed
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    tail = losses[-max(1, len(losses) // 10):]
+    tail = losses[-max(1, len(losses) // 10) :]
     return float(np.mean(tail)) if tail else float("nan")
 
 
-def make_host(config: SEDConfig, members: list[int], seed: int, device: str = "cpu",
-              train: Batch | None = None) -> MemberNetworks | HeadEnsemble:
+def make_host(
+    config: SEDConfig, members: list[int], seed: int, device: str = "cpu", train: Batch | None = None
+) -> MemberNetworks | HeadEnsemble:
     """The host of `members` for config.mode; `train` pretrains a head ensemble's extractor (ignored in "full")."""
     if config.mode == "heads":
         return HeadEnsemble(config, members, seed, device, train)

@@ -1,15 +1,16 @@
 """Ensemble metrics from member probabilities p [M, N, C] (softmax of each member's logits).
 
-    ensemble prediction   pbar = (1 / M) sum_m p_m,   yhat = argmax_c pbar
-    accuracy              mean_x 1[yhat(x) = y]; per member the same with p_m
-    OOD scores (higher = more likely OOD):
-        PDS               sum_c max_m p_m(c | x)          in [1, min(M, C)]; 1 when all members agree exactly
-        max_prob          1 - max_c pbar(c | x)
-        entropy           H(pbar) = -sum_c pbar log pbar
-        mutual_info       H(pbar) - (1 / M) sum_m H(p_m)   (the members' disagreement, BALD)
-    AUROC                 P(score(x_ood) > score(x_id)) + P(=) / 2 (Mann-Whitney U / (n_id n_ood), ties halved)
-    disagreement          fraction of x where the members' argmaxes are not all equal
+ensemble prediction   pbar = (1 / M) sum_m p_m,   yhat = argmax_c pbar
+accuracy              mean_x 1[yhat(x) = y]; per member the same with p_m
+OOD scores (higher = more likely OOD):
+    PDS               sum_c max_m p_m(c | x)          in [1, min(M, C)]; 1 when all members agree exactly
+    max_prob          1 - max_c pbar(c | x)
+    entropy           H(pbar) = -sum_c pbar log pbar
+    mutual_info       H(pbar) - (1 / M) sum_m H(p_m)   (the members' disagreement, BALD)
+AUROC                 P(score(x_ood) > score(x_id)) + P(=) / 2 (Mann-Whitney U / (n_id n_ood), ties halved)
+disagreement          fraction of x where the members' argmaxes are not all equal
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,10 +53,12 @@ def ood_scores(probs: Tensor) -> dict[str, Tensor]:
     """Each score of OOD_SCORES [N] for member probabilities [M, N, C] (float64 recommended); higher means more
     likely OOD."""
     pbar = ensemble_probs(probs)
-    scores = {"pds": predictive_disagreement_score(probs),
-              "max_prob": 1 - pbar.max(-1).values,
-              "entropy": entropy(pbar),
-              "mutual_info": entropy(pbar) - entropy(probs).mean(0)}
+    scores = {
+        "pds": predictive_disagreement_score(probs),
+        "max_prob": 1 - pbar.max(-1).values,
+        "entropy": entropy(pbar),
+        "mutual_info": entropy(pbar) - entropy(probs).mean(0),
+    }
     return {name: score.round(decimals=SCORE_DECIMALS) for name, score in scores.items()}
 
 

@@ -1,14 +1,20 @@
 """The evaluation figure of an ensemble: PDS on ID vs OOD images, and each member's ID accuracy."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
 
-def evaluation_figure(pds_id: np.ndarray, pds_ood: np.ndarray, member_accuracies: Sequence[float],
-                      ensemble_accuracy: float, pds_auroc: float) -> Figure:
+def evaluation_figure(
+    pds_id: np.ndarray,
+    pds_ood: np.ndarray,
+    member_accuracies: Sequence[float],
+    ensemble_accuracy: float,
+    pds_auroc: float,
+) -> Figure:
     figure = Figure(figsize=(9, 3.4))
     left, right = figure.subplots(1, 2)
     bins = np.linspace(1.0, max(float(pds_id.max()), float(pds_ood.max()), 1.0 + 1e-3), 31)

@@ -7,6 +7,7 @@ One host holds every member (the Ray driver spreads them over member actors; the
 Threads: set OMP_NUM_THREADS.
     OMP_NUM_THREADS=1 python -m workloads.ensembles.run_local --set dataset=digits --set pair_selection=none
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,18 @@ from workloads.ensembles.data import train_set
 from workloads.ensembles.evaluation import Evaluation, Evaluator
 from workloads.ensembles.members import make_host
 
-LOGGED = ("eval/id_accuracy", "eval/id_accuracy_min_member", "eval/ood_auroc_pds", "eval/ood_auroc_max_prob",
-          "eval/ood_auroc_entropy", "eval/ood_auroc_mutual_info", "eval/ood_disagreement", "eval/id_disagreement",
-          "eval/shift_mean_s1/ensemble", "eval/shift_mean_s5/ensemble")
+LOGGED = (
+    "eval/id_accuracy",
+    "eval/id_accuracy_min_member",
+    "eval/ood_auroc_pds",
+    "eval/ood_auroc_max_prob",
+    "eval/ood_auroc_entropy",
+    "eval/ood_auroc_mutual_info",
+    "eval/ood_disagreement",
+    "eval/id_disagreement",
+    "eval/shift_mean_s1/ensemble",
+    "eval/shift_mean_s5/ensemble",
+)
 
 
 def run(config: SEDConfig, seed: int, log=print) -> tuple[list[dict[str, float]], Evaluation]:
@@ -38,13 +48,16 @@ def run(config: SEDConfig, seed: int, log=print) -> tuple[list[dict[str, float]]
     while coordinator.step < config.total_iters:
         metrics, results = coordinator.run_step(
             lambda draw: dict(zip(draw.active, host.forward(draw.batch, draw.active))),
-            lambda updates: host.backward(list(updates.values())))
+            lambda updates: host.backward(list(updates.values())),
+        )
         train_rows.append(metrics | member_metrics(results))
         if coordinator.step % config.eval_every and coordinator.step < config.total_iters:
             continue
         evaluation = evaluator.evaluate([host.weights()])
         row = {"step": coordinator.step, "time_s": round(time.time() - t0, 1)}
-        row |= {k: float(np.mean([r[k] for r in train_rows if k in r])) for k in sorted({k for r in train_rows for k in r})}
+        row |= {
+            k: float(np.mean([r[k] for r in train_rows if k in r])) for k in sorted({k for r in train_rows for k in r})
+        }
         row |= evaluation.metrics
         train_rows = []
         history.append(row)
@@ -55,8 +68,13 @@ def run(config: SEDConfig, seed: int, log=print) -> tuple[list[dict[str, float]]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override an SEDConfig field (YAML value), e.g. --set lam=0.3")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an SEDConfig field (YAML value), e.g. --set lam=0.3",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}

@@ -9,7 +9,7 @@ pis) replay with local search.
     targets/        log R(x), exact samples, exact log Z
     policy.py       forward-SDE drift f_theta(x, t) (plain or Langevin), flow log F(x, t) of (FL-)SubTB
     sde.py          forward / Brownian-bridge backward trajectories with log PF, log PB
-    losses.py       TB, VarGrad, SubTB, FL-SubTB flows, PIS as pure functions of tensors
+    losses.py       the intermediate target of FL-SubTB's flows (the objectives: workloads/objectives.py)
     metrics.py      Delta log Z (ELBO), Delta log Z_RW, EUBO, log-likelihood of exact samples, W2, W1
     replay.py       terminal-state batches and a prioritized ring buffer
     local_search.py parallel MALA on log R; LocalSearchReplay, the buffers of "+ LS" and rounds between them

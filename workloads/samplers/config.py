@@ -2,6 +2,7 @@
 
 A sweep file's `config:` block may only override fields that exist here (unknown keys are errors).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -20,10 +21,9 @@ class ReplayConfig(StrictConfig):
     prioritization: Literal["rank", "reward", "uniform"] = "rank"
     rank_k: float = Field(0.01, gt=0)
     """Rank prioritization p(i) ~ 1 / (k |D| + rank(i)); the paper's k is 0.01. A smaller k favours high log R more,
-    and with it a target's heavier modes: a draw from exact Manywell samples keeps 0.64 of the lighter modes' share
-    at k = 0.01, 0.80 at 0.1, 0.94 at 1 (tests/test_samplers_replay.py). Local search draws its start states and
-    replay its training states so, and Manywell's lighter modes fade over training at 0.01 (README, "the
-    diffusion-sampler issue's accuracy checks")."""
+    and with it a target's heavier modes (tests/test_samplers_replay.py). Local search draws its start states and
+    replay its training states so, and without LP Manywell's lighter modes fade over training at 0.01
+    (docs/samplers.md)."""
     local_search_every: int = Field(100, gt=0)
     """Iterations between local-search rounds."""
     local_search_batch: int = Field(300, gt=0)
@@ -34,21 +34,22 @@ class ReplayConfig(StrictConfig):
     searched_states: Literal["accepted", "final"] = "accepted"
     """What a round puts in the searched buffer: every proposal accepted after burn-in (the reference's
     `langevin_dynamics`, ~17,000 states a round at the defaults), or only the chains' final states (B a round).
-    TB + Expl. + LS, 25,000 iterations, one run each (accepted vs final): Manywell Delta log Z 3.94 vs 5.38, 25GMM
-    Delta log Z_RW 0.017 vs 0.007, within that figure's noise from one evaluation to the next (0.001-0.035)."""
+    The two compared: docs/samplers.md."""
 
 
 SIGMA2_BY_TARGET: dict[str, float] = {"gmm25": 5.0, "gmm40": 5.0, "funnel": 1.0, "manywell": 1.0}
 """Default sigma^2 per target, as in arXiv:2402.05098 (5 for the Gaussian mixtures, 1 for Funnel and Manywell)."""
 EXPLORATION_BY_TARGET: dict[str, tuple[float, float]] = {
-    "gmm25": (0.2, 0.5), "gmm40": (0.2, 0.5), "funnel": (0.1, 0.2), "manywell": (0.1, 0.2)}
+    "gmm25": (0.2, 0.5),
+    "gmm40": (0.2, 0.5),
+    "funnel": (0.1, 0.2),
+    "manywell": (0.1, 0.2),
+}
 """Default (exploration factor, decay fraction) per target for the off-policy losses. The sigma^2 = 1 targets as the
 reference's Manywell TB + Expl. + LS command (factor 0.1, decayed over 5,000 of 25,000 iterations): a policy step's
 std is then only 0.1, and 0.2 of extra std widens the first forward batches to x ~ N(0, 5 I) (Manywell: log R ~
 -700) against replayed local-search states of high log R; the learned log Z, pulled both ways, stalls or drifts and
-the sampler does not learn while it explores. Measured with TB + LS: Manywell Delta log Z 80 (the untrained
-sampler's) after 7,500 iterations at (0.2, 0.5), Delta log Z_RW 7.4 after 1,500 at (0.1, 0.2); Funnel Delta log Z
-6.7 -> 12.2 over 2,000 iterations at (0.2, 0.5) with log Z drifting to 25 (true 0), 2.9 -> 1.9 at (0.1, 0.2)."""
+the sampler does not learn while it explores (docs/samplers.md, "Exploration")."""
 
 
 class SamplerConfig(StrictConfig):
@@ -92,8 +93,8 @@ class SamplerConfig(StrictConfig):
     """N: forward samples and exact target samples per evaluation."""
     log_z_eval_samples: int | None = Field(None, gt=1)
     """Forward samples of the log Z estimates (eval/elbo, eval/log_z_rw, eval/delta_log_z, eval/delta_log_z_rw) when
-    more than N; None: N. The reference evaluates log Z on 10,000; on 2,000 the RW estimate of one trained Manywell
-    sampler ranged 0.16-1.42 over five draws (10,000 pooled: 0.55). W2, W1 and the figures keep the first N."""
+    more than N; None: N. The reference evaluates log Z on 10,000: on 2,000 the RW estimate varies too much from
+    one draw to the next for the issue's checks (docs/samplers.md). W2, W1 and the figures keep the first N."""
     eval_backward_trajectories: int = Field(10, gt=0)
     """K: backward trajectories per exact sample in the importance-sampled log-likelihood of the sampler
     (eval/exact_log_likelihood) and in the EUBO; 10 as the reference code's `mean_log_likelihood`. Costs
@@ -101,7 +102,7 @@ class SamplerConfig(StrictConfig):
     replay: ReplayConfig = ReplayConfig()
 
     @model_validator(mode="after")
-    def _pis_is_on_policy(self) -> "SamplerConfig":
+    def _pis_is_on_policy(self) -> SamplerConfig:
         """PIS differentiates through states sampled from the policy itself: off-policy data has no
         pathwise gradient."""
         if self.loss != "pis":
@@ -112,9 +113,11 @@ class SamplerConfig(StrictConfig):
         if self.replay.enabled:
             conflicts.append("replay.enabled=true")
         if conflicts:
-            raise ValueError(f"loss='pis' is on-policy, which conflicts with {' and '.join(conflicts)}: set "
-                             "exploration_factor=0 and replay.enabled=false, or use an off-policy loss "
-                             "(tb, vargrad, subtb, fl_subtb)")
+            raise ValueError(
+                f"loss='pis' is on-policy, which conflicts with {' and '.join(conflicts)}: set "
+                "exploration_factor=0 and replay.enabled=false, or use an off-policy loss "
+                "(tb, vargrad, subtb, fl_subtb)"
+            )
         return self
 
     @property
@@ -139,9 +142,15 @@ class SamplerConfig(StrictConfig):
             return self.exploration_decay_fraction
         return EXPLORATION_BY_TARGET[self.target][1]
 
-    def smoke(self) -> "SamplerConfig":
+    def smoke(self) -> SamplerConfig:
         """A few iterations of the same model: a whole-stack check in seconds."""
         return self.model_copy(
-            update=dict(total_iters=40, eval_every=20, eval_samples=200, log_z_eval_samples=None, batch_size=64,
-                        num_steps=20),
+            update={
+                "total_iters": 40,
+                "eval_every": 20,
+                "eval_samples": 200,
+                "log_z_eval_samples": None,
+                "batch_size": 64,
+                "num_steps": 20,
+            },
         )

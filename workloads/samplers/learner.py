@@ -27,12 +27,13 @@ A plain class (no Ray): `train(num_iters, replay)` returns chunk metrics and the
 states; `evaluate()` the metrics above and figures; `state_dict()` resumes bit-identically.
 The learner owns its own torch.Generator, so evaluation never perturbs training randomness.
 """
+
 from __future__ import annotations
 
 import ctypes
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -40,16 +41,20 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from workloads.checkpoint import restore_training_state, training_state
+from workloads.objectives import boundary_log_flows, fl_subtb_loss, pis_loss, subtb_loss, tb_loss, vargrad_loss
 from workloads.samplers.config import SamplerConfig
-from workloads.samplers.losses import (
-    boundary_log_flows, forward_looking_log_flows, pis_loss, subtb_loss, tb_loss, vargrad_loss,
-)
+from workloads.samplers.losses import intermediate_log_reward
 from workloads.samplers.metrics import eubo, log_importance_weights, log_likelihood, log_z_metrics, w1, w2
 from workloads.samplers.plots import evaluation_figures
 from workloads.samplers.policy import DriftPolicy, FlowNetwork
 from workloads.samplers.replay import TerminalBatch
 from workloads.samplers.sde import (
-    Trajectory, reference_log_marginal, sample_backward, sample_forward, sample_forward_reparameterized, time_grid,
+    Trajectory,
+    reference_log_marginal,
+    sample_backward,
+    sample_forward,
+    sample_forward_reparameterized,
+    time_grid,
 )
 from workloads.samplers.targets import make_target
 
@@ -86,20 +91,23 @@ def keep_freed_memory() -> bool:
         return False
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
     return bool(libc.mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD_BYTES)) and bool(
-        libc.mallopt(M_TRIM_THRESHOLD, 32 * MALLOC_MMAP_THRESHOLD_BYTES))
+        libc.mallopt(M_TRIM_THRESHOLD, 32 * MALLOC_MMAP_THRESHOLD_BYTES)
+    )
 
 
 @dataclass
 class SamplerEvaluation:
     metrics: dict[str, float]
     """eval/delta_log_z, eval/delta_log_z_rw, eval/log_z_learned, eval/elbo, eval/log_z_rw, eval/eubo,
-    eval/w2 (the figure of the paper's Table 1 column 'W2^2': see orchestrator/cli.py), eval/w1,
+    eval/w2 (the figure of the paper's Table 1 column 'W2^2': see orchestrator/families/samplers/report.py), eval/w1,
     eval/exact_log_likelihood, and the target's mode statistics (`Target.mode_metrics`: Manywell's
     eval/minor_mode_fraction beside eval/exact_minor_mode_fraction)."""
     samples: np.ndarray
     """[N, D] terminal states of on-policy forward trajectories."""
     figures: dict[str, Figure]
     """'samples' (2-d targets: samples over contours of log R) or 'marginals' (sampler vs exact histograms)."""
+    files: dict[str, bytes] = field(default_factory=dict)
+    """No other artifacts."""
 
 
 class SamplerLearner:
@@ -131,17 +139,22 @@ class SamplerLearner:
         c = self.config
         return c.exploration * max(0.0, 1.0 - step / (c.exploration_decay * c.total_iters))
 
-    def _log_flows(self, traj: Trajectory, log_r: Tensor) -> Tensor:
-        """log F(x_i, t_i) for i = 0..T, [B, T+1]: log Z, the (forward-looking) learned flow, log R(x_T)."""
+    def _flow_loss(self, traj: Trajectory, log_r: Tensor) -> Tensor:
+        """(FL-)SubTB over the flows log F(x_i, t_i), i = 0..T: log Z, the learned flow (subtb) or the learned
+        correction of the forward-looking flow (fl_subtb) at the interior states, log R(x_T)."""
         c = self.config
         t = time_grid(c.num_steps, self.device)[1:-1]  # [T-1], interior times
         x = traj.states[:, 1:-1]  # [B, T-1, D]
         log_f = self.flow(x, t)  # [B, T-1]
-        if c.loss == "fl_subtb":
-            with torch.no_grad():  # log R is a fixed function of the (detached) states
-                log_r_states = self.target.log_reward(x.reshape(-1, x.shape[-1])).view(x.shape[:2])  # [B, T-1]
-            log_f = forward_looking_log_flows(log_f, reference_log_marginal(x, t, c.diffusion_sigma2), log_r_states, t)
-        return boundary_log_flows(log_f, self.log_z, log_r)  # [B, T+1]
+        if c.loss == "subtb":
+            log_flows = boundary_log_flows(log_f, self.log_z, log_r)  # [B, T+1]
+            return subtb_loss(traj.log_pf_steps, traj.log_pb_steps, log_flows, c.subtb_lambda)
+        with torch.no_grad():  # log R is a fixed function of the (detached) states
+            log_r_states = self.target.log_reward(x.reshape(-1, x.shape[-1])).view(x.shape[:2])  # [B, T-1]
+        log_r_tilde = intermediate_log_reward(reference_log_marginal(x, t, c.diffusion_sigma2), log_r_states, t)
+        return fl_subtb_loss(
+            traj.log_pf_steps, traj.log_pb_steps, log_f, log_r_tilde, self.log_z, log_r, c.subtb_lambda
+        )
 
     def _loss(self, traj: Trajectory, log_r: Tensor) -> tuple[Tensor, Tensor]:
         """(loss, log Z used by it)."""
@@ -149,8 +162,7 @@ class SamplerLearner:
         if c.loss == "tb":
             return tb_loss(traj.log_pf, traj.log_pb, log_r, self.log_z), self.log_z.detach()
         if c.loss in FLOW_LOSSES:
-            loss = subtb_loss(traj.log_pf_steps, traj.log_pb_steps, self._log_flows(traj, log_r), c.subtb_lambda)
-            return loss, self.log_z.detach()
+            return self._flow_loss(traj, log_r), self.log_z.detach()
         log_z_hat = (log_r + traj.log_pb - traj.log_pf).mean().detach()  # batch estimate
         if c.loss == "pis":
             return pis_loss(traj.log_pf, traj.log_pb, log_r), log_z_hat
@@ -223,9 +235,7 @@ class SamplerLearner:
         if staleness:
             metrics["train/replay_staleness_iters"] = torch.stack(staleness).mean().item()
         if terminal_x:
-            terminals = TerminalBatch(
-                torch.cat(terminal_x).cpu().numpy(), torch.cat(terminal_log_r).cpu().numpy()
-            )
+            terminals = TerminalBatch(torch.cat(terminal_x).cpu().numpy(), torch.cat(terminal_log_r).cpu().numpy())
         else:
             terminals = TerminalBatch(np.zeros((0, self.target.dim)), np.zeros(0))
         return metrics, terminals
@@ -242,7 +252,10 @@ class SamplerLearner:
 
     @torch.no_grad()
     def backward_log_probs(
-        self, x: Tensor, num_trajectories: int, generator: torch.Generator,
+        self,
+        x: Tensor,
+        num_trajectories: int,
+        generator: torch.Generator,
         chunk_trajectories: int = EVAL_CHUNK_TRAJECTORIES,
     ) -> tuple[Tensor, Tensor]:
         """log PF(tau_k) and log PB(tau_k | x_n), each [N, K], of K backward trajectories tau_k ~ PB(. | x_n)
@@ -291,16 +304,20 @@ class SamplerLearner:
         """The learned state by checkpoint key: policy, log Z, and the flow network of (FL-)SubTB."""
         return {"policy": self.policy, "log_z": self.log_z} | ({"flow": self.flow} if self.flow is not None else {})
 
+    def replay_seeds(self) -> None:
+        """None: the replay buffer fills from training."""
+
     def state_dict(self) -> dict:
         """A snapshot (deep copy): later training does not alter it."""
         return training_state(self._checkpointed(), self.optimizer, self.step, self.seed, self.generator, self.config)
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.seed = restore_training_state(
-            state, self._checkpointed(), self.optimizer, (self.config.lr_policy, self.config.lr_log_z), self.generator)
+            state, self._checkpointed(), self.optimizer, (self.config.lr_policy, self.config.lr_log_z), self.generator
+        )
 
     @classmethod
-    def from_state_dict(cls, state: dict, device: str = "cpu") -> "SamplerLearner":
+    def from_state_dict(cls, state: dict, device: str = "cpu") -> SamplerLearner:
         learner = cls(SamplerConfig(**state["config"]), state["seed"], device)
         learner.load_state_dict(state)
         return learner

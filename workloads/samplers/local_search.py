@@ -14,6 +14,7 @@ returns all of them (B (K - burn-in) a* ~ 17,000 states for B = 300, K = 200), n
 `LocalSearchReplay` holds the two buffers of "+ LS" and runs rounds of MALA between them; the
 replay-buffer actor (`actors/replay_buffer.py`) and the in-process loop (`run_local.py`) share it.
 """
+
 from __future__ import annotations
 
 import math
@@ -137,20 +138,31 @@ class LocalSearchReplay:
         start = self.forward_buffer.sample(self.config.local_search_batch)
         keep_accepted = self.config.searched_states == "accepted"
         result = mala(
-            self.target, torch.as_tensor(start.x, device=self.target.device), num_steps=self.config.mala_steps,
-            burn_in=self.config.mala_burn_in, step_size=self.step_size,
-            target_acceptance=self.config.mala_target_acceptance, generator=self.generator,
+            self.target,
+            torch.as_tensor(start.x, device=self.target.device),
+            num_steps=self.config.mala_steps,
+            burn_in=self.config.mala_burn_in,
+            step_size=self.step_size,
+            target_acceptance=self.config.mala_target_acceptance,
+            generator=self.generator,
             keep_accepted=keep_accepted,
         )
         self.step_size = result.step_size
         x, log_r = (result.accepted_x, result.accepted_log_reward) if keep_accepted else (result.x, result.log_reward)
         self.searched_buffer.add(TerminalBatch(x.cpu().numpy(), log_r.cpu().numpy(), learner_step))
-        return {"train/mala_acceptance": result.acceptance_rate, "train/mala_step_size": self.step_size,
-                "train/searched_states_added": float(len(x))}
+        return {
+            "train/mala_acceptance": result.acceptance_rate,
+            "train/mala_step_size": self.step_size,
+            "train/searched_states_added": float(len(x)),
+        }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step_size": self.step_size, "forward_buffer": self.forward_buffer.state_dict(),
-                "searched_buffer": self.searched_buffer.state_dict(), "generator": self.generator.get_state()}
+        return {
+            "step_size": self.step_size,
+            "forward_buffer": self.forward_buffer.state_dict(),
+            "searched_buffer": self.searched_buffer.state_dict(),
+            "generator": self.generator.get_state(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_size = state["step_size"]

@@ -20,6 +20,7 @@ W2 between equal-size empirical sets {x_i}, {y_j} by exact optimal assignment pi
 and W1 likewise with Euclidean cost:
     W1 = min_pi (1/N) sum_i ||x_i - y_pi(i)||
 """
+
 from __future__ import annotations
 
 import math

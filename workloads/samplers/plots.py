@@ -4,6 +4,7 @@
 coordinates' marginals, sampler against exact samples (Funnel: x0 and x1; Manywell: the first well's
 two coordinates, x1 and x2 in the paper's notation).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -76,8 +77,9 @@ def marginal_histograms(
     return fig
 
 
-def evaluation_figures(target_name: str, target: Target, samples: np.ndarray, exact: np.ndarray,
-                       title: str = "") -> dict[str, Figure]:
+def evaluation_figures(
+    target_name: str, target: Target, samples: np.ndarray, exact: np.ndarray, title: str = ""
+) -> dict[str, Figure]:
     """The figures of one evaluation by name: {'samples'} for 2-d targets, {'marginals'} otherwise."""
     if target.dim == 2:
         lim = 1.15 * float(np.abs(exact).max())

@@ -21,9 +21,10 @@ for the T time points (`time_embedding`) and call `drift` per step, with NN1's w
 trajectory (`StateTimeMLP.weights`: a step of batch 300 is short enough for the module and attribute
 look-ups to cost a quarter of it); `forward(x, t)` broadcasts x [..., D] against t [...].
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

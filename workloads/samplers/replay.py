@@ -11,6 +11,7 @@ at sampling time (one argsort of the stored log rewards), never on insert.
 States found by local search carry `search_step`, the learner step at the start of their round; the
 buffer keeps it with them, so the learner can measure how stale a replay batch is.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,18 +40,19 @@ class TerminalBatch:
     def __len__(self) -> int:
         return self.x.shape[0]
 
-    def __getitem__(self, idx: np.ndarray | slice) -> "TerminalBatch":
+    def __getitem__(self, idx: np.ndarray | slice) -> TerminalBatch:
         """The rows `idx`, every field kept aligned."""
         search_step = None if self.search_step is None else self.search_step[idx]
         return TerminalBatch(self.x[idx], self.log_reward[idx], search_step)
 
     @staticmethod
-    def concat(batches: list["TerminalBatch"]) -> "TerminalBatch":
+    def concat(batches: list[TerminalBatch]) -> TerminalBatch:
         search_steps = [b.search_step for b in batches]
         has_steps = [s is not None for s in search_steps]
         assert all(has_steps) or not any(has_steps), "concatenating searched and unsearched states"
         return TerminalBatch(
-            np.concatenate([b.x for b in batches]), np.concatenate([b.log_reward for b in batches]),
+            np.concatenate([b.x for b in batches]),
+            np.concatenate([b.log_reward for b in batches]),
             np.concatenate(search_steps) if all(has_steps) else None,
         )
 

@@ -11,6 +11,7 @@ run serially here). Threads: set OMP_NUM_THREADS.
     OMP_NUM_THREADS=1 python -m workloads.samplers.run_local --total-iters 5000 --replay
     OMP_NUM_THREADS=1 python -m workloads.samplers.run_local --target manywell --loss vargrad --langevin --replay
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,12 @@ def main() -> None:
     ap.add_argument("--langevin", action="store_true", help="Langevin-parameterized drift (LP)")
     ap.add_argument("--batch-size", type=int, default=defaults.batch_size)
     ap.add_argument("--num-steps", type=int, default=defaults.num_steps)
-    ap.add_argument("--exploration-factor", type=float, default=defaults.exploration_factor,
-                    help="default: the target's (config.EXPLORATION_BY_TARGET); 0 for --loss pis (on-policy)")
+    ap.add_argument(
+        "--exploration-factor",
+        type=float,
+        default=defaults.exploration_factor,
+        help="default: the target's (config.EXPLORATION_BY_TARGET); 0 for --loss pis (on-policy)",
+    )
     ap.add_argument("--replay", action="store_true", help="replay + local search")
     ap.add_argument("--smoke-test", action="store_true")
     ap.add_argument("--out", default=None, help="write the eval history as JSON here")

@@ -22,6 +22,7 @@ gradient in one batched pass over the [B, T] transitions (a network call per chu
 through the states. Rollouts compute what depends on t only (the time embedding) and the scaled noise
 once for all T steps, so a step is the drift network and one Euler-Maruyama update.
 """
+
 from __future__ import annotations
 
 import math

@@ -14,10 +14,10 @@ learn. The search runs once per structure (~10^4 energies, ~1-4 s of CPU), also 
 `cached_basins` keeps its result on disk (keyed by the molecule, its local structure, the force field, kT and
 the search's settings), so a restarted actor, a resumed trial or a second trial on the same structures reads it.
 """
+
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -102,7 +102,7 @@ def find_basins(energy: TorchTorsionalEnergy, entry: int, kT: float, seed: int =
     hessian = 0.5 * (hessian + hessian.transpose(1, 2))
     eigval, eigvec = torch.linalg.eigh(hessian / kT)  # precision of the basin, 1 / rad^2
     is_minimum = eigval.min(-1).values > 0
-    variances = (1.0 / eigval.clamp_min(1.0 / MAX_BASIN_VARIANCE_RAD2))  # [Nb, K]
+    variances = 1.0 / eigval.clamp_min(1.0 / MAX_BASIN_VARIANCE_RAD2)  # [Nb, K]
     covariances = eigvec @ torch.diag_embed(variances) @ eigvec.transpose(1, 2)  # [Nb, K, K]
     keep = is_minimum if bool(is_minimum.any()) else torch.ones_like(is_minimum)
     means, energies, covariances, variances = means[keep], energies[keep], covariances[keep], variances[keep]
@@ -110,17 +110,26 @@ def find_basins(energy: TorchTorsionalEnergy, entry: int, kT: float, seed: int =
     return StructureBasins(means.cpu(), covariances.cpu(), log_mass.cpu(), energies.cpu())
 
 
-def cached_basins(energy: TorchTorsionalEnergy, entry: int, kT: float, seed: int,
-                  cache_dir: Path | str | None) -> StructureBasins:
+def cached_basins(
+    energy: TorchTorsionalEnergy, entry: int, kT: float, seed: int, cache_dir: Path | str | None
+) -> StructureBasins:
     """find_basins, read from cache_dir/basins-<key>.pt when present, else computed and stored there (no cache_dir:
     always computed)."""
     if cache_dir is None:
         return find_basins(energy, entry, kT, seed)
     structure = energy.entries[entry]
-    search = [STARTS_PER_TORSION, DESCENT_STEPS, FD_STEP_RAD, SAME_MINIMUM_RAD, MAX_BASIN_VARIANCE_RAD2,
-              MAX_RELATIVE_ENERGY_KCAL_MOL]
-    key = hashlib.sha256(json.dumps([structure.smiles, energy.variant, repr(kT), seed, search]).encode()
-                         + structure.positions.astype("<f8").tobytes()).hexdigest()[:24]
+    search = [
+        STARTS_PER_TORSION,
+        DESCENT_STEPS,
+        FD_STEP_RAD,
+        SAME_MINIMUM_RAD,
+        MAX_BASIN_VARIANCE_RAD2,
+        MAX_RELATIVE_ENERGY_KCAL_MOL,
+    ]
+    key = hashlib.sha256(
+        json.dumps([structure.smiles, energy.variant, repr(kT), seed, search]).encode()
+        + structure.positions.astype("<f8").tobytes()
+    ).hexdigest()[:24]
     path = Path(cache_dir) / f"basins-{key}.pt"
     if path.exists():
         return StructureBasins(**torch.load(path))
@@ -138,8 +147,14 @@ class BasinMixtureScore:
     Basins of all structures are padded to [E, Nb_max, K_max] (absent basins: log mass -inf; absent torsion slots:
     unit variance, zero offset, so they add nothing to any responsibility or score)."""
 
-    def __init__(self, energy: TorchTorsionalEnergy, kT: float, num_steps: int, max_windings: int = 2,
-                 cache_dir: Path | str | None = None):
+    def __init__(
+        self,
+        energy: TorchTorsionalEnergy,
+        kT: float,
+        num_steps: int,
+        max_windings: int = 2,
+        cache_dir: Path | str | None = None,
+    ):
         E, K = len(energy.num_torsions), energy.k_max
         self.basins = [cached_basins(energy, e, kT, e, cache_dir) for e in range(E)]
         nb = max(len(b.means) for b in self.basins)
@@ -191,6 +206,7 @@ class BasinMixtureScore:
         out = torch.empty_like(dense)
         for step in k.cpu().unique().tolist():  # one c_k per call of score_dense
             rows = (k.cpu() == step).nonzero().squeeze(1)
-            out[rows] = self.score_dense(e.repeat(len(rows)), dense[rows].reshape(-1, self.k_max),
-                                         step).reshape(len(rows), B, self.k_max)
+            out[rows] = self.score_dense(e.repeat(len(rows)), dense[rows].reshape(-1, self.k_max), step).reshape(
+                len(rows), B, self.k_max
+            )
         return out[:, t, slot].to(x.device, x.dtype)  # [P, M]

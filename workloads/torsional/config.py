@@ -4,6 +4,7 @@ A sweep file's `config:` block may only override fields that exist here (unknown
 Molecules: the reference's 6 FreeSolv training molecules and 2 validation molecules (all with 2 torsions by
 the torsional-diffusion rule, see molecule.py).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -74,34 +75,30 @@ class TorsionalConfig(StrictConfig):
     step_layers: int = Field(0, ge=0)
     """Atom-level message-passing layers run at every step (policy.py); 0: torsion-level coupling only."""
     torsion_layers: int = Field(2, ge=0)
-    """Torsion-level layers coupling the torsions of a molecule at every step: about 6x cheaper per iteration
-    than 2 atom-level layers on the reference molecules, as accurate after equal training time (train JSD 0.25 vs
-    0.24 after ~11 min) and 5x cheaper to evaluate (measured 2026-11-29, run_local)."""
+    """Torsion-level layers coupling the torsions of a molecule at every step: several times cheaper per iteration
+    than atom-level layers (step_layers) on the reference molecules, and as accurate after equal training time
+    (docs/torsional.md)."""
     score_drift: bool = True
     """The drift adds the step lambda_k sigma_k^2 s_k along grad log p_k, the score of the target smoothed by the
     noise still to come (policy.py, smoothed_score.py): the untrained policy is already a sampler of the target."""
     basin_variance_rad2: float = Field(0.04, gt=0)
     """v0, the variance of a typical basin of R (a methyl rotor's at 298 K is ~0.04 rad^2). With probes it sets
-    the mix a_k = v0 / (v0 + c_k) of the two score estimators (smoothed_score.py; 0.3 measured 0.075 against 0.072
-    train JSD untrained); with score_probes = 0 it scales the local score by a_k (policy.py), where 0.3 measured
-    better (500 samples, untrained: 0.20 / 0.20 / 0.12 against 0.32 / 0.33 / 0.23 with 0.04)."""
+    the mix a_k = v0 / (v0 + c_k) of the two score estimators (smoothed_score.py); with score_probes = 0 it scales
+    the local score by a_k (policy.py). Other values tried: docs/torsional.md."""
     score_guide: Literal["basins", "probes"] = "basins"
     """How the drift's smoothed score grad log p_k is computed (with score_drift): "basins", exactly for the
-    target's Laplace mixture of basins from a minimum search per structure (basins.py, ~4 s per structure);
-    "probes", by score_probes importance-sampled energies at every step (smoothed_score.py). Untrained, 2,000
-    samples per structure, mean JSD train / unseen structures / unseen molecules (2026-11-29, exact-sample floor
-    0.011 / 0.012 / 0.017): basins 0.034 / 0.030 / 0.048 in 161 s for 14 structures (0.050 / 0.047 / 0.061 with
-    forward_std noising); 64 probes with noising 0.048 / 0.048 / 0.033 in 1,945 s."""
+    target's Laplace mixture of basins from a minimum search per structure (basins.py, seconds per structure,
+    cached); "probes", by score_probes importance-sampled energies at every step (smoothed_score.py). The basins
+    are the default: closer to the target untrained than 64 probes, at about a tenth of the cost
+    (docs/torsional.md)."""
     score_probes: int = Field(64, ge=0)
     """J probes (antithetic pairs, so even) of the smoothed score at every step (smoothed_score.py); 0: the local
-    score -dE/dx / kT, scaled by v0 / (v0 + c_k) (policy.py). Untrained, 2,000 samples per structure, mean JSD
-    train / unseen structures / unseen molecules: 0.048 / 0.048 / 0.033 with 64, 0.072 / 0.074 / 0.036 with 16
-    (2026-11-29). Each probe is one energy and gradient per torsion set and step: 64 probes cost ~2.6 M energies
-    per 2,000 samples of a structure (~50 s on one CPU core), hence 16 in the laptop sweep."""
+    score -dE/dx / kT, scaled by v0 / (v0 + c_k) (policy.py). Each probe is one energy and gradient per torsion
+    set and step; more probes split the mass between basins better (docs/torsional.md)."""
     forward_std: Literal["noising", "reverse_basin"] = "reverse_basin"
     """PF's std at step k: sigma_k (PB's), or the reversal's for a Gaussian basin of variance v0 (basin_variance_rad2),
-    sigma_k sqrt((v0 + c_{k+1}) / (v0 + c_k)): narrower, as the reversal of a noising step is. Untrained, with 16
-    probes: mean JSD 0.059 / 0.063 / 0.028 against 0.072 / 0.074 / 0.036 with noising (2026-11-29)."""
+    sigma_k sqrt((v0 + c_{k+1}) / (v0 + c_k)): narrower, as the reversal of a noising step is, so that a drift can
+    match the reversal (docs/torsional.md)."""
     learn_std: bool = False
     """The policy also outputs a per-torsion std multiplier in [1/e, e] (initialized at 1)."""
     log_z_hidden_dim: int = Field(32, gt=0)
@@ -127,7 +124,7 @@ class TorsionalConfig(StrictConfig):
     replay: TorsionalReplayConfig = TorsionalReplayConfig()
 
     @model_validator(mode="after")
-    def _check(self) -> "TorsionalConfig":
+    def _check(self) -> TorsionalConfig:
         if self.grid_bins % bins_for_width(METRIC_BIN_DEGREES):
             raise ValueError(f"grid_bins={self.grid_bins} must be a multiple of {bins_for_width(METRIC_BIN_DEGREES)}")
         if self.score_probes % 2:
@@ -136,11 +133,27 @@ class TorsionalConfig(StrictConfig):
             raise ValueError("train_smiles is empty")
         return self
 
-    def smoke(self) -> "TorsionalConfig":
+    def smoke(self) -> TorsionalConfig:
         """Two small training molecules, one validation molecule, a few iterations: a whole-stack check."""
-        return self.model_copy(update=dict(
-            train_smiles=["CCC", "COC=O"], val_smiles=["COc1ccccc1"], num_train_structures=1,
-            num_heldout_structures=1, num_val_structures=1, hidden_dim=16, log_z_hidden_dim=16,
-            encoder_layers=2, torsion_layers=1, num_steps=8, trajectories_per_structure=8, structures_per_batch=2,
-            total_iters=4, eval_every=2, eval_samples=64, eval_chunk=64, grid_bins=24, score_probes=8,
-        ))
+        return self.model_copy(
+            update={
+                "train_smiles": ["CCC", "COC=O"],
+                "val_smiles": ["COc1ccccc1"],
+                "num_train_structures": 1,
+                "num_heldout_structures": 1,
+                "num_val_structures": 1,
+                "hidden_dim": 16,
+                "log_z_hidden_dim": 16,
+                "encoder_layers": 2,
+                "torsion_layers": 1,
+                "num_steps": 8,
+                "trajectories_per_structure": 8,
+                "structures_per_batch": 2,
+                "total_iters": 4,
+                "eval_every": 2,
+                "eval_samples": 64,
+                "eval_chunk": 64,
+                "grid_bins": 24,
+                "score_probes": 8,
+            }
+        )

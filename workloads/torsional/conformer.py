@@ -13,6 +13,7 @@ the four atoms of every other torsion k rigidly (or not at all: an atom of bond 
 so phi_k is unchanged by it: every delta_k = target_k - phi_k is measured once, on the input, and
 the rotations are applied one after the other, each as the matrix R = cos I + sin [u]x + (1 - cos) u u^T.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -61,8 +62,10 @@ def moving_atoms(molecule: Molecule) -> tuple[np.ndarray, ...]:
     return tuple(sides)
 
 
-_LEVI_CIVITA = -np.array([[[0, 0, 0], [0, 0, 1], [0, -1, 0]], [[0, 0, -1], [0, 0, 0], [1, 0, 0]],
-                          [[0, 1, 0], [-1, 0, 0], [0, 0, 0]]], dtype=np.float64).reshape(3, 9)
+_LEVI_CIVITA = -np.array(
+    [[[0, 0, 0], [0, 0, 1], [0, -1, 0]], [[0, 0, -1], [0, 0, 0], [1, 0, 0]], [[0, 1, 0], [-1, 0, 0], [0, 0, 0]]],
+    dtype=np.float64,
+).reshape(3, 9)
 """[3, 9]: (u @ _LEVI_CIVITA).reshape(3, 3) = [u]x, the matrix of y -> u x y."""
 
 

@@ -7,6 +7,7 @@ and for every validation SMILES the first `num_val_structures` frames of its own
 molecule and structures never trained on, evaluated zero-shot). Every SMILES is loaded (and rejected with a
 MoleculeError naming it) before any MD runs, so a bad molecule stops the run before training starts.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -50,8 +51,14 @@ class StructureEntry:
 def _entry(molecule: Molecule, positions: np.ndarray, name: str, split: Split) -> StructureEntry:
     """name: 'md<f>' (frame f of the molecule's MD) or 'etkdg' (its relaxed embedding)."""
     positions = np.round(positions, POSITION_DECIMALS)
-    return StructureEntry(molecule.smiles, f"{molecule.smiles}/{name}", split, molecule, positions,
-                          graph_from_molecule(molecule.mol, positions, molecule.torsions))
+    return StructureEntry(
+        molecule.smiles,
+        f"{molecule.smiles}/{name}",
+        split,
+        molecule,
+        positions,
+        graph_from_molecule(molecule.mol, positions, molecule.torsions),
+    )
 
 
 def load_molecules(smiles: list[str], variant: str) -> list[Molecule]:
@@ -78,8 +85,9 @@ def build_dataset(config: TorsionalConfig, md_settings: MDSettings = MDSettings(
     val_molecules = load_molecules(c.val_smiles, c.variant)
     train, heldout, val = [], [], []
     for m in train_molecules:
-        tr, ho = train_and_heldout_frames(m, c.num_train_structures, c.num_heldout_structures, c.md_seed, c.variant,
-                                          c.cache_dir, settings)
+        tr, ho = train_and_heldout_frames(
+            m, c.num_train_structures, c.num_heldout_structures, c.md_seed, c.variant, c.cache_dir, settings
+        )
         train += [_entry(m, f, f"md{i}", "train") for i, f in enumerate(tr)]
         heldout += [_entry(m, f, f"md{len(tr) + i}", "unseen_structures") for i, f in enumerate(ho)]
     for m in val_molecules:
@@ -88,8 +96,9 @@ def build_dataset(config: TorsionalConfig, md_settings: MDSettings = MDSettings(
     return train + heldout + val
 
 
-def zero_shot_entry(smiles: str, structure: Literal["etkdg", "md"], config: TorsionalConfig,
-                    md_settings: MDSettings = MDSettings()) -> StructureEntry:
+def zero_shot_entry(
+    smiles: str, structure: Literal["etkdg", "md"], config: TorsionalConfig, md_settings: MDSettings = MDSettings()
+) -> StructureEntry:
     """One (molecule, local structure) of any SMILES, to sample a trained policy zero-shot (split unseen_molecules):
         etkdg: the molecule's ETKDG embedding relaxed with MMFF                 ('<smiles>/etkdg')
         md:    frame 0 of its own MD, made (and cached) as a validation molecule's  ('<smiles>/md0')

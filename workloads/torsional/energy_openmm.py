@@ -24,6 +24,7 @@ non-interacting replicas in one Context, with per-replica energies read as energ
 derivatives (one global scale per replica), saved only 10-30 % per conformer on the CPU (50 % on the
 8-atom methyl formate), so each conformer is its own call.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,9 @@ from .molecule import Molecule
 PLATFORMS = ("Reference", "CPU", "CUDA", "OpenCL")
 
 
-def make_context(system: openmm.System, platform: str = "CPU",
-                 integrator: openmm.Integrator | None = None) -> openmm.Context:
+def make_context(
+    system: openmm.System, platform: str = "CPU", integrator: openmm.Integrator | None = None
+) -> openmm.Context:
     """A Context on `platform` (CPU with one thread: small molecules run faster on one)."""
     integrator = integrator if integrator is not None else openmm.VerletIntegrator(0.001)
     properties = {"CpuThreads": "1"} if platform == "CPU" else {}
@@ -70,8 +72,13 @@ class OpenMMEnergy:
     (double precision) where installed; see the module docstring for the choice.
     """
 
-    def __init__(self, molecule: Molecule, positions_local: np.ndarray | None = None, variant: str = "MMFF94s",
-                 platform: str = "Reference"):
+    def __init__(
+        self,
+        molecule: Molecule,
+        positions_local: np.ndarray | None = None,
+        variant: str = "MMFF94s",
+        platform: str = "Reference",
+    ):
         assert platform in PLATFORMS, platform
         self.molecule = molecule
         self.variant = variant
@@ -80,8 +87,10 @@ class OpenMMEnergy:
         self.context = make_context(self.system, platform)
         self.torsional_context = make_context(mmff_system(molecule.mol, variant, molecule.torsions[:, 1:3]), platform)
         # E(x_L) - E_tors(x_L): the terms that setting torsions does not change
-        self.constant = (_context_energies(self.context, self.positions_local)
-                         - _context_energies(self.torsional_context, self.positions_local))[0]
+        self.constant = (
+            _context_energies(self.context, self.positions_local)
+            - _context_energies(self.torsional_context, self.positions_local)
+        )[0]
 
     def energy(self, positions: np.ndarray, groups: int | set[int] = -1) -> float:
         """[N, 3] Angstrom -> kcal/mol (of the given force groups; all by default)."""

@@ -7,6 +7,7 @@ nonbonded pairs within 100 A), never the coordinates, so one force field serves 
 of the molecule. The reference code instead rebuilt a molecule and a force field per conformer:
 `reference_energy` is that way, kept for benchmarks and tests.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -29,9 +29,10 @@ moving atom); padded terms and pairs point at 4 dummy atoms at the end of each a
 dihedral, a pair 1 A apart) with zero parameters, so they add exact zeros. float64 throughout. Positions are
 [B, 3, N] (coordinates before atoms): every coordinate of every atom is then a contiguous [B, N] slice.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -167,9 +168,17 @@ class TorchTorsionalEnergy:
             y0, y1, y2 = (x - origin).unbind(1)  # [B, N] each
             u0, u1, u2 = u[:, 0, None], u[:, 1, None], u[:, 2, None]  # [B, 1] each
             u_y = (u0 * y0 + u1 * y1 + u2 * y2) * (1.0 - c)  # [B, N]
-            rotated = torch.stack([y0 * c + (u1 * y2 - u2 * y1) * s + u0 * u_y,
-                                   y1 * c + (u2 * y0 - u0 * y2) * s + u1 * u_y,
-                                   y2 * c + (u0 * y1 - u1 * y0) * s + u2 * u_y], 1) + origin  # [B, 3, N]
+            rotated = (
+                torch.stack(
+                    [
+                        y0 * c + (u1 * y2 - u2 * y1) * s + u0 * u_y,
+                        y1 * c + (u2 * y0 - u0 * y2) * s + u1 * u_y,
+                        y2 * c + (u0 * y1 - u1 * y0) * s + u2 * u_y,
+                    ],
+                    1,
+                )
+                + origin
+            )  # [B, 3, N]
             x = torch.where(moving[:, None, k], rotated, x)
         return x
 
@@ -178,8 +187,10 @@ class TorchTorsionalEnergy:
         block = self.rows_per_block or e.numel()
         if e.numel() <= block:
             return self._evaluate_block(e, angles, with_gradient)
-        parts = [self._evaluate_block(e[i:i + block], angles[i:i + block], with_gradient)
-                 for i in range(0, e.numel(), block)]
+        parts = [
+            self._evaluate_block(e[i : i + block], angles[i : i + block], with_gradient)
+            for i in range(0, e.numel(), block)
+        ]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]) if with_gradient else None
 
     def _evaluate_block(self, e: Tensor, angles: Tensor, with_gradient: bool) -> tuple[Tensor, Tensor | None]:
@@ -218,8 +229,9 @@ class TorchTorsionalEnergy:
         de_dr = -7.0 * e_vdw / s - 7.0 * eps * a7 * q * r6 / t - self.ele_power * e_ele / s_ele  # [B, P]
         g = d * (de_dr / r)[:, None]  # [B, 3, P] dE/dx_i of each pair (dE/dx_j = -g)
         pairs = self.pairs[e][:, None]  # [B, 1, 2P]
-        forces = (torch.zeros_like(x).scatter_add_(2, pairs[..., :P].expand(B, 3, P), g)
-                  - torch.zeros_like(x).scatter_add_(2, pairs[..., P:].expand(B, 3, P), g))  # [B, 3, N] dE/dx of pairs
+        forces = torch.zeros_like(x).scatter_add_(2, pairs[..., :P].expand(B, 3, P), g) - torch.zeros_like(
+            x
+        ).scatter_add_(2, pairs[..., P:].expand(B, 3, P), g)  # [B, 3, N] dE/dx of pairs
         moving = self.moving_float[e]  # [B, K, N]
         moments = torch.bmm(moving, torch.cat([_cross(x, forces), forces], 1).transpose(1, 2))  # [B, K, 6]
         axes = torch.gather(x, 2, self.axis[e].view(B, 1, -1).expand(B, 3, -1)).view(B, 3, -1, 2)  # [B, 3, K, 2]
@@ -242,8 +254,9 @@ class TorchTorsionalEnergy:
     def energies_and_gradients(self, entry_index: Tensor, angles: Tensor) -> tuple[Tensor, Tensor]:
         """E [B] float64 kcal/mol and dE/dangles [B, K_max] (0 in columns >= K_b), no graph attached, for entries
         entry_index [B] at angles [B, K_max] radians."""
-        energy, grad = self._evaluate(entry_index.to(self.device, torch.long),
-                                      angles.detach().to(self.device, torch.float64), with_gradient=True)
+        energy, grad = self._evaluate(
+            entry_index.to(self.device, torch.long), angles.detach().to(self.device, torch.float64), with_gradient=True
+        )
         return energy, grad
 
     def gradient(self, entry_index: Tensor, torsion_index: Tensor, x: Tensor) -> Tensor:

@@ -12,11 +12,13 @@ bond b_k-c_k), so MMFF of that conformer recomputes energy_kcal_mol (samples.par
 E_L + energy_clamp_kcal_mol, E_L the structure's own energy). SDF files are V3000: their 6-decimal coordinates are
 exactly the local structures (data.POSITION_DECIMALS), where V2000's 4 decimals would shift energies.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -53,8 +55,13 @@ def _conformer(entry: StructureEntry, positions: np.ndarray, properties: dict[st
 
 def write_structures_sdf(path: Path, entries: list[StructureEntry]) -> None:
     """structures.sdf: one record per (molecule, local structure), in the learner's entry order."""
-    _write_sdf(path, (_conformer(e, e.positions, {"smiles": e.smiles, "local_structure": e.structure_id,
-                                                   "split": e.split}) for e in entries))
+    _write_sdf(
+        path,
+        (
+            _conformer(e, e.positions, {"smiles": e.smiles, "local_structure": e.structure_id, "split": e.split})
+            for e in entries
+        ),
+    )
 
 
 def write_torsions_json(path: Path, entries: list[StructureEntry]) -> None:
@@ -74,10 +81,23 @@ def write_samples_sdf(path: Path, entry: StructureEntry, rows: list[SampleRow]) 
     energy_kcal_mol, log_pf."""
     angles = np.array([row.torsions for row in rows], dtype=np.float64).reshape(len(rows), entry.num_torsions)
     conformers = set_torsions(entry.positions, entry.molecule, angles)  # [n, N, 3]
-    _write_sdf(path, (_conformer(entry, x, {"smiles": row.smiles, "local_structure": row.local_structure,
-                                            "torsions": json.dumps(row.torsions),
-                                            "energy_kcal_mol": repr(row.energy_kcal_mol), "log_pf": repr(row.log_pf)})
-                      for x, row in zip(conformers, rows)))
+    _write_sdf(
+        path,
+        (
+            _conformer(
+                entry,
+                x,
+                {
+                    "smiles": row.smiles,
+                    "local_structure": row.local_structure,
+                    "torsions": json.dumps(row.torsions),
+                    "energy_kcal_mol": repr(row.energy_kcal_mol),
+                    "log_pf": repr(row.log_pf),
+                },
+            )
+            for x, row in zip(conformers, rows)
+        ),
+    )
 
 
 def save_model(path: Path, learner_state: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ graph carries only what the torsions cannot change:
 `torsion_graph_index` [K] naming each atom's / torsion's graph, so one batch mixes molecules and local
 structures of different N and K. A single graph is a batch of one.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -77,11 +78,14 @@ class MolecularGraph:
     def num_torsions(self) -> int:
         return self.torsions.shape[0]
 
-    def to(self, device: torch.device | str) -> "MolecularGraph":
-        return MolecularGraph(**{
-            f.name: (v.to(device) if isinstance(v, Tensor) else v)
-            for f in fields(self) for v in [getattr(self, f.name)]
-        })
+    def to(self, device: torch.device | str) -> MolecularGraph:
+        return MolecularGraph(
+            **{
+                f.name: (v.to(device) if isinstance(v, Tensor) else v)
+                for f in fields(self)
+                for v in [getattr(self, f.name)]
+            }
+        )
 
 
 def _one_hot(i: int, n: int) -> list[float]:
@@ -125,18 +129,23 @@ def graph_from_molecule(mol: Chem.Mol, positions, torsions) -> MolecularGraph:
     for bond in mol.GetBonds():
         i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
         bt = bond.GetBondType()
-        row = (
-            _one_hot(BOND_TYPES.index(bt) if bt in BOND_TYPES else -1, len(BOND_TYPES))[: len(BOND_TYPES)]
-            + [float(bond.GetIsConjugated()), float(bond.IsInRing()), float(frozenset((i, j)) in central)]
-        )
+        row = _one_hot(BOND_TYPES.index(bt) if bt in BOND_TYPES else -1, len(BOND_TYPES))[: len(BOND_TYPES)] + [
+            float(bond.GetIsConjugated()),
+            float(bond.IsInRing()),
+            float(frozenset((i, j)) in central),
+        ]
         src += [i, j]
         dst += [j, i]
         bond_rows += [row, row]
     bond_index = np.asarray([src, dst], dtype=np.int64).reshape(2, -1)  # [2, E]
     length = np.linalg.norm(pos[bond_index[0]] - pos[bond_index[1]], axis=-1)  # [E]
     bond_feats = np.concatenate(
-        [np.asarray(bond_rows, dtype=np.float64).reshape(-1, BOND_DIM - 1 - len(BOND_RBF)),
-         (length - 1.4)[:, None], _rbf(length, BOND_RBF, BOND_RBF_WIDTH)], axis=1,
+        [
+            np.asarray(bond_rows, dtype=np.float64).reshape(-1, BOND_DIM - 1 - len(BOND_RBF)),
+            (length - 1.4)[:, None],
+            _rbf(length, BOND_RBF, BOND_RBF_WIDTH),
+        ],
+        axis=1,
     )  # [E, F_b]
 
     # bond angles i-j-k as 1-3 pairs, both directions
@@ -151,8 +160,8 @@ def graph_from_molecule(mol: Chem.Mol, positions, torsions) -> MolecularGraph:
         axis=1,
     )  # [A, F_g]
 
-    f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-    i64 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long)  # noqa: E731
+    f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)
+    i64 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long)
     return MolecularGraph(
         atom_features=f32(atom_features(mol)),
         bond_index=i64(bond_index),
@@ -171,7 +180,7 @@ def collate(graphs: list[MolecularGraph]) -> MolecularGraph:
     """Concatenate graphs (each possibly a batch itself) into one batch; atom indices and graph indices offset."""
     atom_offsets = np.cumsum([0] + [g.num_atoms for g in graphs])[:-1]
     graph_offsets = np.cumsum([0] + [g.num_graphs for g in graphs])[:-1]
-    cat = lambda name: torch.cat([getattr(g, name) for g in graphs])  # noqa: E731
+    cat = lambda name: torch.cat([getattr(g, name) for g in graphs])
     return MolecularGraph(
         atom_features=cat("atom_features"),
         bond_index=torch.cat([g.bond_index + int(o) for g, o in zip(graphs, atom_offsets)], dim=1),

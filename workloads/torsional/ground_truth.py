@@ -15,11 +15,12 @@ coarser bins made by summing cells (`bins` per dimension must divide the grid's;
         P_eps = (P + eps) / (1 + n_bins eps),  eps = KL_EPSILON = 1e-6
     so that bins empty in the samples (or of underflowing true mass) give a large finite term, not inf.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy.special import logsumexp, xlogy
@@ -64,7 +65,10 @@ class GridDensity:
 
 
 def grid_density(
-    energy_fn: Callable[[np.ndarray], np.ndarray], num_torsions: int, bins_per_dim: int, kT: float,
+    energy_fn: Callable[[np.ndarray], np.ndarray],
+    num_torsions: int,
+    bins_per_dim: int,
+    kT: float,
     chunk_size: int = 8192,
 ) -> GridDensity:
     """Evaluate energy_fn (angles [M, K] radians -> [M] kcal/mol) at the n^K cell centres, in chunks."""
@@ -72,10 +76,12 @@ def grid_density(
     edges = np.linspace(0.0, 2.0 * math.pi, n + 1)  # [n+1]
     centres = 0.5 * (edges[1:] + edges[:-1])  # [n]
     flat = np.stack(np.meshgrid(*([centres] * K), indexing="ij"), axis=-1).reshape(-1, K)  # [n^K, K]
-    energies = np.concatenate([
-        np.asarray(energy_fn(flat[i: i + chunk_size]), dtype=np.float64).reshape(-1)
-        for i in range(0, len(flat), chunk_size)
-    ])  # [n^K]
+    energies = np.concatenate(
+        [
+            np.asarray(energy_fn(flat[i : i + chunk_size]), dtype=np.float64).reshape(-1)
+            for i in range(0, len(flat), chunk_size)
+        ]
+    )  # [n^K]
     log_r = -energies / kT  # [n^K]
     cell_volume = (2.0 * math.pi / n) ** K
     log_z = float(logsumexp(log_r) + math.log(cell_volume))
@@ -122,7 +128,7 @@ def histogram_metrics(samples: np.ndarray, grid: GridDensity, bins: int | None =
     q = np.bincount(np.ravel_multi_index(idx.T, (bins,) * grid.num_torsions), minlength=p.size) / len(samples)
     m = 0.5 * (p + q)
     jsd = 0.5 * _kl(p, m) + 0.5 * _kl(q, m)
-    smooth = lambda x: (x + KL_EPSILON) / (1.0 + x.size * KL_EPSILON)  # noqa: E731
+    smooth = lambda x: (x + KL_EPSILON) / (1.0 + x.size * KL_EPSILON)
     return {
         "jsd": jsd,
         "kl_model_to_true": _kl(smooth(q), smooth(p)),
@@ -144,8 +150,10 @@ def effective_sample_size(log_weights) -> tuple[float, float]:
 
 def energy_w1(sample_energies: np.ndarray, grid: GridDensity) -> float:
     """1-Wasserstein distance (kcal/mol) between the sampled energies and the grid energies weighted by P_c."""
-    return float(wasserstein_distance(
-        np.asarray(sample_energies, dtype=np.float64).reshape(-1),
-        grid.energies.reshape(-1),
-        v_weights=grid.cell_probabilities().reshape(-1),
-    ))
+    return float(
+        wasserstein_distance(
+            np.asarray(sample_energies, dtype=np.float64).reshape(-1),
+            grid.energies.reshape(-1),
+            v_weights=grid.cell_probabilities().reshape(-1),
+        )
+    )

@@ -34,11 +34,13 @@ energies)` so that the energy pool can evaluate batch k while batch k+1 is sampl
 in process. log PF is recomputed with gradient in `loss_and_step` under the current parameters.
 A plain class (no Ray); it owns its torch.Generator, so evaluation never perturbs training randomness.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -47,7 +49,7 @@ from scipy.special import logsumexp
 from torch import Tensor, nn
 
 from workloads.checkpoint import restore_training_state, training_state
-from workloads.samplers.losses import tb_loss
+from workloads.objectives import tb_loss, vargrad_loss
 from workloads.torsional.basins import BasinMixtureScore
 from workloads.torsional.config import METRIC_BIN_DEGREES, TorsionalConfig
 from workloads.torsional.conformer import dihedral_angles, set_torsions
@@ -56,13 +58,25 @@ from workloads.torsional.energy_rdkit import RDKitEnergy
 from workloads.torsional.energy_torch import TorchTorsionalEnergy
 from workloads.torsional.features import MolecularGraph, collate
 from workloads.torsional.ground_truth import (
-    GridDensity, bins_for_width, effective_sample_size, energy_w1, grid_density, histogram_metrics,
+    GridDensity,
+    bins_for_width,
+    effective_sample_size,
+    energy_w1,
+    grid_density,
+    histogram_metrics,
 )
 from workloads.torsional.policy import ConditionalLogZ, TorsionPolicy
 from workloads.torsional.smoothed_score import SmoothedScore
 from workloads.torsional.torus import (
-    DriftFn, Exploration, backward_log_prob, forward_log_prob, kt_kcal_mol, log_reward, sample_backward_angles,
-    sample_forward_angles, sample_trajectories,
+    DriftFn,
+    Exploration,
+    backward_log_prob,
+    forward_log_prob,
+    kt_kcal_mol,
+    log_reward,
+    sample_backward_angles,
+    sample_forward_angles,
+    sample_trajectories,
 )
 
 ScoreOfEntries = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
@@ -78,8 +92,17 @@ class EnergyFn(Protocol):
     def __call__(self, requests: EnergyRequests) -> list[np.ndarray]: ...
     def submit(self, requests: EnergyRequests) -> Any: ...
     def result(self, handle: Any) -> list[np.ndarray]: ...
-EVAL_METRICS = ("jsd", "kl_model_to_true", "kl_true_to_model", "log_z_error", "log_z_error_is", "ess_fraction",
-                "energy_w1")
+
+
+EVAL_METRICS = (
+    "jsd",
+    "kl_model_to_true",
+    "kl_true_to_model",
+    "log_z_error",
+    "log_z_error_is",
+    "ess_fraction",
+    "energy_w1",
+)
 
 
 class RDKitEnergies:
@@ -176,33 +199,50 @@ class TorsionalEvaluation:
     """'density/<smiles>': model vs exact density on the first torsion pair and energy histograms."""
     structures: list[dict]
     """Per (molecule, local structure): smiles, local_structure, split, its metrics, log_z_grid, log_z_learned."""
+    files: dict[str, bytes]
+    """structures.sdf and torsions.json (workloads/torsional/export.py): what samples.parquet refers to."""
 
 
 class TorsionalLearner:
-    def __init__(self, config: TorsionalConfig, seed: int, device: str = "cpu", energy_fn: EnergyFn | None = None,
-                 entries: list[StructureEntry] | None = None):
+    def __init__(
+        self,
+        config: TorsionalConfig,
+        seed: int,
+        device: str = "cpu",
+        energy_fn: EnergyFn | None = None,
+        entries: list[StructureEntry] | None = None,
+    ):
         c = self.config = config
         self.seed, self.device = seed, torch.device(device)
         self.entries = entries if entries is not None else build_dataset(config)
         self.train_entries = [i for i, e in enumerate(self.entries) if e.split == "train"]
+        self._structure_files: dict[str, bytes] | None = None
         self.rdkit = RDKitEnergies(c.variant)
         self.energy_fn = energy_fn or self.rdkit
         self.kT = kt_kcal_mol(c.temperature_k)
         # E_L: the energy of each local structure's own frame (the shift of log R, module docstring)
         self.structure_energy = torch.tensor(
-            [float(self.rdkit.force_field(e).energies(e.positions)[0]) for e in self.entries], dtype=torch.float64)
+            [float(self.rdkit.force_field(e).energies(e.positions)[0]) for e in self.entries], dtype=torch.float64
+        )
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
             torch.manual_seed(seed)
             self.policy = TorsionPolicy(
-                c.hidden_dim, c.encoder_layers, c.step_layers, c.torsion_layers, score_drift=c.score_drift,
+                c.hidden_dim,
+                c.encoder_layers,
+                c.step_layers,
+                c.torsion_layers,
+                score_drift=c.score_drift,
                 basin_variance=None if c.score_probes or c.score_guide == "basins" else c.basin_variance_rad2,
                 std_basin_variance=c.basin_variance_rad2 if c.forward_std == "reverse_basin" else None,
-                learn_std=c.learn_std).to(self.device)
+                learn_std=c.learn_std,
+            ).to(self.device)
             self.log_z_net = ConditionalLogZ(c.log_z_hidden_dim).to(self.device)
-        self.optimizer = torch.optim.Adam([
-            {"params": list(self.policy.parameters()), "lr": c.lr},
-            {"params": list(self.log_z_net.parameters()), "lr": c.lr_log_z},
-        ])
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": list(self.policy.parameters()), "lr": c.lr},
+                {"params": list(self.log_z_net.parameters()), "lr": c.lr_log_z},
+            ]
+        )
         # exact, differentiable E(x | L) of every entry: the score grad_x log R of the policy's drift
         self.torch_energy = TorchTorsionalEnergy(self.entries, c.variant, self.device) if c.score_drift else None
         self.score: ScoreOfEntries | None = None  # grad log p_k by probes, or the local -dE/dx / kT
@@ -258,8 +298,14 @@ class TorsionalLearner:
             keep = torch.randperm(B, generator=g, device=self.device)[: B - n_replay].sort().values.cpu()  # forward
             entry_index = entry_index[keep]
         graph = self._graph(entry_index)
-        angles = sample_forward_angles(self._drift_fn(entry_index, graph), graph.torsion_graph_index,
-                                       entry_index.numel(), c.num_steps, Exploration(c.noise_prob, c.noise_factor), g)
+        angles = sample_forward_angles(
+            self._drift_fn(entry_index, graph),
+            graph.torsion_graph_index,
+            entry_index.numel(),
+            c.num_steps,
+            Exploration(c.noise_prob, c.noise_factor),
+            g,
+        )
         angles, torsion_index = angles.cpu(), graph.torsion_graph_index.cpu()
         replay_energy = torch.full((entry_index.numel(),), float("nan"), dtype=torch.float64)
         if n_replay:
@@ -308,8 +354,10 @@ class TorsionalLearner:
         if c.loss == "tb":
             loss = tb_loss(log_pf, log_pb, log_r, log_z[inverse])
         else:
-            resid = log_r + log_pb - log_pf - zeta_mean[inverse]  # [B] VarGrad centred per structure
-            loss = resid.pow(2).mean() + (log_z - zeta_mean).pow(2).mean()  # second term: only phi
+            loss = (
+                vargrad_loss(log_pf, log_pb, log_r, zeta_mean[inverse])  # VarGrad centred per structure
+                + (log_z - zeta_mean).pow(2).mean()
+            )  # second term: only phi
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -329,8 +377,9 @@ class TorsionalLearner:
             "train/num_molecules": float(len({self.entries[i].smiles for i in structures.tolist()})),
         }
 
-    def train(self, num_iters: int, replay: TorsionalTerminals | None = None
-              ) -> tuple[dict[str, float], TorsionalTerminals]:
+    def train(
+        self, num_iters: int, replay: TorsionalTerminals | None = None
+    ) -> tuple[dict[str, float], TorsionalTerminals]:
         """num_iters of sample_batch -> energies (energy_fn) -> loss_and_step; chunk-mean metrics and the
         forward terminal states with their energies (for the replay buffer).
 
@@ -369,15 +418,16 @@ class TorsionalLearner:
             return TorsionalTerminals(np.zeros(0, np.int64), np.zeros((0, k_max), np.float32), np.zeros(0))
         return TorsionalTerminals(np.concatenate(idx), np.concatenate(ang), np.concatenate(en))
 
-    def md_seed_terminals(self) -> TorsionalTerminals:
-        """Replay seeds: for each training structure L of molecule m, the torsions of every training MD frame of m
-        (the frames are a physical sample at T) with their energies E(x | L). Never from held-out frames."""
+    def replay_seeds(self) -> TorsionalTerminals:
+        """Replay seeds from MD: for each training structure L of molecule m, the torsions of every training MD
+        frame of m (the frames are a physical sample at T) with their energies E(x | L). Never from held-out frames."""
         k_max = max(e.num_torsions for e in self.entries)
         idx, ang, en = [], [], []
         for i in self.train_entries:
             entry = self.entries[i]
-            frames = np.stack([self.entries[j].positions for j in self.train_entries
-                               if self.entries[j].smiles == entry.smiles])  # [F, N, 3]
+            frames = np.stack(
+                [self.entries[j].positions for j in self.train_entries if self.entries[j].smiles == entry.smiles]
+            )  # [F, N, 3]
             angles = dihedral_angles(frames, entry.molecule.torsions)  # [F, K]
             padded = np.full((len(angles), k_max), np.nan, dtype=np.float32)
             padded[:, : entry.num_torsions] = angles
@@ -407,8 +457,9 @@ class TorsionalLearner:
             m = min(c.eval_chunk, n - start)
             rows = torch.full((m,), entry_index, dtype=torch.long)
             graph = self._graph(rows)
-            traj = sample_trajectories(self._drift_fn(rows, graph), graph.torsion_graph_index, m,
-                                       c.num_steps, None, generator)
+            traj = sample_trajectories(
+                self._drift_fn(rows, graph), graph.torsion_graph_index, m, c.num_steps, None, generator
+            )
             out.append((traj.terminal.reshape(m, entry.num_torsions).cpu(), traj.log_pf.cpu(), traj.log_pb.cpu()))
         angles, log_pf, log_pb = (torch.cat(t) for t in zip(*out))
         return angles.double().numpy(), log_pf.double(), log_pb.double()
@@ -436,10 +487,20 @@ class TorsionalLearner:
             m["ess_fraction"] = effective_sample_size(log_w)[1]
             m["energy_w1"] = energy_w1(energies, grid)
             per_split[entry.split].append(m)
-            structures.append({"smiles": entry.smiles, "local_structure": entry.structure_id, "split": entry.split,
-                               **m, "log_z_grid": grid.log_z, "log_z_learned": float(learned[i])})
-            rows += [SampleRow(entry.smiles, entry.structure_id, a, e, lp)
-                     for a, e, lp in zip(angles.tolist(), energies.tolist(), log_pf.tolist())]
+            structures.append(
+                {
+                    "smiles": entry.smiles,
+                    "local_structure": entry.structure_id,
+                    "split": entry.split,
+                    **m,
+                    "log_z_grid": grid.log_z,
+                    "log_z_learned": float(learned[i]),
+                }
+            )
+            rows += [
+                SampleRow(entry.smiles, entry.structure_id, a, e, lp)
+                for a, e, lp in zip(angles.tolist(), energies.tolist(), log_pf.tolist())
+            ]
             name = f"density/{entry.smiles}"
             if name not in figures:
                 figures[name] = self._figure(entry, angles, energies, grid)
@@ -451,7 +512,23 @@ class TorsionalLearner:
         for k in EVAL_METRICS:
             vals = [metrics[f"eval/{s}/{k}"] for s in SPLITS if f"eval/{s}/{k}" in metrics]
             metrics[f"eval/{k}"] = float(np.mean(vals))
-        return TorsionalEvaluation(metrics, rows, figures, structures)
+        return TorsionalEvaluation(metrics, rows, figures, structures, self.structure_files())
+
+    def structure_files(self) -> dict[str, bytes]:
+        """structures.sdf and torsions.json of this learner's entries, as bytes (rendered once: entries are fixed)."""
+        if self._structure_files is None:
+            import tempfile
+            from pathlib import Path
+
+            from workloads.torsional.export import write_structures_sdf, write_torsions_json  # imports this module
+
+            with tempfile.TemporaryDirectory() as folder:
+                write_structures_sdf(Path(folder) / "structures.sdf", self.entries)
+                write_torsions_json(Path(folder) / "torsions.json", self.entries)
+                self._structure_files = {
+                    name: (Path(folder) / name).read_bytes() for name in ("structures.sdf", "torsions.json")
+                }
+        return self._structure_files
 
     def _figure(self, entry: StructureEntry, angles: np.ndarray, energies: np.ndarray, grid: GridDensity) -> Figure:
         """Model histogram vs exact density on torsions (0, 1) (others marginalized), and energy histograms."""
@@ -463,8 +540,12 @@ class TorsionalLearner:
             exact, y_bins, y = p.reshape(bins, f).sum(1)[:, None], 1, np.zeros(len(angles))  # [bins, 1]
         else:
             exact, y_bins, y = p.reshape(bins, f, bins, f).sum(axis=(1, 3)), bins, angles[:, 1]  # [bins, bins]
-        model, _, _ = np.histogram2d(np.mod(angles[:, 0], 2 * math.pi), np.mod(y, 2 * math.pi),
-                                     bins=[bins, y_bins], range=[[0, 2 * math.pi], [0, 2 * math.pi]])
+        model, _, _ = np.histogram2d(
+            np.mod(angles[:, 0], 2 * math.pi),
+            np.mod(y, 2 * math.pi),
+            bins=[bins, y_bins],
+            range=[[0, 2 * math.pi], [0, 2 * math.pi]],
+        )
         fig = Figure(figsize=(12, 3.8))
         axes = fig.subplots(1, 3)
         for ax, h, title in zip(axes, (model / model.sum(), exact / exact.sum()), ("model samples", "exact (grid)")):
@@ -472,7 +553,7 @@ class TorsionalLearner:
             ax.set(title=title, xlabel="torsion 0 (deg)", ylabel="torsion 1 (deg)")
         e = grid.energies.reshape(-1)
         lo, hi = float(min(e.min(), energies.min())), float(np.quantile(e, 0.9))
-        hist_kw = dict(bins=40, range=(lo, hi), density=True, histtype="step")
+        hist_kw = {"bins": 40, "range": (lo, hi), "density": True, "histtype": "step"}
         axes[2].hist(energies, label="sampled", **hist_kw)
         axes[2].hist(e, weights=grid.cell_probabilities().reshape(-1), label="Boltzmann (grid)", **hist_kw)
         axes[2].hist(e, label="uniform torsions", **hist_kw)
@@ -485,10 +566,20 @@ class TorsionalLearner:
     # ---------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:
         """A snapshot (deep copy): later training does not alter it."""
-        return training_state({"policy": self.policy, "log_z_net": self.log_z_net}, self.optimizer, self.step,
-                              self.seed, self.generator, self.config)
+        return training_state(
+            {"policy": self.policy, "log_z_net": self.log_z_net},
+            self.optimizer,
+            self.step,
+            self.seed,
+            self.generator,
+            self.config,
+        )
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.seed = restore_training_state(
-            state, {"policy": self.policy, "log_z_net": self.log_z_net}, self.optimizer,
-            (self.config.lr, self.config.lr_log_z), self.generator)
+            state,
+            {"policy": self.policy, "log_z_net": self.log_z_net},
+            self.optimizer,
+            (self.config.lr, self.config.lr_log_z),
+            self.generator,
+        )

@@ -15,6 +15,7 @@ Frames are cached as .npy under `cache_dir` (default ./.cache/torsional), keyed 
 (SMILES, force field, seed, number of frames, MD settings, atom order and starting conformer):
 a second call, in this process or another, reads the file instead of rerunning MD.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,8 +52,14 @@ class MDSettings:
     """OpenMM platform; Reference beats CPU on molecules of a few dozen atoms."""
 
 
-def run_md(molecule: Molecule, num_frames: int, seed: int, variant: str = "MMFF94s",
-           settings: MDSettings = MDSettings(), **overrides) -> np.ndarray:
+def run_md(
+    molecule: Molecule,
+    num_frames: int,
+    seed: int,
+    variant: str = "MMFF94s",
+    settings: MDSettings = MDSettings(),
+    **overrides,
+) -> np.ndarray:
     """[F, N, 3] float64 Angstrom frames of Langevin MD at settings.temperature_k, centred on the origin.
 
     `overrides` replace fields of `settings`, e.g. run_md(m, 20, 0, temperature_k=350.0, spacing_ps=1.0).
@@ -60,8 +67,9 @@ def run_md(molecule: Molecule, num_frames: int, seed: int, variant: str = "MMFF9
     settings = replace(settings, **overrides)
     system = mmff_system(molecule.mol, variant)
     temperature = settings.temperature_k * unit.kelvin
-    integrator = openmm.LangevinMiddleIntegrator(temperature, settings.friction_per_ps / unit.picosecond,
-                                                 settings.timestep_fs * unit.femtosecond)
+    integrator = openmm.LangevinMiddleIntegrator(
+        temperature, settings.friction_per_ps / unit.picosecond, settings.timestep_fs * unit.femtosecond
+    )
     integrator.setRandomNumberSeed(seed + 1)
     context = make_context(system, settings.platform, integrator)
     context.setPositions(molecule.positions() * 0.1)  # [N, 3] nm
@@ -83,8 +91,12 @@ def run_md(molecule: Molecule, num_frames: int, seed: int, variant: str = "MMFF9
 def cache_key(molecule: Molecule, num_frames: int, seed: int, variant: str, settings: MDSettings) -> str:
     start = np.round(molecule.positions(), 2) + 0.0  # + 0.0 turns -0.0 into 0.0
     fields = {
-        "version": CACHE_VERSION, "smiles": molecule.smiles, "variant": variant, "seed": seed,
-        "num_frames": num_frames, "settings": asdict(settings),
+        "version": CACHE_VERSION,
+        "smiles": molecule.smiles,
+        "variant": variant,
+        "seed": seed,
+        "num_frames": num_frames,
+        "settings": asdict(settings),
         "atoms": [a.GetAtomicNum() for a in molecule.mol.GetAtoms()],
         "bonds": sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in molecule.mol.GetBonds()),
         "start": start.tolist(),
@@ -92,8 +104,15 @@ def cache_key(molecule: Molecule, num_frames: int, seed: int, variant: str, sett
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def md_frames(molecule: Molecule, num_frames: int, seed: int, variant: str = "MMFF94s",
-              cache_dir: Path | str | None = None, settings: MDSettings = MDSettings(), **overrides) -> np.ndarray:
+def md_frames(
+    molecule: Molecule,
+    num_frames: int,
+    seed: int,
+    variant: str = "MMFF94s",
+    cache_dir: Path | str | None = None,
+    settings: MDSettings = MDSettings(),
+    **overrides,
+) -> np.ndarray:
     """run_md's [F, N, 3] frames, read from cache_dir/<key>.npy when present, else computed and stored."""
     settings = replace(settings, **overrides)
     cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
@@ -105,15 +124,31 @@ def md_frames(molecule: Molecule, num_frames: int, seed: int, variant: str = "MM
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, frames)
     os.replace(tmp, path)  # atomic: a concurrent reader sees the whole file or none
-    path.with_suffix(".json").write_text(json.dumps(
-        {"smiles": molecule.smiles, "variant": variant, "seed": seed, "num_frames": num_frames,
-         "settings": asdict(settings)}, indent=1))
+    path.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "smiles": molecule.smiles,
+                "variant": variant,
+                "seed": seed,
+                "num_frames": num_frames,
+                "settings": asdict(settings),
+            },
+            indent=1,
+        )
+    )
     return frames
 
 
-def train_and_heldout_frames(molecule: Molecule, n_train: int, n_heldout: int, seed: int,
-                             variant: str = "MMFF94s", cache_dir: Path | str | None = None,
-                             settings: MDSettings = MDSettings(), **overrides) -> tuple[np.ndarray, np.ndarray]:
+def train_and_heldout_frames(
+    molecule: Molecule,
+    n_train: int,
+    n_heldout: int,
+    seed: int,
+    variant: str = "MMFF94s",
+    cache_dir: Path | str | None = None,
+    settings: MDSettings = MDSettings(),
+    **overrides,
+) -> tuple[np.ndarray, np.ndarray]:
     """([n_train, N, 3], [n_heldout, N, 3]): the first n_train frames of one trajectory, then the last n_heldout."""
     frames = md_frames(molecule, n_train + n_heldout, seed, variant, cache_dir, settings, **overrides)
     return frames[:n_train], frames[n_train:]

@@ -30,6 +30,7 @@ in different rigid parts change, and for conformers x made from a local structur
 with E_B the subsystem's energy: on the reference molecules it holds 3-18 of 5-72 torsion terms and
 11-131 of 11-300 pairs, and none of the stretch-bend and out-of-plane terms that cost most to evaluate.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -113,7 +114,8 @@ def _oops(mol, props) -> openmm.CustomCompoundBondForce:
     force = openmm.CustomCompoundBondForce(
         4,
         f"{KJ_PER_KCAL * 0.5 * C1 * DEG2RAD**2}*koop*chi^2;"
-        f"chi = {RAD2DEG}*asin(min(1, max(-1, (nx*lx + ny*ly + nz*lz)/sqrt((nx*nx + ny*ny + nz*nz)*(lx*lx + ly*ly + lz*lz)))));"
+        f"chi = {RAD2DEG}*asin(min(1, max(-1, (nx*lx + ny*ly + nz*lz)"
+        "/sqrt((nx*nx + ny*ny + nz*nz)*(lx*lx + ly*ly + lz*lz)))));"
         "nx = ay*bz - az*by; ny = az*bx - ax*bz; nz = ax*by - ay*bx;"
         "lx = x4 - x2; ly = y4 - y2; lz = z4 - z2;" + _VECTORS,
     )
@@ -152,8 +154,9 @@ class TorsionalTerms:
     """Denominator (r + 0.05)^2 (distance-dependent dielectric) instead of (r + 0.05)."""
 
 
-def torsional_terms(mol: Chem.Mol, variant: str = "MMFF94s", rotatable_bonds: np.ndarray | None = None,
-                    props=None) -> TorsionalTerms:
+def torsional_terms(
+    mol: Chem.Mol, variant: str = "MMFF94s", rotatable_bonds: np.ndarray | None = None, props=None
+) -> TorsionalTerms:
     """The torsion and nonbonded terms of an explicit-H molecule's MMFF energy (module docstring's rules).
 
     rotatable_bonds: [K, 2] atom pairs; when given, only the terms of the torsional subsystem: the torsion terms
@@ -213,9 +216,13 @@ def torsional_terms(mol: Chem.Mol, variant: str = "MMFF94s", rotatable_bonds: np
     return TorsionalTerms(
         torsions=np.array(quads, dtype=np.int64).reshape(-1, 4),
         torsion_v=np.array(vs, dtype=np.float64).reshape(-1, 3),
-        vdw_pairs=np.array(vdw_pairs, dtype=np.int64).reshape(-1, 2), vdw_r=vdw_params[:, 0], vdw_eps=vdw_params[:, 1],
-        ele_pairs=np.array(ele_pairs, dtype=np.int64).reshape(-1, 2), ele_qq=np.array(ele_qq, dtype=np.float64),
-        distance_dielectric=props.GetMMFFDielectricModel() == 2)  # RDKit: 1 constant, 2 distance-dependent
+        vdw_pairs=np.array(vdw_pairs, dtype=np.int64).reshape(-1, 2),
+        vdw_r=vdw_params[:, 0],
+        vdw_eps=vdw_params[:, 1],
+        ele_pairs=np.array(ele_pairs, dtype=np.int64).reshape(-1, 2),
+        ele_qq=np.array(ele_qq, dtype=np.float64),
+        distance_dielectric=props.GetMMFFDielectricModel() == 2,
+    )  # RDKit: 1 constant, 2 distance-dependent
 
 
 def _torsions(terms: TorsionalTerms) -> openmm.CustomTorsionForce:
@@ -277,8 +284,13 @@ def mmff_system(mol: Chem.Mol, variant: str = "MMFF94s", rotatable_bonds: np.nda
     vdw, ele = _nonbonded(terms)
     forces = {"torsion": _torsions(terms), "vdw": vdw, "ele": ele}
     if rotatable_bonds is None:
-        forces = {"bond": _bonds(mol, props), "angle": _angles(mol, props), "stretch_bend": _stretch_bends(mol, props),
-                  "oop": _oops(mol, props), **forces}
+        forces = {
+            "bond": _bonds(mol, props),
+            "angle": _angles(mol, props),
+            "stretch_bend": _stretch_bends(mol, props),
+            "oop": _oops(mol, props),
+            **forces,
+        }
     for name, force in forces.items():
         force.setName(f"MMFF {name}")
         force.setForceGroup(FORCE_GROUPS[name])

@@ -13,6 +13,7 @@ For each torsion bond b-c (b < c by atom index) the dihedral is (a, b, c, d) wit
 neighbour of b other than c and d the heaviest neighbour of c other than b
 (highest atomic number, ties broken by the lowest atom index).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

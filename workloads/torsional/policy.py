@@ -46,10 +46,11 @@ ConditionalLogZ: a small separate encoder, then sum- and mean-pooling per graph 
 (The reference trained one scalar log Z per molecule and structure; a learned conditional one was left
 "not implemented yet".)
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -144,10 +145,19 @@ class TorsionCoupling(nn.Module):
 class TorsionPolicy(nn.Module):
     """Per-torsion mean shift mu_theta(x, k | G, L) of the forward wrapped-normal kernel (module docstring)."""
 
-    def __init__(self, hidden: int = 64, encoder_layers: int = 3, step_layers: int = 2, torsion_layers: int = 0,
-                 max_shift: float = math.pi, scale_by_sigma: bool = True, score_drift: bool = False,
-                 basin_variance: float | None = 0.3, std_basin_variance: float | None = None,
-                 learn_std: bool = False):
+    def __init__(
+        self,
+        hidden: int = 64,
+        encoder_layers: int = 3,
+        step_layers: int = 2,
+        torsion_layers: int = 0,
+        max_shift: float = math.pi,
+        scale_by_sigma: bool = True,
+        score_drift: bool = False,
+        basin_variance: float | None = 0.3,
+        std_basin_variance: float | None = None,
+        learn_std: bool = False,
+    ):
         super().__init__()
         self.std_basin_variance = std_basin_variance
         self.learn_std = learn_std
@@ -176,8 +186,15 @@ class TorsionPolicy(nn.Module):
             nn.init.zeros_(self.score_scale.weight)
             nn.init.zeros_(self.score_scale.bias)
 
-    def drift(self, encoding: tuple[Tensor, Tensor], graph: MolecularGraph, x: Tensor, k: Tensor,
-              num_steps: int, score: Tensor | None = None) -> Tensor:
+    def drift(
+        self,
+        encoding: tuple[Tensor, Tensor],
+        graph: MolecularGraph,
+        x: Tensor,
+        k: Tensor,
+        num_steps: int,
+        score: Tensor | None = None,
+    ) -> Tensor:
         """mu [P, M] for angles x [P, M] at steps k [P], given encoding = self.encoder(graph); score [P, M] =
         grad_x log R(x), required when score_drift."""
         h_enc, bond_emb = encoding

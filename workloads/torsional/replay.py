@@ -10,9 +10,10 @@ energy evaluation).
 
 Seeds: states known before training, kept for good (never evicted) and drawn with probability `seed_share`
 within their structure. The learner's seeds are the torsions of its molecule's MD frames (a physical sample at T,
-learner.md_seed_terminals): on-policy training alone can settle on a broad, safe region and never find a narrow
+learner.replay_seeds): on-policy training alone can settle on a broad, safe region and never find a narrow
 joint mode (anisole: planar C-O with a staggered methyl), which backward trajectories from the seeds show it.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -37,7 +38,10 @@ class StructureReplayBuffer:
     def __len__(self) -> int:
         return sum(len(e) for e in self.energies.values())
 
-    def ping(self) -> int:
+    def ping(self) -> None:
+        """Answers once the actor is alive (it runs as the replay-buffer role)."""
+
+    def size(self) -> int:
         """len(self), callable on the Ray actor (which does not expose __len__)."""
         return len(self)
 
@@ -47,7 +51,7 @@ class StructureReplayBuffer:
             rows = terminals.entry_index == s
             angles = np.concatenate([self.angles.get(s, terminals.angles[:0]), terminals.angles[rows]])
             energies = np.concatenate([self.energies.get(s, np.zeros(0)), terminals.energy_kcal_mol[rows]])
-            self.angles[s], self.energies[s] = angles[-self.capacity:], energies[-self.capacity:]
+            self.angles[s], self.energies[s] = angles[-self.capacity :], energies[-self.capacity :]
         return len(self)
 
     def add_seeds(self, terminals: TorsionalTerminals) -> None:
@@ -69,12 +73,19 @@ class StructureReplayBuffer:
             i = self.rng.integers(len(energies))
             rows.append((s, angles[i], energies[i]))
         structure, angles, energies = zip(*rows)
-        return TorsionalTerminals(np.array(structure, dtype=np.int64), np.stack(angles).astype(np.float32),
-                                  np.array(energies, dtype=np.float64))
+        return TorsionalTerminals(
+            np.array(structure, dtype=np.int64),
+            np.stack(angles).astype(np.float32),
+            np.array(energies, dtype=np.float64),
+        )
 
     def get_state(self) -> dict[str, Any]:
-        return {"angles": self.angles, "energies": self.energies, "seeds": self.seeds,
-                "rng": self.rng.bit_generator.state}
+        return {
+            "angles": self.angles,
+            "energies": self.energies,
+            "seeds": self.seeds,
+            "rng": self.rng.bit_generator.state,
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.angles, self.energies, self.seeds = dict(state["angles"]), dict(state["energies"]), dict(state["seeds"])

@@ -5,6 +5,7 @@
 Energies come from RDKit in process. Threads: set OMP_NUM_THREADS.
     OMP_NUM_THREADS=1 python -m workloads.torsional.run_local --set total_iters=3000 --set replay.enabled=true
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ def run(config: TorsionalConfig, seed: int, log=print) -> list[dict[str, float]]
     learner = TorsionalLearner(config, seed)
     buffer = StructureReplayBuffer(config.replay.capacity_per_structure, seed + 1, config.replay.seed_share)
     if config.replay.enabled and config.replay.seed_with_md:
-        buffer.add_seeds(learner.md_seed_terminals())
+        buffer.add_seeds(learner.replay_seeds())
     history, t0 = [], time.time()
     while learner.step < config.total_iters:
         until_eval = config.eval_every - learner.step % config.eval_every
@@ -42,15 +43,24 @@ def run(config: TorsionalConfig, seed: int, log=print) -> list[dict[str, float]]
         per_molecule: dict[str, list[float]] = {}
         for s in evaluation.structures:
             per_molecule.setdefault(f"{s['split']}/{s['smiles']}", []).append(s["jsd"])
-        log(json.dumps({"step": learner.step, "jsd": {k: round(float(np.mean(v)), 3) for k, v in per_molecule.items()}}),
-            flush=True)
+        log(
+            json.dumps(
+                {"step": learner.step, "jsd": {k: round(float(np.mean(v)), 3) for k, v in per_molecule.items()}}
+            ),
+            flush=True,
+        )
     return history
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a TorsionalConfig field (YAML value), e.g. --set lr=3e-4")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a TorsionalConfig field (YAML value), e.g. --set lr=3e-4",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     overrides: dict = {}

@@ -22,6 +22,7 @@ The probes eps_j [S, J, K_max] are drawn once from a fixed seed, so s_k(x) is a 
 (x, k): the forward kernel stays a fixed density that log PF can recompute exactly (fresh probes would
 make the drift random, and log PF would need the draws).
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,8 +35,15 @@ from workloads.torsional.torus import remaining_noise_variance
 class SmoothedScore:
     """(entry_index [B], torsion_index [M], x [P, M], k [P]) -> s [P, M], grad log p_k (module docstring)."""
 
-    def __init__(self, energy: TorchTorsionalEnergy, kT: float, num_steps: int, num_probes: int,
-                 basin_variance: float, seed: int = 0):
+    def __init__(
+        self,
+        energy: TorchTorsionalEnergy,
+        kT: float,
+        num_steps: int,
+        num_probes: int,
+        basin_variance: float,
+        seed: int = 0,
+    ):
         if num_probes < 2 or num_probes % 2:
             raise ValueError(f"num_probes must be even and >= 2 (antithetic pairs), not {num_probes}")
         self.energy, self.kT, self.num_probes = energy, kT, num_probes

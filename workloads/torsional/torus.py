@@ -23,11 +23,12 @@ Exploration (off-policy): a step's sampling std is sigma_k * sqrt(temperature), 
 (trajectory, step) with probability `noise_prob` (reference: 0.2, x5); log PF is always evaluated under the
 unmodified policy.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor

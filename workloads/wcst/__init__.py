@@ -12,5 +12,5 @@ cue's off-diagonal set), and measure how flat each solution is.
     learner.py    WcstLearner: train / evaluate / flatness / state_dict (wrapped by actors.learner.Learner)
     run_local.py  one trial in process, no Ray or MLflow
 
-The sweep-end figures (preference curves, flatness curves) are orchestrator/summaries/wcst.py.
+The sweep-end figures (preference curves, flatness curves) are orchestrator/families/wcst/summary.py.
 """

@@ -1,9 +1,10 @@
 """Typed configuration of the WCST-ML shortcut-cue study (arXiv:2110.03095); defaults in one place.
 
-A trial trains one model (architecture, cue set, seed) for `epochs` epochs, either on the diagonal set alone
+A trial trains one model (architecture, cue set, seed) for `total_iters` epochs, either on the diagonal set alone
 (the model picks its cue; which one is the measurement) or forced onto one cue (diagonal + that cue's
 off-diagonal training split). A sweep file's `config:` block may only override fields that exist here.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -33,8 +34,9 @@ class WcstConfig(StrictConfig):
     lr: float = Field(1e-3, gt=0)
     """Adam's learning rate."""
     batch_size: int = Field(256, gt=0)
-    epochs: int = Field(10, gt=0)
-    """Passes over the training set; off-diagonal accuracies are measured (and reported) after each."""
+    total_iters: int = Field(10, gt=0)
+    """Epochs: passes over the training set (a WCST step is one epoch); off-diagonal accuracies are measured (and
+    reported) after each."""
     train_size: int = Field(10_000, gt=0)
     """Rows of the diagonal training split, and of each off-diagonal one (the paper: 10k)."""
     test_size: int = Field(2_000, gt=0)
@@ -58,7 +60,7 @@ class WcstConfig(StrictConfig):
     per_parameter: every parameter tensor's own slice of the direction rescaled to norm r."""
 
     @model_validator(mode="after")
-    def _forced_cue_is_chosen(self) -> "WcstConfig":
+    def _forced_cue_is_chosen(self) -> WcstConfig:
         self.cue_conflict()  # validates cues and num_levels with the data module's own rules
         if self.forced_cue is not None and self.forced_cue not in self.cues:
             raise ValueError(f"forced_cue {self.forced_cue!r} is not one of the chosen cues {list(self.cues)}")
@@ -67,15 +69,29 @@ class WcstConfig(StrictConfig):
     def cue_conflict(self, seed: int = 0) -> CueConflictConfig:
         """The data module's config of this trial's sets (no validation split: nothing is selected on it)."""
         sizes = SplitSizes(train=self.train_size, val=0, test=self.test_size)
-        return CueConflictConfig(cues=self.cues, num_levels=self.num_levels, diagonal=sizes, off_diagonal=sizes,
-                                 off_diagonal_excludes_diagonal=self.off_diagonal_excludes_diagonal,
-                                 seed=seed if self.data_seed is None else self.data_seed)
+        return CueConflictConfig(
+            cues=self.cues,
+            num_levels=self.num_levels,
+            diagonal=sizes,
+            off_diagonal=sizes,
+            off_diagonal_excludes_diagonal=self.off_diagonal_excludes_diagonal,
+            seed=seed if self.data_seed is None else self.data_seed,
+        )
 
     def images(self) -> ColorDSpritesConfig:
         return ColorDSpritesConfig(resolution=self.resolution, supersample=self.supersample)
 
-    def smoke(self) -> "WcstConfig":
+    def smoke(self) -> WcstConfig:
         """The same study, tiny: a whole-stack check in seconds per trial."""
-        return self.model_copy(update=dict(epochs=2, train_size=512, test_size=192, resolution=16, supersample=2,
-                                           flatness_radii=(0.0, 1.0, 4.0), flatness_directions=2,
-                                           flatness_samples=192))
+        return self.model_copy(
+            update={
+                "total_iters": 2,
+                "train_size": 512,
+                "test_size": 192,
+                "resolution": 16,
+                "supersample": 2,
+                "flatness_radii": (0.0, 1.0, 4.0),
+                "flatness_directions": 2,
+                "flatness_samples": 192,
+            }
+        )

@@ -7,6 +7,7 @@
 
 The rows come from `workloads.data.cue_conflict.make_cue_conflict_sets` (distinct across every split and set).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ class LabelledImages:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def to(self, device: str | torch.device) -> "LabelledImages":
+    def to(self, device: str | torch.device) -> LabelledImages:
         return LabelledImages(self.images.to(device), self.labels.to(device), self.latents)
 
 
@@ -43,15 +44,20 @@ class WcstData:
     chance_other_cue: float
     """Expected accuracy on a cue's off-diagonal set of a model that follows another cue."""
 
-    def to(self, device: str | torch.device) -> "WcstData":
-        return WcstData(self.train.to(device), self.diagonal_test.to(device),
-                        {cue: s.to(device) for cue, s in self.off_diagonal_test.items()}, self.num_levels,
-                        self.chance_other_cue)
+    def to(self, device: str | torch.device) -> WcstData:
+        return WcstData(
+            self.train.to(device),
+            self.diagonal_test.to(device),
+            {cue: s.to(device) for cue, s in self.off_diagonal_test.items()},
+            self.num_levels,
+            self.chance_other_cue,
+        )
 
 
 def render(rows: LabelledLatents, renderer: ColorDSpritesRenderer) -> LabelledImages:
-    return LabelledImages(renderer.render_batch(rows.latents), torch.as_tensor(rows.labels, dtype=torch.int64),
-                          rows.latents)
+    return LabelledImages(
+        renderer.render_batch(rows.latents), torch.as_tensor(rows.labels, dtype=torch.int64), rows.latents
+    )
 
 
 def wcst_data(config: WcstConfig, seed: int) -> WcstData:
@@ -63,8 +69,10 @@ def wcst_data(config: WcstConfig, seed: int) -> WcstData:
         forced = sets.off_diagonal[config.forced_cue].train
         # Shuffled together, so that the first `flatness_samples` rows mix both parts in proportion.
         order = np.random.default_rng(conflict.seed).permutation(len(train_rows) + len(forced))
-        train_rows = LabelledLatents(np.concatenate([train_rows.latents, forced.latents])[order],
-                                     np.concatenate([train_rows.labels, forced.labels])[order])
+        train_rows = LabelledLatents(
+            np.concatenate([train_rows.latents, forced.latents])[order],
+            np.concatenate([train_rows.labels, forced.labels])[order],
+        )
     renderer = ColorDSpritesRenderer(config.images())
     return WcstData(
         train=render(train_rows, renderer),

@@ -17,9 +17,11 @@ its own slice of the direction (not another parameter's). The same J unit direct
 random numbers: the curve Delta L(r) is smooth in r). BatchNorm running statistics are buffers, not weights, and
 stay as trained; the loss is measured in eval mode.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -37,8 +39,9 @@ def parameter_slices(flat: Tensor, parameters: list[Tensor]) -> list[Tensor]:
     return [piece.view_as(p) for piece, p in zip(pieces, parameters)]
 
 
-def unit_directions(parameters: list[Tensor], num_directions: int, generator: torch.Generator,
-                    normalization: Normalization = "global") -> Tensor:
+def unit_directions(
+    parameters: list[Tensor], num_directions: int, generator: torch.Generator, normalization: Normalization = "global"
+) -> Tensor:
     """J random directions [J, P]: each row of norm 1 (global), or each parameter's slice of each row of norm 1."""
     total = sum(p.numel() for p in parameters)
     d = torch.randn(num_directions, total, generator=generator, dtype=torch.float64)  # [J, P]
@@ -51,9 +54,14 @@ def unit_directions(parameters: list[Tensor], num_directions: int, generator: to
 
 
 @torch.no_grad()
-def loss_increase(model: nn.Module, loss_fn: Callable[[nn.Module], float], radii: tuple[float, ...],
-                  num_directions: int, generator: torch.Generator,
-                  normalization: Normalization = "global") -> tuple[float, dict[float, float]]:
+def loss_increase(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module], float],
+    radii: tuple[float, ...],
+    num_directions: int,
+    generator: torch.Generator,
+    normalization: Normalization = "global",
+) -> tuple[float, dict[float, float]]:
     """(L(theta), {r: Delta L(r)}); the model's weights are theta again on return."""
     parameters = trainable_parameters(model)
     theta = [p.detach().clone() for p in parameters]

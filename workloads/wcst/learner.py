@@ -8,6 +8,7 @@ its off-diagonal accuracies measured after every epoch, its flatness after train
 `step` counts epochs. The surface (`train`, `evaluate`, `state_dict`, `load_state_dict`, `step`) is what
 `actors.learner.Learner` wraps into a Ray actor; everything here runs in a plain process too.
 """
+
 from __future__ import annotations
 
 import time
@@ -35,6 +36,7 @@ class WcstEvaluation:
     samples: None = None
     """Nothing to sample: a classifier (the field `actors.learner.Learner.evaluate` passes on)."""
     figures: dict[str, Figure] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 def flatness_metric(radius: float) -> str:
@@ -62,7 +64,7 @@ class WcstLearner:
             order = torch.randperm(len(y), generator=self.generator).to(self.device)
             loss_sum, correct = 0.0, 0
             for i in range(0, len(y), self.config.batch_size):
-                batch = order[i:i + self.config.batch_size]
+                batch = order[i : i + self.config.batch_size]
                 logits = self.model(x[batch])  # [B, L]
                 loss = F.cross_entropy(logits, y[batch])
                 self.optimizer.zero_grad(set_to_none=True)
@@ -71,13 +73,23 @@ class WcstLearner:
                 loss_sum += float(loss.detach()) * len(batch)
                 correct += int((logits.argmax(dim=1) == y[batch]).sum())
             self.step += 1
-        metrics = {"train/loss": loss_sum / len(y), "train/acc": correct / len(y),
-                   "train/epoch_s": time.perf_counter() - start}
+        metrics = {
+            "train/loss": loss_sum / len(y),
+            "train/acc": correct / len(y),
+            "train/epoch_s": time.perf_counter() - start,
+        }
         return metrics, None
 
     def evaluate(self, num_samples: int | None = None) -> WcstEvaluation:
-        """Accuracies on the diagonal and every off-diagonal test set (`num_samples` is unused: sets are fixed)."""
-        return WcstEvaluation(cue_accuracies(self.model, self.data))
+        """Accuracies on the diagonal and every off-diagonal test set (`num_samples` is unused: sets are fixed);
+        after the last epoch also the flatness curve (`flatness`)."""
+        metrics = cue_accuracies(self.model, self.data)
+        if self.step >= self.config.total_iters:
+            metrics.update(self.flatness())
+        return WcstEvaluation(metrics)
+
+    def replay_seeds(self) -> None:
+        """No replay buffer."""
 
     @torch.no_grad()
     def training_loss(self, model: nn.Module) -> float:
@@ -86,8 +98,10 @@ class WcstLearner:
         x, y = self.data.train.images[:n], self.data.train.labels[:n]
         was_training = model.training
         model.eval()
-        total = sum(float(F.cross_entropy(model(x[i:i + EVAL_BATCH]), y[i:i + EVAL_BATCH], reduction="sum"))
-                    for i in range(0, n, EVAL_BATCH))
+        total = sum(
+            float(F.cross_entropy(model(x[i : i + EVAL_BATCH]), y[i : i + EVAL_BATCH], reduction="sum"))
+            for i in range(0, n, EVAL_BATCH)
+        )
         model.train(was_training)
         return total / n
 
@@ -95,8 +109,9 @@ class WcstLearner:
         """flatness/loss (unperturbed) and flatness/loss_increase/r_<r> for every configured radius."""
         c = self.config
         generator = torch.Generator().manual_seed(self.seed + FLATNESS_SEED_OFFSET)
-        base, increases = loss_increase(self.model, self.training_loss, c.flatness_radii, c.flatness_directions,
-                                        generator, c.flatness_normalization)
+        base, increases = loss_increase(
+            self.model, self.training_loss, c.flatness_radii, c.flatness_directions, generator, c.flatness_normalization
+        )
         return {"flatness/loss": base, **{flatness_metric(r): value for r, value in increases.items()}}
 
     # ---------------------------------------------------------------- checkpointing
@@ -105,5 +120,6 @@ class WcstLearner:
         return training_state({"model": self.model}, self.optimizer, self.step, self.seed, self.generator, self.config)
 
     def load_state_dict(self, state: dict) -> None:
-        self.step, self.seed = restore_training_state(state, {"model": self.model}, self.optimizer, (self.config.lr,),
-                                                      self.generator)
+        self.step, self.seed = restore_training_state(
+            state, {"model": self.model}, self.optimizer, (self.config.lr,), self.generator
+        )

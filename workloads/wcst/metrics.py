@@ -7,6 +7,7 @@ On cue k's off-diagonal set the label is cue k's level and the other cues disagr
 is high only for a model that reads cue k: the adopted cue scores near 1, every other cue near chance
 (`WcstData.chance_other_cue`). On the diagonal set every cue agrees, so any adopted cue scores near 1.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,7 +23,9 @@ def predict(model: nn.Module, images: Tensor, batch_size: int = EVAL_BATCH) -> T
     """argmax_c f(x)_c for every image [N, 3, R, R] -> [N], in eval mode (BatchNorm uses its running stats)."""
     was_training = model.training
     model.eval()
-    predictions = torch.cat([model(images[i:i + batch_size]).argmax(dim=1) for i in range(0, len(images), batch_size)])
+    predictions = torch.cat(
+        [model(images[i : i + batch_size]).argmax(dim=1) for i in range(0, len(images), batch_size)]
+    )
     model.train(was_training)
     return predictions
 

@@ -1,10 +1,11 @@
 """One WCST-ML trial in process, no Ray or MLflow: a debugger-friendly reference for what a sweep trial runs.
 
-    OMP_NUM_THREADS=1 python -m workloads.wcst.run_local --set architecture=mlp --set epochs=5
+    OMP_NUM_THREADS=1 python -m workloads.wcst.run_local --set architecture=mlp --set total_iters=5
     OMP_NUM_THREADS=1 python -m workloads.wcst.run_local --set forced_cue=shape --seed 3
 
 Prints one JSON line per epoch (train/..., eval/offdiag_acc/<cue>) and, after the last, the flatness metrics.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,10 +23,10 @@ def run(config: WcstConfig, seed: int, log=print) -> list[dict[str, float]]:
     learner = WcstLearner(config, seed)
     log(json.dumps({"data_s": round(time.perf_counter() - start, 1), "train_rows": len(learner.data.train)}))
     history = []
-    while learner.step < config.epochs:
+    while learner.step < config.total_iters:
         metrics, _ = learner.train(1)
         row = {"epoch": learner.step, **metrics, **learner.evaluate().metrics}
-        if learner.step == config.epochs:
+        if learner.step == config.total_iters:
             row |= learner.flatness()
         row["time_s"] = time.perf_counter() - start
         history.append(row)
@@ -36,8 +37,14 @@ def run(config: WcstConfig, seed: int, log=print) -> list[dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                        help="a WcstConfig field, the value read as YAML (e.g. cues=[color,shape])")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a WcstConfig field, the value read as YAML (e.g. cues=[color,shape])",
+    )
     args = parser.parse_args()
     fields = {}
     for item in args.overrides:

@@ -1,4 +1,5 @@
 """Registry of targets: `make_target(name)`; adding one is a file and a line here."""
+
 from __future__ import annotations
 
 from workloads.samplers.targets.base import Target

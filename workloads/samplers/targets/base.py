@@ -6,6 +6,7 @@ Every target is an `nn.Module` (so `.to(device)` moves its constants) implementi
 and `sample`; `grad_log_reward` comes from autograd. Adding a target is one file plus one line in
 `targets/__init__.py`.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,7 +1,8 @@
 """Neal's funnel (arXiv:2402.05098, Table 1), 10-d: x0 ~ N(0, 3^2), x_1..9 | x0 ~ N(0, e^{x0} I).
 
-    log R(x) = log N(x0; 0, 3^2) + sum_{i=1}^{9} log N(x_i; 0, e^{x0}),    log Z = 0
+log R(x) = log N(x0; 0, 3^2) + sum_{i=1}^{9} log N(x_i; 0, e^{x0}),    log Z = 0
 """
+
 from __future__ import annotations
 
 import math

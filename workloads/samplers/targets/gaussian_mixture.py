@@ -1,7 +1,8 @@
 """Equal-weight isotropic Gaussian mixtures, shared by the GMM targets.
 
-    R(x) = (1/K) sum_k N(x; mu_k, s^2 I),    log Z = 0
+R(x) = (1/K) sum_k N(x; mu_k, s^2 I),    log Z = 0
 """
+
 from __future__ import annotations
 
 import math

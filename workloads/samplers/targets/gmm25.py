@@ -1,7 +1,8 @@
 """25GMM (arXiv:2402.05098, Table 1): equal-weight Gaussians at {-10, -5, 0, 5, 10}^2, covariance 0.3 I.
 
-    R(x) = (1/25) sum_k N(x; mu_k, 0.3 I),    log Z = 0
+R(x) = (1/25) sum_k N(x; mu_k, 0.3 I),    log Z = 0
 """
+
 from __future__ import annotations
 
 import torch

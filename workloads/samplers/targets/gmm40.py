@@ -11,6 +11,7 @@ numbers as the seeded global one and leaves the global RNG alone. Unlike FAB, lo
 -inf below -1e4 (it stays finite and differentiable). The arXiv:2402.05098 code instead loads its means
 from a file and uses unit scale; we follow FAB / DEM.
 """
+
 from __future__ import annotations
 
 import torch

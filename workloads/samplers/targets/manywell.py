@@ -6,6 +6,7 @@
 Z_1 by adaptive quadrature at construction (log Z ~ 164.6957). Exact samples: each a_j by inverse CDF
 on a fine grid (linear interpolation of the CDF), each b_j ~ N(0, 1).
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,14 @@ class ManyWell(Target):
         super().__init__()
         self.num_wells = self.dim // 2
         # the density peaks near a = +-1.73; beyond |a| = 5 it is below e^{-460} of its peak
-        z1, _ = quad(lambda a: math.exp(double_well_log_density(a)), -grid_limit, grid_limit,
-                     points=[-1.73, 1.73], epsabs=0.0, epsrel=1e-12)
+        z1, _ = quad(
+            lambda a: math.exp(double_well_log_density(a)),
+            -grid_limit,
+            grid_limit,
+            points=[-1.73, 1.73],
+            epsabs=0.0,
+            epsrel=1e-12,
+        )
         self.log_z1 = math.log(z1)
         self.log_z = self.num_wells * (self.log_z1 + 0.5 * math.log(2 * math.pi))
         # CDF of a on a uniform grid by the trapezoid rule, normalized to end at exactly 1

@@ -12,19 +12,21 @@ Each evaluation's artifacts (workloads/torsional/export.py): samples.parquet, st
 torsions.json, model.pt and one density figure per molecule. The final evaluation draws at least
 FINAL_EVAL_SAMPLES per (molecule, local structure), smoke runs included (a few seconds there).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ray
 
 from actors.channel import BoundedInFlight
 from actors.energy import EnergyWorker, PoolEnergyFn
-from actors.learner import Learner
-from orchestrator.drivers import LearnerBufferDriver, mean_metrics, png_writers
+from orchestrator.driver import LearnerBufferDriver, bytes_writers, mean_metrics, start_learner
 from orchestrator.placement import TrialContext
-from workloads.torsional.export import save_model, write_samples_parquet, write_structures_sdf, write_torsions_json
+from workloads.torsional.export import save_model, write_samples_parquet
+from workloads.torsional.learner import TorsionalLearner
 from workloads.torsional.replay import StructureReplayBuffer, replay_rows
 
 MAX_IN_FLIGHT = 2
@@ -35,28 +37,27 @@ structure not to be dominated by sampling noise; earlier evaluations use config.
 
 
 class TorsionalDriver(LearnerBufferDriver):
-    learner_class = "workloads.torsional.learner:TorsionalLearner"
-
     def __init__(self, ctx: TrialContext):
         self.ctx = ctx
         self.config = ctx.config
         count = ctx.spec.resources.workers["energy"].count
         self.energy_workers = [
-            ray.remote(EnergyWorker).options(**ctx.actor_options("energy", i)).remote(
-                self.config.energy_backend, self.config.variant, 1e6, ctx.seed, ctx.cpus("energy"))
+            ray.remote(EnergyWorker)
+            .options(**ctx.actor_options("energy", i))
+            .remote(self.config.energy_backend, self.config.variant, 1e6, ctx.seed, ctx.cpus("energy"))
             for i in range(count)
         ]
-        self.learner = ray.remote(Learner).options(**ctx.actor_options("learner")).remote(
-            self.learner_class, self.config, ctx.seed, ctx.cpus("learner"),
-            {"energy_fn": PoolEnergyFn(self.energy_workers)})
-        self.buffer = ray.remote(StructureReplayBuffer).options(**ctx.actor_options("replay_buffer")).remote(
-            self.config.replay.capacity_per_structure, ctx.seed + 1, self.config.replay.seed_share)
+        self.learner = start_learner(ctx, TorsionalLearner, energy_fn=PoolEnergyFn(self.energy_workers))
+        self.buffer = (
+            ray.remote(StructureReplayBuffer)
+            .options(**ctx.actor_options("replay_buffer"))
+            .remote(self.config.replay.capacity_per_structure, ctx.seed + 1, self.config.replay.seed_share)
+        )
         if self.config.replay.enabled and self.config.replay.seed_with_md:  # a restore replaces them
-            self.buffer.add_seeds.remote(self.learner.call.remote("md_seed_terminals"))
+            self.buffer.add_seeds.remote(self.learner.replay_seeds.remote())
         self.to_buffer = BoundedInFlight(MAX_IN_FLIGHT)
         self.step = 0
-        self.device = ray.get(self.learner.ping.remote())
-        self.entries = ray.get(self.learner.attribute.remote("entries"))  # fixed for the whole trial
+        self.device = ray.get(self.learner.device.remote())
 
     def advance(self) -> tuple[dict[str, float], dict[str, Callable[[Path], None]]]:
         replay = self.config.replay
@@ -69,25 +70,25 @@ class TorsionalDriver(LearnerBufferDriver):
             replayed = self.buffer.sample.remote(replay_rows(self.config, n)) if replay.enabled else None
             metrics_ref, terminals_ref = self.learner.train.options(num_returns=2).remote(n, replayed)
             metric_refs.append(metrics_ref)
-            self.to_buffer.submit(lambda: self.buffer.add.remote(terminals_ref))
+            self.to_buffer.submit(self.buffer.add.remote, terminals_ref)
         metrics = mean_metrics(ray.get(metric_refs))
         self.to_buffer.drain()
-        metrics["train/buffer_size"] = float(ray.get(self.buffer.ping.remote()))
+        metrics["train/buffer_size"] = float(ray.get(self.buffer.size.remote()))
         metrics["train/backpressure_s"] = self.to_buffer.blocked_s
         self.step = ray.get(self.learner.step.remote())
         final = self.step >= self.config.total_iters
         num_samples = max(self.config.eval_samples, FINAL_EVAL_SAMPLES) if final else self.config.eval_samples
         evaluation = ray.get(self.learner.evaluate.remote(num_samples))
         learner_state = ray.get(self.learner.get_state.remote())
-        metrics.update(evaluation["metrics"])
-        rows = evaluation["samples"]
-        artifacts = {"samples.parquet": lambda path: write_samples_parquet(path, rows),
-                     "structures.sdf": lambda path: write_structures_sdf(path, self.entries),
-                     "torsions.json": lambda path: write_torsions_json(path, self.entries),
-                     "model.pt": lambda path: save_model(path, learner_state),
-                     **png_writers(evaluation["figures_png"])}
+        metrics.update(evaluation.metrics)
+        rows = evaluation.samples
+        artifacts = {
+            "samples.parquet": lambda path: write_samples_parquet(path, rows),
+            "model.pt": lambda path: save_model(path, learner_state),
+            **bytes_writers(evaluation.files),
+            **bytes_writers(evaluation.figures_png),
+        }
         return metrics, artifacts
 
     def actors(self) -> list[Any]:
         return [self.learner, self.buffer, *self.energy_workers]
-

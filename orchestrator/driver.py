@@ -1,14 +1,20 @@
-"""One driver per workload: creates the trial's actors in its placement group and runs the
-loop between two reports. `orchestrator/trial.py` does what every workload shares (restore,
-report, checkpoint, recovery from a dead actor)."""
+"""What every family's driver shares. A driver (orchestrator/families/<family>/driver.py) creates the trial's
+actors in its placement group and runs the loop between two reports; `orchestrator/trial.py` does what every
+family shares (restore, report, checkpoint, recovery from a dead actor).
 
+A driver is built with a `placement.TrialContext` and has `step`, `finished`, `device`, `advance()` ->
+(metrics, {artifact file name: writer(path)}), `state()`, `load_state(state)`, `recover(state)` and `actors()`.
+"""
+
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import ray
 
-from orchestrator.placement import wait_until_alive
+from actors.learner import Learner
+from orchestrator.placement import TrialContext, wait_until_alive
 
 
 class ActorDriver:
@@ -40,9 +46,20 @@ class ActorDriver:
             self.step = ray.get(self.learner.step.remote())
 
 
-def png_writers(figures_png: dict[str, bytes]) -> dict[str, Callable[[Path], None]]:
-    """Artifact writers for figures rendered (as PNG bytes) by a learner actor."""
-    return {name: (lambda path, png=png: path.write_bytes(png)) for name, png in figures_png.items()}
+def start_learner(ctx: TrialContext, learner_class: type, **learner_kwargs: Any) -> Any:
+    """The trial's learner actor, in the learner's bundle, wrapping `learner_class` (a plain learner of
+    workloads/, built with the trial's config and seed and `learner_kwargs`)."""
+    options = ctx.actor_options("learner")
+    return (
+        ray.remote(Learner)
+        .options(**options)
+        .remote(learner_class, ctx.config, ctx.seed, ctx.cpus("learner"), learner_kwargs)
+    )
+
+
+def bytes_writers(files: dict[str, bytes]) -> dict[str, Callable[[Path], None]]:
+    """Artifact writers for files an actor rendered as bytes (figures as PNG, structure files)."""
+    return {name: (lambda path, data=data: path.write_bytes(data)) for name, data in files.items()}
 
 
 def mean_metrics(dicts: list[dict[str, float]]) -> dict[str, float]:
@@ -53,14 +70,16 @@ def mean_metrics(dicts: list[dict[str, float]]) -> dict[str, float]:
 
 class LearnerBufferDriver(ActorDriver):
     """A learner and a replay-buffer actor that receives terminal states through a bounded channel
-    (`to_buffer`): what the samplers and torsional drivers share for checkpoints and recovery."""
+    (`to_buffer`): checkpoints hold both, and a recovery drops the calls in flight to a dead buffer."""
 
     buffer: Any
     to_buffer: Any  # actors.channel.BoundedInFlight
 
     def state(self) -> dict[str, Any]:
-        return {"learner": ray.get(self.learner.get_state.remote()),
-                "replay_buffer": ray.get(self.buffer.get_state.remote())}
+        return {
+            "learner": ray.get(self.learner.get_state.remote()),
+            "replay_buffer": ray.get(self.buffer.get_state.remote()),
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.step = ray.get(self.learner.set_state.remote(state["learner"]))

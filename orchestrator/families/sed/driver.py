@@ -12,10 +12,12 @@ Per step: one `forward` per actor with active members, one blocking gather of th
 actor (not awaited: an actor runs its calls in order). Artifacts of each evaluation: ensemble.png (PDS on ID
 vs OOD, member accuracies) and predictions.parquet (one row per ID test and OOD image).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,7 +25,7 @@ import ray
 from torch import Tensor
 
 from actors.ensemble_member import EnsembleEvaluatorRole, EnsembleMemberRole
-from orchestrator.drivers import ActorDriver, mean_metrics, png_writers
+from orchestrator.driver import ActorDriver, bytes_writers, mean_metrics
 from orchestrator.placement import TrialContext, wait_until_alive
 from workloads.ensembles.coordinator import Coordinator, MemberUpdate, StepDraw, member_metrics
 from workloads.ensembles.data import train_set
@@ -37,8 +39,10 @@ class SEDDriver(ActorDriver):
         self.config = config = ctx.config
         count = ctx.spec.resources.workers[ROLE].count
         if count > config.num_members:
-            raise ValueError(f"resources.workers.{ROLE}.count {count} exceeds num_members {config.num_members}: "
-                             f"an actor would hold no member")
+            raise ValueError(
+                f"resources.workers.{ROLE}.count {count} exceeds num_members {config.num_members}: "
+                f"an actor would hold no member"
+            )
         train = train_set(config)
         self.coordinator = Coordinator(config, train, ctx.seed)
         self.members = [list(range(k, config.num_members, count)) for k in range(count)]
@@ -46,16 +50,22 @@ class SEDDriver(ActorDriver):
         # Held for the trial's lifetime: Ray re-runs a restarted actor's constructor with these arguments.
         self.train_ref = ray.put(train) if heads else None
         role = ray.remote(EnsembleMemberRole)
-        self.hosts = [role.options(**ctx.actor_options(ROLE, k)).remote(
-            config, members, ctx.seed, ctx.cpus(ROLE), self.train_ref if k == 0 else None)
-            for k, members in enumerate(self.members)]
+        self.hosts = [
+            role.options(**ctx.actor_options(ROLE, k)).remote(
+                config, members, ctx.seed, ctx.cpus(ROLE), self.train_ref if k == 0 else None
+            )
+            for k, members in enumerate(self.members)
+        ]
         if heads:  # one extractor for every head: actor 0's pretrained one
             extractor = self.hosts[0].weights.remote()
             ray.get([host.load_weights.remote(extractor) for host in self.hosts[1:]])
-        self.evaluator = ray.remote(EnsembleEvaluatorRole).options(**ctx.actor_options("learner")).remote(
-            config, ctx.seed, ctx.cpus("learner"))
+        self.evaluator = (
+            ray.remote(EnsembleEvaluatorRole)
+            .options(**ctx.actor_options("learner"))
+            .remote(config, ctx.seed, ctx.cpus("learner"))
+        )
         self.step = 0
-        self.device = ray.get(self.hosts[0].ping.remote())
+        self.device = ray.get(self.hosts[0].device.remote())
         self.initial_state = self.state()  # what a recovery before the first checkpoint restores
 
     def advance(self) -> tuple[dict[str, float], dict[str, Callable[[Path], None]]]:
@@ -66,18 +76,24 @@ class SEDDriver(ActorDriver):
             metrics, refs = self.coordinator.run_step(self._forward, self._backward)
             step_metrics.append(metrics)
             result_refs.append(refs)
-        metrics = mean_metrics(step_metrics + [member_metrics([r for rs in ray.get(refs) for r in rs])
-                                               for refs in result_refs])
+        metrics = mean_metrics(
+            step_metrics + [member_metrics([r for rs in ray.get(refs) for r in rs]) for refs in result_refs]
+        )
         self.step = self.coordinator.step
         evaluation = ray.get(self.evaluator.evaluate.remote(*[host.weights.remote() for host in self.hosts]))
-        metrics.update(evaluation["metrics"])
-        predictions = evaluation["predictions"]
-        return metrics, {"predictions.parquet": lambda path: _write_predictions(path, predictions),
-                         **png_writers(evaluation["figures_png"])}
+        metrics.update(evaluation.metrics)
+        predictions = evaluation.predictions
+        return metrics, {
+            "predictions.parquet": lambda path: _write_predictions(path, predictions),
+            **bytes_writers(evaluation.figures_png),
+        }
 
     def _active_by_host(self, active: list[int]) -> list[tuple[Any, list[int]]]:
-        return [(host, [m for m in members if m in active]) for host, members in zip(self.hosts, self.members)
-                if any(m in active for m in members)]
+        return [
+            (host, [m for m in members if m in active])
+            for host, members in zip(self.hosts, self.members)
+            if any(m in active for m in members)
+        ]
 
     def _forward(self, draw: StepDraw) -> dict[int, Tensor]:
         batch = ray.put(draw.batch)  # one copy in the object store, read by every member actor
@@ -86,12 +102,15 @@ class SEDDriver(ActorDriver):
         return {m: f for (_, members), out in zip(calls, logits) for m, f in zip(members, out)}
 
     def _backward(self, updates: dict[int, MemberUpdate]) -> list[Any]:
-        return [host.backward.remote([updates[m] for m in members])
-                for host, members in self._active_by_host(list(updates))]
+        return [
+            host.backward.remote([updates[m] for m in members]) for host, members in self._active_by_host(list(updates))
+        ]
 
     def state(self) -> dict[str, Any]:
-        return {"coordinator": self.coordinator.state_dict(),
-                "hosts": ray.get([host.get_state.remote() for host in self.hosts])}
+        return {
+            "coordinator": self.coordinator.state_dict(),
+            "hosts": ray.get([host.get_state.remote() for host in self.hosts]),
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.coordinator.load_state_dict(state["coordinator"])

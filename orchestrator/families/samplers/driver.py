@@ -9,11 +9,13 @@ Each round is told the learner step at its start (the end of the sub-chunk whose
 search); its results keep it, and the learner reports train/replay_staleness_iters, the iterations
 between that step and the one that trains on them.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,27 +23,27 @@ import pyarrow.parquet as pq
 import ray
 
 from actors.channel import BoundedInFlight
-from actors.learner import Learner
 from actors.replay_buffer import ReplayBufferRole
-from orchestrator.drivers import LearnerBufferDriver, mean_metrics, png_writers
+from orchestrator.driver import LearnerBufferDriver, bytes_writers, mean_metrics, start_learner
 from orchestrator.placement import TrialContext
+from workloads.samplers.learner import SamplerLearner
 
 MAX_IN_FLIGHT = 2
 
 
 class SamplerDriver(LearnerBufferDriver):
-    learner_class = "workloads.samplers.learner:SamplerLearner"
-
     def __init__(self, ctx: TrialContext):
         self.ctx = ctx
         self.config = ctx.config
-        self.learner = ray.remote(Learner).options(**ctx.actor_options("learner")).remote(
-            self.learner_class, self.config, ctx.seed, ctx.cpus("learner"))
-        self.buffer = ray.remote(ReplayBufferRole).options(**ctx.actor_options("replay_buffer")).remote(
-            self.config.replay, self.config.target, ctx.seed + 1, ctx.cpus("replay_buffer"))
+        self.learner = start_learner(ctx, SamplerLearner)
+        self.buffer = (
+            ray.remote(ReplayBufferRole)
+            .options(**ctx.actor_options("replay_buffer"))
+            .remote(self.config.replay, self.config.target, ctx.seed + 1, ctx.cpus("replay_buffer"))
+        )
         self.to_buffer = BoundedInFlight(MAX_IN_FLIGHT)
         self.step = 0
-        self.device = ray.get(self.learner.ping.remote())
+        self.device = ray.get(self.learner.device.remote())
 
     def advance(self) -> tuple[dict[str, float], dict[str, Callable[[Path], None]]]:
         """Train up to the next evaluation, evaluate; return metrics and artifact writers."""
@@ -56,7 +58,7 @@ class SamplerDriver(LearnerBufferDriver):
             metrics_ref, states_ref = self.learner.train.options(num_returns=2).remote(n, replay)
             metric_refs.append(metrics_ref)
             step += n
-            self.to_buffer.submit(lambda: self.buffer.add.remote(states_ref))
+            self.to_buffer.submit(self.buffer.add.remote, states_ref)
             if cfg.replay.enabled:
                 # The next replay batch is queued before this round's local search, so the learner
                 # trains sub-chunk k+1 (from `step` on) while the search runs; its results serve
@@ -67,12 +69,14 @@ class SamplerDriver(LearnerBufferDriver):
         self.to_buffer.drain()
         evaluation = ray.get(self.learner.evaluate.remote())
         self.step = ray.get(self.learner.step.remote())
-        metrics.update(evaluation["metrics"])
-        metrics["train/buffer_size"] = float(ray.get(self.buffer.ping.remote()))
+        metrics.update(evaluation.metrics)
+        metrics["train/buffer_size"] = float(ray.get(self.buffer.size.remote()))
         metrics["train/backpressure_s"] = self.to_buffer.blocked_s
-        samples = evaluation["samples"]
-        artifacts = {"samples.parquet": lambda path: _write_samples(path, samples),
-                     **png_writers(evaluation["figures_png"])}
+        samples = evaluation.samples
+        artifacts = {
+            "samples.parquet": lambda path: _write_samples(path, samples),
+            **bytes_writers(evaluation.figures_png),
+        }
         return metrics, artifacts
 
     def _replay_batch(self, num_iters: int) -> Any:

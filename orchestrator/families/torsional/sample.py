@@ -7,6 +7,7 @@
     -> FILE.parquet (samples.parquet's columns) or FILE.sdf (one conformer per sample)
 Runs in this process on the CPU; no Ray.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,7 +22,11 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.tracking import download_latest_eval_file
 from workloads.torsional.data import zero_shot_entry
 from workloads.torsional.export import (
-    learner_from_model, load_model, model_config, write_samples_parquet, write_samples_sdf,
+    learner_from_model,
+    load_model,
+    model_config,
+    write_samples_parquet,
+    write_samples_sdf,
 )
 from workloads.torsional.learner import SampleRow
 from workloads.torsional.molecule import MoleculeError
@@ -29,8 +34,9 @@ from workloads.torsional.molecule import MoleculeError
 FORMATS = (".parquet", ".sdf")
 
 
-def sample(run_id: str, smiles: str, structure: str, num_samples: int, out: Path, tracking_uri: str,
-           seed: int = 0) -> str:
+def sample(
+    run_id: str, smiles: str, structure: str, num_samples: int, out: Path, tracking_uri: str, seed: int = 0
+) -> str:
     """Writes `out`; returns a one-line summary. User mistakes raise OrchestratorError."""
     out = Path(out)
     if out.suffix not in FORMATS:
@@ -44,8 +50,9 @@ def sample(run_id: str, smiles: str, structure: str, num_samples: int, out: Path
         config = model_config(model)
     except ValidationError as error:
         found = re.sub(r"\s*\n\s*", "; ", str(error))
-        raise OrchestratorError(f"{artifact} of run {run_id}: its config does not fit this version's "
-                                f"TorsionalConfig: {found}.") from error
+        raise OrchestratorError(
+            f"{artifact} of run {run_id}: its config does not fit this version's TorsionalConfig: {found}."
+        ) from error
     try:
         entry = zero_shot_entry(smiles, structure, config)
     except MoleculeError as error:
@@ -54,13 +61,17 @@ def sample(run_id: str, smiles: str, structure: str, num_samples: int, out: Path
     learner = learner_from_model(model, [entry])
     angles, log_pf, _ = learner.sample(0, num_samples, torch.Generator().manual_seed(seed))  # [n, K], [n]
     energies = learner.rdkit.energies(entry, angles)  # [n] kcal/mol
-    rows = [SampleRow(entry.smiles, entry.structure_id, a, e, lp)
-            for a, e, lp in zip(angles.tolist(), energies.tolist(), log_pf.tolist())]
+    rows = [
+        SampleRow(entry.smiles, entry.structure_id, a, e, lp)
+        for a, e, lp in zip(angles.tolist(), energies.tolist(), log_pf.tolist())
+    ]
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".sdf":
         write_samples_sdf(out, entry, rows)
     else:
         write_samples_parquet(out, rows)
-    return (f"{num_samples} samples of {smiles} ({entry.structure_id}, {entry.num_torsions} torsions) from {artifact} "
-            f"of run {run_id} (step {model['step']}): energy min {np.min(energies):.2f}, median "
-            f"{np.median(energies):.2f} kcal/mol -> {out}")
+    return (
+        f"{num_samples} samples of {smiles} ({entry.structure_id}, {entry.num_torsions} torsions) from {artifact} "
+        f"of run {run_id} (step {model['step']}): energy min {np.min(energies):.2f}, median "
+        f"{np.median(energies):.2f} kcal/mol -> {out}"
+    )

@@ -1,6 +1,6 @@
 """Energy throughput (conformers per second) on the Torsional-GFN reference molecules.
 
-    python -m orchestrator.benchmarks.energy [--conformers 4000] [--workers 1 2] [--repeats 5]
+    python -m orchestrator.families.torsional.benchmark_energy [--conformers 4000] [--workers 1 2] [--repeats 5]
 
 Measured in one run, on the same random-torsion conformers of the reference's 6 training and 2
 validation molecules: the reference's way (a new RDKit molecule and MMFF force field per conformer),
@@ -22,30 +22,28 @@ Targets (issue 3): efficiency >= 0.85, per core >= 5x the reference's way. The l
 learner's batch shape (8 structures x 16 conformers per call, batch b + 1 sent before batch b is
 gathered) in process and on the largest pool, where each call carries only a few ms of work.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import time
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-# Ray starts its workers at niceness 15: on a shared machine they would then lose the CPU to every
-# other process, while the in-process worker they are compared with runs at 0.
-os.environ.setdefault("RAY_worker_niceness", "0")
+import numpy as np
+import ray
+import torch
 
-import numpy as np  # noqa: E402
-import ray  # noqa: E402
-import torch  # noqa: E402
-
-from actors.energy import EnergyPool, EnergyRequest, EnergyWorker, Structure  # noqa: E402
-from workloads.torsional.config import REFERENCE_TRAIN_SMILES, REFERENCE_VAL_SMILES, TorsionalConfig  # noqa: E402
-from workloads.torsional.conformer import set_torsions  # noqa: E402
-from workloads.torsional.data import zero_shot_entry  # noqa: E402
-from workloads.torsional.energy_rdkit import reference_energy  # noqa: E402
-from workloads.torsional.energy_torch import TorchTorsionalEnergy  # noqa: E402
-from workloads.torsional.molecule import load_molecule  # noqa: E402
+from actors.energy import EnergyPool, EnergyRequest, EnergyWorker, Structure
+from workloads.torsional.config import REFERENCE_TRAIN_SMILES, REFERENCE_VAL_SMILES, TorsionalConfig
+from workloads.torsional.conformer import set_torsions
+from workloads.torsional.data import zero_shot_entry
+from workloads.torsional.energy_rdkit import reference_energy
+from workloads.torsional.energy_torch import TorchTorsionalEnergy
+from workloads.torsional.molecule import load_molecule
 
 BACKENDS = ("rdkit", "openmm")
 
@@ -60,11 +58,18 @@ def timing(fn: Callable[[], None], cpu: Callable[[], float] = time.process_time)
 
 
 def row(name: str, rate: float, cores: int, reference_rate: float, efficiency: str = "", cpu_efficiency: str = ""):
-    print(f"{name:<34}{rate:>14,.0f}{rate / cores:>12,.0f}{rate / cores / reference_rate:>14.1f}"
-          f"{efficiency:>12}{cpu_efficiency:>16}")
+    print(
+        f"{name:<34}{rate:>14,.0f}{rate / cores:>12,.0f}{rate / cores / reference_rate:>14.1f}"
+        f"{efficiency:>12}{cpu_efficiency:>16}"
+    )
 
 
 def main() -> None:
+    # Before Ray starts: its workers inherit these. Ray starts them at niceness 15, and on a shared machine they
+    # would lose the CPU to every other process while the in-process baseline runs at 0.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--conformers", type=int, default=4000, help="per molecule")
     parser.add_argument("--reference-conformers", type=int, default=300, help="per molecule, for the slow way")
@@ -77,18 +82,20 @@ def main() -> None:
     smiles = REFERENCE_TRAIN_SMILES + REFERENCE_VAL_SMILES
     molecules = {s: load_molecule(s) for s in smiles}
     structures = {s: Structure(s, m.positions()) for s, m in molecules.items()}
-    requests = [EnergyRequest(s, rng.uniform(0, 2 * np.pi, (args.conformers, m.num_torsions)))
-                for s, m in molecules.items()]
+    requests = [
+        EnergyRequest(s, rng.uniform(0, 2 * np.pi, (args.conformers, m.num_torsions))) for s, m in molecules.items()
+    ]
     segments = [(r.key, r.angles) for r in requests]
     total = args.conformers * len(requests)
-    learner_batches = [[EnergyRequest(r.key, r.angles[b:b + 16]) for r in requests]
-                       for b in range(0, args.conformers, 16)]  # 8 structures x 16 conformers per call
+    learner_batches = [
+        [EnergyRequest(r.key, r.angles[b : b + 16]) for r in requests] for b in range(0, args.conformers, 16)
+    ]  # 8 structures x 16 conformers per call
     k_max = max(args.workers)
 
     def reference_way() -> None:
         for request in requests:
             molecule = molecules[request.key]
-            angles = request.angles[:args.reference_conformers]
+            angles = request.angles[: args.reference_conformers]
             reference_energy(molecule, set_torsions(molecule.positions(), molecule, angles))
 
     torch.set_num_threads(1)
@@ -96,13 +103,13 @@ def main() -> None:
     entry_index = torch.arange(len(smiles)).repeat_interleave(args.conformers)  # [total]
     torch_angles = torch.zeros(total, torch_energy.k_max, dtype=torch.float64)
     for i, r in enumerate(requests):
-        torch_angles[i * args.conformers:(i + 1) * args.conformers, : r.angles.shape[1]] = torch.as_tensor(r.angles)
+        torch_angles[i * args.conformers : (i + 1) * args.conformers, : r.angles.shape[1]] = torch.as_tensor(r.angles)
     order = torch.randperm(total, generator=torch.Generator().manual_seed(0))  # molecules mixed, as in a batch
     entry_index, torch_angles = entry_index[order], torch_angles[order]
 
     def torch_backend(with_gradient: bool) -> None:
         for start in range(0, total, 2560):
-            e, a = entry_index[start:start + 2560], torch_angles[start:start + 2560]
+            e, a = entry_index[start : start + 2560], torch_angles[start : start + 2560]
             if with_gradient:
                 a = a.requires_grad_()
                 torch_energy.energies(e, a).sum().backward()
@@ -144,19 +151,23 @@ def main() -> None:
         rounds["torch"].append(timing(lambda: torch_backend(False)))
         rounds["torch", "gradient"].append(timing(lambda: torch_backend(True)))
         for backend in BACKENDS:
-            rounds[backend].append(timing(lambda: workers[backend].evaluate(segments)))
+            rounds[backend].append(timing(partial(workers[backend].evaluate, segments)))
             for k in args.workers:
                 pool = pools[backend, k]
-                rounds[backend, k].append(timing(lambda: pool.evaluate(requests), pool_cpu(pool)))
-            rounds[backend, "learner", 1].append(timing(lambda: learner_in_process(workers[backend])))
-            rounds[backend, "learner", k_max].append(timing(lambda: learner_loop(pools[backend, k_max])))
+                rounds[backend, k].append(timing(partial(pool.evaluate, requests), pool_cpu(pool)))
+            rounds[backend, "learner", 1].append(timing(partial(learner_in_process, workers[backend])))
+            rounds[backend, "learner", k_max].append(timing(partial(learner_loop, pools[backend, k_max])))
     ray.shutdown()
     best = {key: (min(w for w, _ in times), min(c for _, c in times)) for key, times in rounds.items()}
 
-    print(f"{len(smiles)} molecules x {args.conformers} conformers; {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.2f} at the end; best of {args.repeats} rounds")
-    print(f"{'method':<34}{'conformers/s':>14}{'per core':>12}{'vs reference':>14}{'efficiency':>12}"
-          f"{'CPU efficiency':>16}")
+    print(
+        f"{len(smiles)} molecules x {args.conformers} conformers; {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.2f} at the end; best of {args.repeats} rounds"
+    )
+    print(
+        f"{'method':<34}{'conformers/s':>14}{'per core':>12}{'vs reference':>14}{'efficiency':>12}"
+        f"{'CPU efficiency':>16}"
+    )
     reference_rate = args.reference_conformers * len(requests) / best["reference"][0]
     row("reference way (1 core)", reference_rate, 1, reference_rate)
     for backend in BACKENDS:
@@ -167,14 +178,25 @@ def main() -> None:
         wall_1, cpu_1 = best[backend]
         for k in args.workers:
             wall, cpu = best[backend, k]
-            row(f"pool, {k} {backend} actor(s)", total / wall, k, reference_rate, f"{wall_1 / (k * wall):.2f}",
-                f"{cpu_1 / cpu:.2f}")
+            row(
+                f"pool, {k} {backend} actor(s)",
+                total / wall,
+                k,
+                reference_rate,
+                f"{wall_1 / (k * wall):.2f}",
+                f"{cpu_1 / cpu:.2f}",
+            )
     for backend in BACKENDS:  # the learner's batch shape: in process, then the largest pool
         wall_1 = best[backend, "learner", 1][0]
         row(f"{backend}, 8 x 16 batches (1 core)", total / wall_1, 1, reference_rate)
         wall = best[backend, "learner", k_max][0]
-        row(f"pool, {k_max} {backend}, 8 x 16 batches", total / wall, k_max, reference_rate,
-            f"{wall_1 / (k_max * wall):.2f}")
+        row(
+            f"pool, {k_max} {backend}, 8 x 16 batches",
+            total / wall,
+            k_max,
+            reference_rate,
+            f"{wall_1 / (k_max * wall):.2f}",
+        )
 
 
 if __name__ == "__main__":

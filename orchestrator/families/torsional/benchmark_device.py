@@ -1,6 +1,6 @@
 """The Torsional-GFN learner on each device: seconds per training iteration and the JSD it reaches there.
 
-    python -m orchestrator.benchmarks.learner_device [--iters 50] [--devices cpu cuda] [--smoke]
+    python -m orchestrator.families.torsional.benchmark_device [--iters 50] [--devices cpu cuda] [--smoke]
 
 One TorsionalLearner per device, in this process (no Ray; energies from RDKit in process, as `run_local`),
 with the same config and seed. On each device: where every parameter and buffer of the policy, the log Z
@@ -9,6 +9,7 @@ training iterations, then one evaluation (mean JSD per split, its seconds). The 
 when Ray gives its bundle a GPU (`actors/learner.py`); this runs the same learner without the actor, so a
 GPU machine without Ray can check it. `cluster/gpu_check.sh` is the command for a lent GPU machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,12 @@ from workloads.torsional.learner import TorsionalLearner
 def tensors_off_device(learner: TorsionalLearner) -> list[str]:
     """Names of the tensors of the learner's networks, torch energy and score that are not on its device: the
     modules' parameters and buffers, and the tensors the other objects hold as attributes."""
-    holders = {"policy": learner.policy, "log_z_net": getattr(learner, "log_z_net", None),
-               "torch_energy": learner.torch_energy, "score": learner.score}
+    holders = {
+        "policy": learner.policy,
+        "log_z_net": getattr(learner, "log_z_net", None),
+        "torch_energy": learner.torch_energy,
+        "score": learner.score,
+    }
     wrong = []
     for name, holder in holders.items():
         if isinstance(holder, torch.nn.Module):
@@ -44,17 +49,26 @@ def synchronize(device: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=50)
-    parser.add_argument("--devices", nargs="+", default=None,
-                        help="default: cpu, and cuda where there is one; a device named here must exist")
+    parser.add_argument(
+        "--devices",
+        nargs="+",
+        default=None,
+        help="default: cpu, and cuda where there is one; a device named here must exist",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="the smoke config: a whole-path check in seconds")
     args = parser.parse_args()
     config = TorsionalConfig().smoke() if args.smoke else TorsionalConfig()
-    print(f"torch {torch.__version__}, cuda available: {torch.cuda.is_available()}"
-          + (f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else ""), flush=True)
+    print(
+        f"torch {torch.__version__}, cuda available: {torch.cuda.is_available()}"
+        + (f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else ""),
+        flush=True,
+    )
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     if "cuda" in devices and not torch.cuda.is_available():
-        raise SystemExit("cuda was asked for, but torch sees no GPU on this machine (torch.cuda.is_available() is False)")
+        raise SystemExit(
+            "cuda was asked for, but torch sees no GPU on this machine (torch.cuda.is_available() is False)"
+        )
     rows = []
     for device in devices:
         start = time.perf_counter()
@@ -75,8 +89,11 @@ def main() -> None:
         jsd = {k.split("/")[1]: v for k, v in evaluation.metrics.items() if k.endswith("/jsd") and k.count("/") == 2}
         loss = metrics.get("train/loss", float("nan"))
         rows.append((device, built_s, per_iter_s, eval_s, loss, jsd))
-        print(f"{device}: built in {built_s:.1f} s, {per_iter_s:.3f} s per iteration, evaluation {eval_s:.1f} s, "
-              f"loss {loss:.3f}, mean JSD {' '.join(f'{k} {v:.3f}' for k, v in sorted(jsd.items()))}", flush=True)
+        print(
+            f"{device}: built in {built_s:.1f} s, {per_iter_s:.3f} s per iteration, evaluation {eval_s:.1f} s, "
+            f"loss {loss:.3f}, mean JSD {' '.join(f'{k} {v:.3f}' for k, v in sorted(jsd.items()))}",
+            flush=True,
+        )
         if not np.isfinite(loss):
             raise SystemExit(f"{device}: the training loss is not finite ({loss})")
     if len(rows) == 2:

@@ -1,6 +1,6 @@
 """Seconds per training iteration of the diffusion samplers, and the pause local search costs the learner.
 
-    python -m orchestrator.benchmarks.samplers [--iters 20] [--ray-iters 300] [--targets 25GMM Manywell]
+    python -m orchestrator.families.samplers.benchmark [--iters 20] [--ray-iters 300] [--targets 25GMM Manywell]
                                                [--device cpu|cuda]
 
 TB + Expl. + LS (arXiv:2402.05098) at the paper's batch 300 and T = 100, with the settings of
@@ -26,6 +26,7 @@ The reference figures are not measured by this command: they are the public refe
 medians recorded in issue 4 for a machine of this class (2 cores). Compare on an otherwise idle
 machine: the load average is printed, and the figures move with it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,21 +36,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-# Ray starts its workers at niceness 15: on a shared machine they would lose the CPU to every other process.
-os.environ.setdefault("RAY_worker_niceness", "0")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+import ray
+import torch
 
-import ray  # noqa: E402
-import torch  # noqa: E402
+from actors.replay_buffer import ReplayBufferRole
+from orchestrator.families.samplers.driver import SamplerDriver
+from orchestrator.placement import TrialContext
+from orchestrator.spec import SweepSpec, load_sweep
+from workloads.samplers.learner import SamplerLearner
 
-from actors.replay_buffer import ReplayBufferRole  # noqa: E402
-from orchestrator.drivers.samplers import SamplerDriver  # noqa: E402
-from orchestrator.placement import TrialContext  # noqa: E402
-from orchestrator.spec import SweepSpec, load_sweep  # noqa: E402
-from workloads.samplers.learner import SamplerLearner  # noqa: E402
-
-SWEEP = Path(__file__).resolve().parents[2] / "sweeps" / "samplers_benchmark.yaml"
+SWEEP = Path(__file__).resolve().parents[3] / "sweeps" / "samplers_benchmark.yaml"
 METHOD = "TB + Expl. + LS"
 REFERENCE_S_PER_ITER = {"25GMM": 0.149, "Manywell": 0.180}
 """The public reference code's median seconds per training iteration of TB + Expl. + LS at batch 300 and
@@ -124,23 +120,33 @@ def _task_spans(since_us: float, expected: dict[str, int]) -> dict[str, list[tup
     deadline = time.monotonic() + TIMELINE_WAIT_S
     while True:
         events = [e for e in ray.timeline() if e.get("ph") == "X" and e.get("ts", 0) >= since_us]
-        spans = {category: sorted((e["ts"] / 1e6, (e["ts"] + e["dur"]) / 1e6)
-                                  for e in events if e.get("cat") == category) for category in expected}
+        spans = {
+            category: sorted((e["ts"] / 1e6, (e["ts"] + e["dur"]) / 1e6) for e in events if e.get("cat") == category)
+            for category in expected
+        }
         missing = {category: n for category, n in expected.items() if len(spans[category]) < n}
         if not missing:
             return spans
         if time.monotonic() > deadline:
-            raise RuntimeError(f"Ray's task timeline lacks tasks after {TIMELINE_WAIT_S:.0f} s (expected {missing}): "
-                               "are task events turned off (RAY_task_events_report_interval_ms)?")
+            raise RuntimeError(
+                f"Ray's task timeline lacks tasks after {TIMELINE_WAIT_S:.0f} s (expected {missing}): "
+                "are task events turned off (RAY_task_events_report_interval_ms)?"
+            )
         time.sleep(0.5)
 
 
 def ray_trial(spec: SweepSpec, target: str, iters: int, replay: bool) -> RayTrial:
     """One evaluation period of `iters` iterations through the trial's driver, timed from Ray's timeline."""
-    config = spec.resolved_config({
-        "variants.method": METHOD, "variants.target": target, "replay.enabled": replay,
-        "total_iters": iters, "eval_every": iters, "eval_samples": 200,  # the evaluation is not timed
-    })
+    config = spec.resolved_config(
+        {
+            "variants.method": METHOD,
+            "variants.target": target,
+            "replay.enabled": replay,
+            "total_iters": iters,
+            "eval_every": iters,
+            "eval_samples": 200,  # the evaluation is not timed
+        }
+    )
     sub_chunk = config.replay.local_search_every if replay else iters
     trial_id = f"benchmark-{target}-{'replay' if replay else 'plain'}"
     context = TrialContext(spec=spec, config=config, seed=0, trial_id=trial_id)
@@ -165,14 +171,27 @@ def _load() -> str:
 
 
 def main() -> None:
+    # Before Ray starts: its workers inherit these. Ray starts them at niceness 15, and on a shared machine they
+    # would lose the CPU to every other process while the in-process baseline runs at 0.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", nargs="+", default=list(REFERENCE_S_PER_ITER), help="variant names of the sweep")
     parser.add_argument("--iters", type=int, default=20, help="timed in-process iterations per target")
     parser.add_argument("--warmup", type=int, default=3, help="untimed forward iterations before them")
-    parser.add_argument("--ray-iters", type=int, default=300,
-                        help="iterations through the Ray trial path per target, a multiple of 100 (0: skip it)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="the learner's device (cuda: the Ray learner gets one GPU)")
+    parser.add_argument(
+        "--ray-iters",
+        type=int,
+        default=300,
+        help="iterations through the Ray trial path per target, a multiple of 100 (0: skip it)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="the learner's device (cuda: the Ray learner gets one GPU)",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -180,39 +199,58 @@ def main() -> None:
     sub_chunk = spec.config.replay.local_search_every
     if args.ray_iters % sub_chunk:
         parser.error(f"--ray-iters must be a multiple of {sub_chunk} (iterations between local-search rounds)")
-    print(f"{METHOD}, batch {spec.config.batch_size}, T = {spec.config.num_steps}, device {args.device}, "
-          f"torch threads 1; {_load()}")
-    print("reference: the public reference code's median s/iteration recorded in issue 4 on a machine of this "
-          "class, NOT measured in this run; speed-up = reference / ours")
+    print(
+        f"{METHOD}, batch {spec.config.batch_size}, T = {spec.config.num_steps}, device {args.device}, "
+        f"torch threads 1; {_load()}"
+    )
+    print(
+        "reference: the public reference code's median s/iteration recorded in issue 4 on a machine of this "
+        "class, NOT measured in this run; speed-up = reference / ours"
+    )
 
     for target in args.targets:
         local = in_process(spec, target, args.iters, args.warmup, args.device)
         reference = REFERENCE_S_PER_ITER.get(target)
         versus = f"reference {reference:.3f} s -> speed-up {reference / local.median_s:.2f}x" if reference else ""
-        print(f"\n{target}  in process, {args.iters} iterations: median {local.median_s:.3f} s/iteration (forward "
-              f"{_median(local.forward_s):.3f}, backward {_median(local.backward_s):.3f}); {versus}")
-        print(f"{target}  one local-search round in process: {local.local_search_s:.2f} s "
-              f"(reference: a serial pause of {REFERENCE_PAUSE_S} per round, recorded in issue 4)")
+        print(
+            f"\n{target}  in process, {args.iters} iterations: median {local.median_s:.3f} s/iteration (forward "
+            f"{_median(local.forward_s):.3f}, backward {_median(local.backward_s):.3f}); {versus}"
+        )
+        print(
+            f"{target}  one local-search round in process: {local.local_search_s:.2f} s "
+            f"(reference: a serial pause of {REFERENCE_PAUSE_S} per round, recorded in issue 4)"
+        )
 
     if args.ray_iters:
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
         learner, buffer = spec.resources.learner, spec.resources.workers["replay_buffer"]
-        print(f"\nRay trial path (learner {learner.cpus:g} CPU {learner.gpus:g} GPU, replay buffer "
-              f"{buffer.cpus:g} CPU)")
+        print(
+            f"\nRay trial path (learner {learner.cpus:g} CPU {learner.gpus:g} GPU, replay buffer {buffer.cpus:g} CPU)"
+        )
         for target in args.targets:
             with_replay = ray_trial(spec, target, args.ray_iters, replay=True)
             plain = ray_trial(spec, target, sub_chunk, replay=False)
             reference = REFERENCE_S_PER_ITER.get(target)
             replayed = with_replay.s_per_iter[2:]  # sub-chunks that alternate forward and replayed iterations
-            versus = f"; reference {reference:.3f} s -> speed-up {reference / _median(replayed):.2f}x" if (
-                reference and replayed) else ""
-            print(f"{target}  with replay + local search, s/iteration per sub-chunk of {sub_chunk}: "
-                  + ", ".join(f"{s:.3f}" for s in with_replay.s_per_iter) + versus)
-            print(f"{target}  learner idle before each sub-chunk (the serial pause per round): "
-                  + (", ".join(f"{s * 1e3:.1f} ms" for s in with_replay.idle_before_s) or "-")
-                  + f"; idle share while training {with_replay.idle_share:.2%}")
-            print(f"{target}  local-search rounds on the buffer actor, beside the learner: "
-                  + ", ".join(f"{s:.2f} s" for s in with_replay.local_search_s))
+            versus = (
+                f"; reference {reference:.3f} s -> speed-up {reference / _median(replayed):.2f}x"
+                if (reference and replayed)
+                else ""
+            )
+            print(
+                f"{target}  with replay + local search, s/iteration per sub-chunk of {sub_chunk}: "
+                + ", ".join(f"{s:.3f}" for s in with_replay.s_per_iter)
+                + versus
+            )
+            print(
+                f"{target}  learner idle before each sub-chunk (the serial pause per round): "
+                + (", ".join(f"{s * 1e3:.1f} ms" for s in with_replay.idle_before_s) or "-")
+                + f"; idle share while training {with_replay.idle_share:.2%}"
+            )
+            print(
+                f"{target}  local-search rounds on the buffer actor, beside the learner: "
+                + ", ".join(f"{s:.2f} s" for s in with_replay.local_search_s)
+            )
             print(f"{target}  without replay (forward only, no local search): {plain.s_per_iter[0]:.3f} s/iteration")
         ray.shutdown()
     print(f"\n{_load()}")

@@ -1,17 +1,18 @@
 """Sweep-end summaries: figures and tables over a sweep's finished trials, logged to its parent MLflow run.
 
-A workload opts in with `WorkloadEntry.summary = "module:function"`; the function takes the finished trials
+A workload opts in with `Family.summary = "module:function"`; the function takes the finished trials
 (`tracking.TrialHistory`: params and metric histories read back from MLflow, so a resumed sweep summarizes every
 trial, old and new) and returns {file name: matplotlib Figure, or text}. A summary that fails is a warning and a
 tag on the parent run, never a failed sweep: the trials' results are in MLflow either way.
 """
+
 from __future__ import annotations
 
 import logging
 import statistics
 import traceback
 
-from orchestrator.registry import get_workload
+from orchestrator.registry import get_family
 from orchestrator.tracking import SweepTracker, TrialHistory
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ ERROR_TAG = "orchestrator.summary_error"
 
 def log_sweep_summary(tracker: SweepTracker, workload: str, parent_run_id: str) -> list[str]:
     """Run the workload's summary over the sweep's finished trials; returns the artifact paths logged."""
-    summarize = get_workload(workload).load_summary()
+    summarize = get_family(workload).load_summary()
     if summarize is None:
         return []
     logged = []
@@ -54,7 +55,7 @@ def log_sweep_summary(tracker: SweepTracker, workload: str, parent_run_id: str) 
             else:
                 tracker.log_figure(parent_run_id, item, path)
             logged.append(path)
-    except Exception as error:  # noqa: BLE001 - a summary must not fail a finished sweep
+    except Exception as error:  # a summary must not fail a finished sweep
         log.warning("sweep summary of workload %s failed: %s", workload, error)
         tracker.set_tags(parent_run_id, {ERROR_TAG: traceback.format_exc()[-5000:]})
     return logged

@@ -9,19 +9,23 @@ Trials are grouped by their variants (`sampled.variants.<axis>`) other than `met
              the PDS AUROC gain, the ID accuracy change in points (<= 2 lost passes), and the lowest member
              of any SED seed against chance + 10 points (chance = 1 / number of trained classes)
 """
+
 from __future__ import annotations
 
 import json
 import statistics
 from collections import defaultdict
 
-from orchestrator.summaries import final, mean_std
+from orchestrator.summary import final, mean_std
 from orchestrator.tracking import TrialHistory
 
 METHOD_AXIS = "method"
 SED, BASELINE = "SED", "deep ensemble"
-COLUMNS = {"eval/ood_auroc_pds": "PDS AUROC", "eval/id_accuracy": "ID accuracy",
-           "eval/id_accuracy_min_member": "lowest member"}
+COLUMNS = {
+    "eval/ood_auroc_pds": "PDS AUROC",
+    "eval/id_accuracy": "ID accuracy",
+    "eval/id_accuracy_min_member": "lowest member",
+}
 MAX_ID_ACCURACY_LOSS = 0.02
 COLLAPSE_MARGIN = 0.10
 """A member collapses below chance + this accuracy."""
@@ -30,8 +34,13 @@ COLLAPSE_MARGIN = 0.10
 def _setting(trial: TrialHistory) -> tuple[tuple[str, str], ...]:
     """The trial's variants on every axis but the method's, as sorted (axis, name) pairs."""
     prefix = "sampled.variants."
-    return tuple(sorted((key[len(prefix):], value) for key, value in trial.params.items()
-                        if key.startswith(prefix) and key != prefix + METHOD_AXIS))
+    return tuple(
+        sorted(
+            (key[len(prefix) :], value)
+            for key, value in trial.params.items()
+            if key.startswith(prefix) and key != prefix + METHOD_AXIS
+        )
+    )
 
 
 def chance(trial: TrialHistory) -> float:
@@ -45,6 +54,7 @@ def chance(trial: TrialHistory) -> float:
 
 def verdict(sed: list[TrialHistory], baseline: list[TrialHistory]) -> str:
     """SED against the deep ensemble in one setting: the three checks, each with its figures."""
+
     def values(trials, metric):
         return [v for v in (final(t, metric) for t in trials) if v is not None]
 
@@ -67,14 +77,22 @@ def sed_table(trials: list[TrialHistory]) -> str:
     for trial in trials:
         method = trial.params.get(f"sampled.variants.{METHOD_AXIS}", trial.params.get("config.pair_selection", "?"))
         groups[_setting(trial)][method].append(trial)
-    lines = ["# SED sweep summary", "",
-             "Final evaluation of each trial; mean ± std over seeds. PDS AUROC: detection of the held-out labels "
-             "by PDS(x) = sum_c max_m p_m(c | x)."]
+    lines = [
+        "# SED sweep summary",
+        "",
+        "Final evaluation of each trial; mean ± std over seeds. PDS AUROC: detection of the held-out labels "
+        "by PDS(x) = sum_c max_m p_m(c | x).",
+    ]
     for setting in groups:  # in the order the trials ran
         by_method = groups[setting]
         title = ", ".join(f"{axis} = {name}" for axis, name in setting) or "all trials"
-        lines += ["", f"## {title}", "", "| method | seeds | " + " | ".join(COLUMNS.values()) + " |",
-                  "|---|---|" + "---|" * len(COLUMNS)]
+        lines += [
+            "",
+            f"## {title}",
+            "",
+            "| method | seeds | " + " | ".join(COLUMNS.values()) + " |",
+            "|---|---|" + "---|" * len(COLUMNS),
+        ]
         for method in sorted(by_method, key=lambda m: (m != SED, m != BASELINE, m)):
             group = by_method[method]
             cells = [mean_std([v for v in (final(t, m) for t in group) if v is not None]) for m in COLUMNS]
@@ -85,5 +103,5 @@ def sed_table(trials: list[TrialHistory]) -> str:
 
 
 def sed_summary(trials: list[TrialHistory]) -> dict[str, str]:
-    """`WorkloadEntry.summary` of the sed workload."""
+    """`Family.summary` of the sed family."""
     return {"sed.md": sed_table(trials)}

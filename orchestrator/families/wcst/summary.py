@@ -13,6 +13,7 @@ Trials are grouped by (architecture, cue set) and by training mode ('diagonal', 
     flatness.png         per group: Delta L(r) = mean loss increase at weight-perturbation norm r after the last
                          epoch, one line per training mode (mean over seeds, band lowest-highest)
 """
+
 from __future__ import annotations
 
 import json
@@ -24,14 +25,21 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from orchestrator.summaries import final, mean_std
+from orchestrator.summary import final, mean_std
 from orchestrator.tracking import TrialHistory
 
 ACCURACY_PREFIX = "eval/offdiag_acc/"
 FLATNESS_PREFIX = "flatness/loss_increase/r_"
 CHANCE_METRIC = "eval/chance_other_cue"
-CUE_COLORS = {"color": "tab:red", "shape": "tab:blue", "scale": "tab:green", "orientation": "tab:purple",
-              "position": "tab:orange", "pos_x": "tab:orange", "pos_y": "tab:brown"}
+CUE_COLORS = {
+    "color": "tab:red",
+    "shape": "tab:blue",
+    "scale": "tab:green",
+    "orientation": "tab:purple",
+    "position": "tab:orange",
+    "pos_x": "tab:orange",
+    "pos_y": "tab:brown",
+}
 MODE_STYLES = {"diagonal": "black"}
 LINEAR_BELOW = 1e-4
 """Loss increases within +-LINEAR_BELOW are drawn on a linear scale (symlog), larger ones on a log scale."""
@@ -67,6 +75,7 @@ def grouped(trials: list[TrialHistory]) -> dict[Group, dict[str, list[TrialHisto
 
 # ---------------------------------------------------------------- preference order
 
+
 @dataclass(frozen=True)
 class Preference:
     group: Group
@@ -87,8 +96,14 @@ def preference(group: Group, trials: list[TrialHistory]) -> Preference:
     accuracy = {cue: [values[i] for i in complete] for cue, values in accuracy.items()}
     order = tuple(sorted(group.cues, key=lambda cue: -statistics.fmean(accuracy[cue]) if complete else 0.0))
     per_seed_orders = [tuple(sorted(group.cues, key=lambda cue: -accuracy[cue][i])) for i in range(len(complete))]
-    return Preference(group, len(complete), accuracy, order, sum(o[0] == order[0] for o in per_seed_orders),
-                      sum(o == order for o in per_seed_orders))
+    return Preference(
+        group,
+        len(complete),
+        accuracy,
+        order,
+        sum(o[0] == order[0] for o in per_seed_orders),
+        sum(o == order for o in per_seed_orders),
+    )
 
 
 def preferences(trials: list[TrialHistory]) -> list[Preference]:
@@ -98,12 +113,17 @@ def preferences(trials: list[TrialHistory]) -> list[Preference]:
 
 def preference_table(rows: list[Preference]) -> str:
     """Markdown: one row per (architecture, cue set)."""
-    lines = ["| architecture | cues | seeds | final off-diagonal accuracy per cue (mean ± std) | preference order | "
-             "seeds with that first cue | seeds with that whole order |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| architecture | cues | seeds | final off-diagonal accuracy per cue (mean ± std) | preference order | "
+        "seeds with that first cue | seeds with that whole order |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         cells = ", ".join(f"{cue} {mean_std(row.final_accuracy[cue])}" for cue in row.group.cues)
-        lines.append(f"| {row.group.architecture} | {', '.join(row.group.cues)} | {row.seeds} | {cells} | "
-                     f"{' > '.join(row.order)} | {row.top_agree}/{row.seeds} | {row.order_agree}/{row.seeds} |")
+        lines.append(
+            f"| {row.group.architecture} | {', '.join(row.group.cues)} | {row.seeds} | {cells} | "
+            f"{' > '.join(row.order)} | {row.top_agree}/{row.seeds} | {row.order_agree}/{row.seeds} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -117,21 +137,27 @@ def ease_table(trials: list[TrialHistory]) -> str:
     """Markdown: per (architecture, cue set) and forced cue, that cue's off-diagonal accuracy after the first epoch
     and at the end, and the epochs until it reaches LEARNED. When the adopted cue wins the diagonal outright, the
     other cues sit at chance there and their order shows only here: how hard each one is to learn."""
-    lines = [f"| architecture | cues | forced onto | seeds | off-diagonal accuracy of that cue after epoch 1 | "
-             f"at the end | epochs to reach {LEARNED} (per seed) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| architecture | cues | forced onto | seeds | off-diagonal accuracy of that cue after epoch 1 | "
+        f"at the end | epochs to reach {LEARNED} (per seed) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for group, modes in grouped(trials).items():
         for mode in sorted(m for m in modes if m != "diagonal"):
             cue = mode.removeprefix("forced_")
             histories = [t.metrics.get(ACCURACY_PREFIX + cue, []) for t in modes[mode]]
             histories = [h for h in histories if h]
             reached = [next((step for step, value in h if value >= LEARNED), None) for h in histories]
-            lines.append(f"| {group.architecture} | {', '.join(group.cues)} | {cue} | {len(histories)} | "
-                         f"{mean_std([h[0][1] for h in histories])} | {mean_std([h[-1][1] for h in histories])} | "
-                         f"{', '.join('-' if r is None else str(r) for r in reached)} |")
+            lines.append(
+                f"| {group.architecture} | {', '.join(group.cues)} | {cue} | {len(histories)} | "
+                f"{mean_std([h[0][1] for h in histories])} | {mean_std([h[-1][1] for h in histories])} | "
+                f"{', '.join('-' if r is None else str(r) for r in reached)} |"
+            )
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
 # ---------------------------------------------------------------- figures
+
 
 def _curve(trials: list[TrialHistory], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(steps, mean, lowest, highest) over the trials that logged `metric`, at every step any of them logged."""
@@ -141,8 +167,12 @@ def _curve(trials: list[TrialHistory], metric: str) -> tuple[np.ndarray, np.ndar
             by_step[step].append(value)
     steps = np.array(sorted(by_step))
     values = [np.array(by_step[s]) for s in steps]
-    return (steps, np.array([v.mean() for v in values]), np.array([v.min() for v in values]),
-            np.array([v.max() for v in values]))
+    return (
+        steps,
+        np.array([v.mean() for v in values]),
+        np.array([v.min() for v in values]),
+        np.array([v.max() for v in values]),
+    )
 
 
 def _grid(groups: list[Group], title: str) -> tuple[Figure, dict[Group, object]]:
@@ -166,8 +196,11 @@ def _grid(groups: list[Group], title: str) -> tuple[Figure, dict[Group, object]]
 
 def preference_figure(trials: list[TrialHistory]) -> Figure:
     groups = {g: modes["diagonal"] for g, modes in grouped(trials).items() if "diagonal" in modes}
-    figure, panels = _grid(list(groups), "WCST-ML cue preference: off-diagonal accuracy of diagonal-trained "
-                                         "models\nline: mean over seeds, band: lowest to highest seed")
+    figure, panels = _grid(
+        list(groups),
+        "WCST-ML cue preference: off-diagonal accuracy of diagonal-trained "
+        "models\nline: mean over seeds, band: lowest to highest seed",
+    )
     for group, ax in panels.items():
         runs = groups[group]
         for cue in group.cues:
@@ -191,8 +224,11 @@ def _radii(trials: list[TrialHistory]) -> list[tuple[float, str]]:
 
 def flatness_figure(trials: list[TrialHistory]) -> Figure:
     groups = grouped(trials)
-    figure, panels = _grid(list(groups), "WCST-ML flatness: training-loss increase at weight-perturbation "
-                                         "norm r\nline: mean over seeds, band: lowest to highest seed")
+    figure, panels = _grid(
+        list(groups),
+        "WCST-ML flatness: training-loss increase at weight-perturbation "
+        "norm r\nline: mean over seeds, band: lowest to highest seed",
+    )
     for group, ax in panels.items():
         lowest = 0.0
         for mode, runs in sorted(groups[group].items(), key=lambda item: (item[0] != "diagonal", item[0])):
@@ -206,8 +242,14 @@ def flatness_figure(trials: list[TrialHistory]) -> Figure:
             cue = mode.removeprefix("forced_")
             color = MODE_STYLES.get(mode, CUE_COLORS.get(cue))
             r = [r for r, _ in radii]
-            ax.plot(r, values.mean(axis=0), color=color, marker="o", markersize=3,
-                    label=f"{mode.replace('_', ' onto ')} ({len(values)})")
+            ax.plot(
+                r,
+                values.mean(axis=0),
+                color=color,
+                marker="o",
+                markersize=3,
+                label=f"{mode.replace('_', ' onto ')} ({len(values)})",
+            )
             ax.fill_between(r, values.min(axis=0), values.max(axis=0), color=color, alpha=0.15, linewidth=0)
             lowest = min(lowest, float(values.min()))
         ax.set_xscale("log")
@@ -219,7 +261,7 @@ def flatness_figure(trials: list[TrialHistory]) -> Figure:
 
 
 def wcst_summary(trials: list[TrialHistory]) -> dict[str, Figure | str]:
-    """`WorkloadEntry.summary` of the wcst workload."""
+    """`Family.summary` of the wcst family."""
     out: dict[str, Figure | str] = {}
     rows = preferences(trials)
     ease = ease_table(trials)

@@ -1,1 +1,0 @@
-"""Benchmarks that print figures (`python -m orchestrator.benchmarks.<name>`); speed targets live here, not in tests."""
