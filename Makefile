@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 	touch $@
 
-.PHONY: setup run smoke test test-slow test-py312 lint format validate device-wheels
+.PHONY: setup run smoke ui test test-slow test-py312 lint format validate device-wheels
 setup: $(VENV)/.installed
 
 run: $(VENV)/.installed
@@ -21,6 +21,10 @@ run: $(VENV)/.installed
 
 smoke: $(VENV)/.installed
 	$(PYTHON) -m orchestrator run $(SWEEP) --smoke
+
+# The MLflow UI on this machine only (loopback), over the store `make run` writes.
+ui: $(VENV)/.installed
+	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
 
 validate: $(VENV)/.installed
 	$(PYTHON) -m orchestrator validate sweeps/*.yaml

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -10,7 +11,16 @@ from typing import Any
 from ray.tune import Callback
 
 from orchestrator.spec import SweepSpec
-from orchestrator.tracking import NODE_TAG, PLACEMENT_KEY, STEP_METRIC, SweepTracker, flatten
+from orchestrator.tracking import (
+    NODE_TAG,
+    PLACEMENT_KEY,
+    STEP_METRIC,
+    SweepOutcome,
+    SweepTracker,
+    TrialOutcome,
+    flatten,
+    provenance_tags,
+)
 
 # Bookkeeping keys of a Tune result that are not the workload's metrics.
 _TUNE_KEYS = {
@@ -57,6 +67,7 @@ class MlflowCallback(Callback):
         )
         self._tracker: SweepTracker | None = None
         self._placement: dict[str, dict[str, str]] = {}  # trial id -> the placement last tagged
+        self._outcome: dict[str, TrialOutcome] = {}  # trial id -> its row of the sweep's table
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment; an MLflow client is rebuilt on restore.
@@ -74,14 +85,19 @@ class MlflowCallback(Callback):
             return known
         point = trial.config  # {dotted key: value}
         config = self.spec.resolved_config(point).model_dump(mode="json")
-        params = {
+        params = {  # the searched values first
+            "sampled": point,
             "config": config,
             "seed": self.spec.seed,
             "workload": self.spec.workload,
             "resources": self.spec.resources.model_dump(mode="json"),
-            "sampled": point,
         }
-        return self.tracker.trial_run(self.parent_run_id, trial.trial_id, str(trial), flatten(params))
+        names = {row.name for row in self.__dict__.setdefault("_outcome", {}).values()}
+        name = trial_name(point, trial.trial_id, self.spec.tune.num_samples > 1, names)
+        tags = provenance_tags(self.spec.source)
+        run_id = self.tracker.trial_run(self.parent_run_id, trial.trial_id, name, flatten(params), tags)
+        self._outcome.setdefault(trial.trial_id, TrialOutcome(name, run_id, "RUNNING", dict(point), {}))
+        return run_id
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._run(trial)
@@ -92,6 +108,9 @@ class MlflowCallback(Callback):
         metrics = {k: v for k, v in result.items() if k not in _TUNE_KEYS and not k.startswith(PLACEMENT_KEY + "/")}
         metrics[STEP_METRIC] = result.get("time_total_s", 0.0)
         self.tracker.log_metrics(run_id, metrics, step=int(result.get("step", result.get("training_iteration", 0))))
+        row = self._outcome.get(trial.trial_id)
+        if row is not None:
+            row.finals.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
     def _tag_placement(self, run_id: str, trial_id: str, result: dict) -> None:
         """Tags `orchestrator.node.<role>.<i>` with the node of each actor, when it changed."""
@@ -106,9 +125,47 @@ class MlflowCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.tracker.end_run(self._run(trial), "FINISHED")
+        self._trial_ended(trial, "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.tracker.end_run(self._run(trial), "FAILED", error=trial_error_text(trial))
+        self._trial_ended(trial, "FAILED")
+
+    def _trial_ended(self, trial: Any, status: str) -> None:
+        """The parent run's outcome (best trial, its metrics, the trials' table), updated as each trial ends."""
+        self._outcome[trial.trial_id].status = status
+        outcome = SweepOutcome(self.spec.tune.metric, self.spec.tune.mode, list(self._outcome.values()))
+        self.tracker.log_sweep_outcome(self.parent_run_id, outcome)
+
+
+def _short(key: str) -> str:
+    """A search-space key as a short tag: its last part's initials ('noise_prob' -> 'np', 'enabled' -> 'e'), or
+    the part itself when it is a word of up to 3 letters ('lr')."""
+    words = key.rsplit(".", 1)[-1].split("_")
+    return words[0] if len(words) == 1 and len(words[0]) <= 3 else "".join(w[:1] for w in words)
+
+
+def _value(value: Any) -> str:
+    """A searched value as a short tag: 3e-4, 0.25, 1 / 0 for flags, a string lowercased with '-' for the rest."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        if value == 0 or 0.01 <= abs(value) < 1e4:
+            return f"{value:.3g}"
+        mantissa, exponent = f"{value:.2e}".split("e")
+        return f"{float(mantissa):g}e{int(exponent)}"
+    return re.sub(r"[^a-z0-9]+", "-", str(value).lower()).strip("-")
+
+
+def trial_name(point: dict[str, Any], trial_id: str, repeats: bool, taken: set[str]) -> str:
+    """A run name that tells trials apart by their searched values, e.g. 'tb-lr3e-4-np0': a variant or a string
+    value as itself, a number or a flag after its key's initials. With repeated samples (tune.num_samples > 1),
+    or when the name is taken, the trial's number follows ('tb-lr3e-4-np0-2')."""
+    parts = [_value(v) if k.startswith("variants.") or isinstance(v, str) else _short(k) + _value(v)
+             for k, v in point.items()]  # fmt: skip
+    name = "-".join(p for p in parts if p) or "trial"
+    index = trial_id.rsplit("_", 1)[-1].lstrip("0") or "0"
+    return f"{name}-{index}" if repeats or name in taken else name
 
 
 class ProgressCallback(Callback):

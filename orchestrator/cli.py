@@ -145,7 +145,7 @@ def _print_table(tracking_uri: str, experiment: str, metric: str | None, mode: s
     ]
     print()
     print(_aligned(table))
-    print(f"\n{len(rows)} trials in experiment {experiment!r}. {ui_hint(tracking_uri)}")
+    print(f"\n{len(rows)} trials in experiment {experiment!r}. {ui_hint(tracking_uri, sweep.experiment_id)}")
 
 
 def _fmt(value: float | None) -> str:

@@ -485,6 +485,23 @@ class SweepSpec(_Spec):
         except ValidationError as error:
             raise _spec_error(error, {"workload": self.workload}, self.source, prefix=("config",)) from None
 
+    def searched_paths(self) -> set[str]:
+        """Config paths that differ between trials: sampled by `search_space` or set by a variant."""
+        paths = {key for key in self.search_space if not key.startswith(f"{VARIANTS}.")}
+        return paths | {path for variants in self.variants.values() for v in variants.values() for path in v}
+
+    def description(self) -> dict[str, Any]:
+        """What the sweep's parent run shows as params: the sweep's own keys, the search space (each domain as
+        YAML-like text, each variants axis as its names), and of the config only the fixed paths, the values every
+        trial runs with (not the base values that a search or a variant replaces)."""
+        data = self.to_dict()
+        searched = self.searched_paths()
+        config = {path: value for path, value in _flat(data.pop("config") or {}).items()
+                  if not any(path == s or path.startswith(f"{s}.") for s in searched)}
+        space = {f"search_space.{key}": json.dumps(domain) for key, domain in data.pop("search_space").items()}
+        variants = {f"variants.{axis}": json.dumps(list(names)) for axis, names in data.pop("variants").items()}
+        return {**_flat(data), **space, **variants, **{f"config.{path}": value for path, value in config.items()}}
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict, the same shape as the YAML file (`from_dict` reads it back)."""
         return self.model_dump(mode="json")
@@ -498,6 +515,17 @@ class SweepSpec(_Spec):
             return cls.model_validate({**data, "source": source})
         except ValidationError as error:
             raise _spec_error(error, data, source) from None
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists and empty mappings stay values."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _variant_error(where: tuple, overrides: dict[str, Any], error: dict, together_with: str = "") -> ValidationError:

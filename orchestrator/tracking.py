@@ -35,6 +35,10 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import OrchestratorError
 
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+BEST_TRIAL_TAG = "orchestrator.best_trial"
+"""Parent-run tag: the name of the best trial so far (by the sweep's tune.metric and mode)."""
+BEST_RUN_TAG = "orchestrator.best_run_id"
 TRIAL_TAG = "orchestrator.trial_id"
 SWEEP_TAG = "orchestrator.sweep"
 PARENT_TAG = "mlflow.parentRunId"
@@ -162,7 +166,8 @@ class SweepTracker:
             db_path = Path(self.tracking_uri[len("sqlite:///") :])
             artifact_location = (db_path.parent / "mlartifacts").as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=artifact_location)
+            # Tagged as model development, MLflow 3's UI opens the experiment on its runs table, not its GenAI view.
+            return self.client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
         except MlflowException as error:
             # Another sweep, or our own earlier attempt whose answer was lost, created it meanwhile.
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -170,19 +175,26 @@ class SweepTracker:
             return self.client.get_experiment_by_name(name).experiment_id
 
     # -- parent run -----------------------------------------------------------------------
-    def start_parent(self, sweep_name: str, sweep: dict[str, Any], parent_run_id: str | None = None) -> str:
-        """Open (or reopen, on resume) the sweep's parent run and log the sweep once."""
+    def start_parent(
+        self,
+        sweep_name: str,
+        sweep: dict[str, Any],
+        parent_run_id: str | None = None,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> str:
+        """Open (or reopen, on resume) the sweep's parent run and log the sweep once: `params` (default: the
+        sweep flattened), `tags` (e.g. `provenance_tags`) and the whole sweep as sweep.json."""
         if parent_run_id is not None:
             _retry(lambda: self.client.update_run(parent_run_id, status="RUNNING"), "reopening the parent run")
             return parent_run_id
+        run_tags = {**(tags or {}), SWEEP_TAG: sweep_name, ROLE_TAG: "sweep"}
         run = _retry(
-            lambda: self.client.create_run(
-                self.experiment_id, run_name=sweep_name, tags={SWEEP_TAG: sweep_name, ROLE_TAG: "sweep"}
-            ),
+            lambda: self.client.create_run(self.experiment_id, run_name=sweep_name, tags=run_tags),
             "creating the parent run",
         )
         run_id = run.info.run_id
-        self._log_params(run_id, flatten(sweep))
+        self._log_params(run_id, flatten(sweep) if params is None else params)
         self.log_text(run_id, json.dumps(sweep, indent=2, default=str), "sweep.json")
         return run_id
 
@@ -200,8 +212,15 @@ class SweepTracker:
         """The child run this tracker already opened for the trial, if any."""
         return self._run_of_trial.get(trial_id)
 
-    def trial_run(self, parent_run_id: str, trial_id: str, trial_name: str, params: dict[str, Any]) -> str:
-        """The child run of a trial: found by its tag when it exists (resume), else created."""
+    def trial_run(
+        self,
+        parent_run_id: str,
+        trial_id: str,
+        trial_name: str,
+        params: dict[str, Any],
+        tags: dict[str, str] | None = None,
+    ) -> str:
+        """The child run of a trial: found by its tag when it exists (resume), else created (with `tags`)."""
         if trial_id in self._run_of_trial:
             return self._run_of_trial[trial_id]
         existing = find_trial_run(self.client, self.experiment_id, trial_id)
@@ -211,7 +230,7 @@ class SweepTracker:
             history = _retry(lambda: self.client.get_metric_history(run_id, STEP_METRIC), "reading the last step")
             self._logged_through[run_id] = max((m.step for m in history), default=-1)
         else:
-            tags = {PARENT_TAG: parent_run_id, TRIAL_TAG: trial_id, ROLE_TAG: "trial"}
+            tags = {**(tags or {}), PARENT_TAG: parent_run_id, TRIAL_TAG: trial_id, ROLE_TAG: "trial"}
             run = _retry(
                 lambda: self.client.create_run(self.experiment_id, run_name=trial_name, tags=tags),
                 "creating a trial run",
@@ -265,6 +284,28 @@ class SweepTracker:
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         _retry(lambda: self.client.log_text(run_id, text, artifact_file), f"logging {artifact_file}")
 
+    def log_sweep_outcome(self, parent_run_id: str, outcome: SweepOutcome) -> None:
+        """The sweep's outcome on its parent run, as trials finish: the best trial as tags and as a link in the run's
+        description, its final metrics as the parent's metrics (step = trials ended so far), and the table of every
+        ended trial (searched values, status, final metrics) as trials.md and trials.parquet."""
+        best = outcome.best()
+        ended = sum(row.status in ("FINISHED", "FAILED") for row in outcome.rows)
+        note = outcome.markdown(self.experiment_id)
+        tags = {"mlflow.note.content": note}
+        if best is not None:
+            tags |= {BEST_TRIAL_TAG: best.name, BEST_RUN_TAG: best.run_id}
+            numbers = {k: v for k, v in best.finals.items() if _is_number(v) and math.isfinite(v)}
+            metrics = [Metric(k, float(v), int(time.time() * 1000), ended) for k, v in numbers.items()]
+            for start in range(0, len(metrics), _METRIC_BATCH):
+                chunk = metrics[start : start + _METRIC_BATCH]
+                _retry(partial(self.client.log_batch, parent_run_id, metrics=chunk), "logging the best trial's metrics")
+        self.set_tags(parent_run_id, tags)
+        self.log_text(parent_run_id, note, "trials.md")
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "trials.parquet"
+            outcome.write_parquet(path)
+            _retry(lambda: self.client.log_artifact(parent_run_id, str(path)), "logging trials.parquet")
+
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
         _retry(lambda: self.client.log_figure(run_id, figure, artifact_file), f"logging {artifact_file}")
 
@@ -302,7 +343,8 @@ def _is_number(value: Any) -> bool:
 
 
 def _param_value(value: Any) -> str:
-    text = json.dumps(value, default=str) if isinstance(value, (list, dict)) else str(value)
+    """Strings as they are, everything else as JSON (None -> null, True -> true), as a sweep file writes it."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text[:_PARAM_VALUE_MAX]
 
 
@@ -411,8 +453,108 @@ class SweepTrials:
 
     workload: str | None
     """The sweep's family (its parent run's param `workload`); None where no parent run was found."""
+    experiment_id: str
     metric: str | None
     rows: list[TrialRow]
+
+
+@dataclass
+class TrialOutcome:
+    """One trial as the sweep's parent run tabulates it."""
+
+    name: str
+    run_id: str
+    status: str
+    """RUNNING, FINISHED or FAILED."""
+    searched: dict[str, Any]
+    """The trial's search-space point, by dotted key."""
+    finals: dict[str, float]
+    """Its last reported metrics."""
+
+
+@dataclass
+class SweepOutcome:
+    """Every trial of a sweep so far, and which is best by `metric` (`mode` min or max)."""
+
+    metric: str
+    mode: str
+    rows: list[TrialOutcome]
+
+    def best(self) -> TrialOutcome | None:
+        scored = [r for r in self.rows if r.status == "FINISHED" and _is_number(r.finals.get(self.metric))]
+        if not scored:
+            return None
+        pick = min if self.mode == "min" else max
+        return pick(scored, key=lambda r: r.finals[self.metric])
+
+    def markdown(self, experiment_id: str) -> str:
+        """The best trial (a link the MLflow UI opens) and one table row per trial."""
+        best = self.best()
+        finished = sum(r.status == "FINISHED" for r in self.rows)
+        failed = sum(r.status == "FAILED" for r in self.rows)
+        head = (
+            f"**Best trial: [{best.name}](#/experiments/{experiment_id}/runs/{best.run_id})**, "
+            f"{self.metric} = {best.finals[self.metric]:.4g} ({self.mode})"
+            if best
+            else f"No finished trial has {self.metric} yet."
+        )
+        keys = list(dict.fromkeys(k for r in self.rows for k in r.searched))
+        lines = [
+            head,
+            "",
+            f"{finished} finished, {failed} failed, {len(self.rows)} trials in all.",
+            "",
+            "| trial | status | " + " | ".join(keys) + f" | {self.metric} |",
+            "|---|---|" + "---|" * len(keys) + "---|",
+        ]
+        for r in self.rows:
+            value = r.finals.get(self.metric)
+            shown = f"{value:.4g}" if _is_number(value) else "-"
+            cells = [str(r.searched.get(k, "")) for k in keys]
+            lines.append(f"| {r.name} | {r.status} | " + " | ".join(cells) + f" | {shown} |")
+        return "\n".join(lines) + "\n"
+
+    def write_parquet(self, path: Path) -> None:
+        """One row per trial: name, run_id, status, every searched value (as text) and every final metric."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        keys = list(dict.fromkeys(k for r in self.rows for k in r.searched))
+        metrics = sorted({k for r in self.rows for k, v in r.finals.items() if _is_number(v)})
+        columns: dict[str, list] = {"trial": [r.name for r in self.rows], "run_id": [r.run_id for r in self.rows],
+                                    "status": [r.status for r in self.rows]}  # fmt: skip
+        columns |= {k: [_param_value(r.searched[k]) if k in r.searched else None for r in self.rows] for k in keys}
+        columns |= {k: [float(r.finals[k]) if k in r.finals else None for r in self.rows] for k in metrics}
+        pq.write_table(pa.table(columns), path)
+
+
+def provenance_tags(source: str | Path | None) -> dict[str, str]:
+    """MLflow's standard tags of where a run came from: the sweep file (the UI's "Source"), the user, the git
+    commit of the file's working tree (when it is in one; a `ray job submit` working-dir copy has none), and the
+    command line as `orchestrator.command`."""
+    import getpass
+    import subprocess
+    import sys
+
+    command = " ".join(["python -m orchestrator", *sys.argv[1:]]) if sys.argv[0].endswith("__main__.py") else ""
+    tags = {
+        "mlflow.source.name": str(source or command or sys.argv[0]),
+        "mlflow.source.type": "LOCAL",
+        "orchestrator.command": command or " ".join(sys.argv),
+    }
+    try:
+        tags["mlflow.user"] = getpass.getuser()
+    except (KeyError, OSError):
+        pass
+    folder = Path(source).resolve().parent if source else Path.cwd()
+    try:
+        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    if re.fullmatch(r"[0-9a-f]{40}", commit):
+        tags["mlflow.source.git.commit"] = commit
+    return tags
 
 
 def trial_table(tracking_uri: str, experiment: str, metric: str | None = None, mode: str | None = None) -> SweepTrials:
@@ -470,14 +612,19 @@ def trial_table(tracking_uri: str, experiment: str, metric: str | None = None, m
                 dict(run.data.metrics),
             )
         )
-    return SweepTrials(workload, metric, rows)
+    return SweepTrials(workload, found.experiment_id, metric, rows)
 
 
-def ui_hint(tracking_uri: str) -> str:
+def ui_hint(tracking_uri: str, experiment_id: str | None = None) -> str:
+    """How to open the MLflow UI on the experiment's runs table."""
     uri = resolve_tracking_uri(tracking_uri)
+    page = f"/#/experiments/{experiment_id}/runs" if experiment_id else ""
     if uri.startswith(("http://", "https://")):
-        return f"Open the MLflow UI at {uri}"
-    return f"Open the MLflow UI with: mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)"
+        return f"Open the MLflow UI at {uri.rstrip('/')}{page}"
+    return (
+        f"Open the MLflow UI with: mlflow ui --host 127.0.0.1 --backend-store-uri {uri}  (then "
+        f"http://127.0.0.1:5000{page})"
+    )
 
 
 __all__: Iterable[str] = [

@@ -22,7 +22,7 @@ from orchestrator.callbacks import MlflowCallback, ProgressCallback
 from orchestrator.errors import OrchestratorError, SpecError
 from orchestrator.placement import cluster_fit_error, trial_bundles
 from orchestrator.spec import Domain, SweepSpec
-from orchestrator.tracking import SweepTracker
+from orchestrator.tracking import SweepTracker, provenance_tags
 from orchestrator.trial import run_trial
 
 SWEEP_FILE = "orchestrator.json"
@@ -201,7 +201,9 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: str | Path | None
         tracker = SweepTracker(tracking_uri, spec.mlflow.experiment)
         path = storage.join(storage_root(spec), f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         storage.filesystem(path)  # a storage that pyarrow cannot open fails here, before the parent run exists
-        parent = tracker.start_parent(spec.name, spec.to_dict())
+        parent = tracker.start_parent(
+            spec.name, spec.to_dict(), params=spec.description(), tags=provenance_tags(spec.source)
+        )
         handle = SweepHandle(path, spec, tracker.tracking_uri, tracker.experiment_id, parent)
         handle.save()
     _check_fits(handle.spec)

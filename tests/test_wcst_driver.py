@@ -56,3 +56,14 @@ def test_tiny_sweep_reports_every_epoch_and_summarizes_on_the_parent_run(ray_clu
     assert summary == {"summary/cue_preference.md", "summary/flatness.png"}  # no diagonal trial: no preference curves
     parent = client.get_run(handle.parent_run_id)
     assert parent.info.status == "FINISHED" and "orchestrator.summary_error" not in parent.data.tags
+    # The sweep's outcome on its parent: the best trial (tag, link in the description), its final metrics, the table.
+    (trial,) = trials
+    assert trial.info.run_name == "forced-color"  # the searched value names the run
+    assert parent.data.tags["orchestrator.best_run_id"] == trial.info.run_id
+    assert f"runs/{trial.info.run_id}" in parent.data.tags["mlflow.note.content"]
+    assert parent.data.metrics["eval/diagonal_acc"] == trial.data.metrics["eval/diagonal_acc"]
+    assert {f.path for f in client.list_artifacts(handle.parent_run_id)} >= {"trials.md", "trials.parquet"}
+    # The parent's params describe the sweep: the fixed config, not the base value a variant replaced.
+    assert parent.data.params["config.total_iters"] == "2" and "config.forced_cue" not in parent.data.params
+    assert parent.data.params["variants.training"] == '["forced_color"]'
+    assert len(parent.data.tags["mlflow.source.git.commit"]) == 40 and trial.data.tags["mlflow.user"]

@@ -1,0 +1,66 @@
+"""What a sweep's parent run shows in the MLflow UI: its description params, trial names from the searched
+values, and the outcome table with the best trial, on a real SQLite store."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+from mlflow.tracking import MlflowClient
+
+from orchestrator.callbacks import trial_name
+from orchestrator.spec import load_sweep
+from orchestrator.tracking import SweepOutcome, SweepTracker, TrialOutcome, provenance_tags
+from tests.conftest import ROOT
+
+
+def test_parent_params_keep_fixed_config_and_the_search_space():
+    spec = load_sweep(ROOT / "sweeps" / "samplers_benchmark.yaml")
+    params = spec.description()
+    searched = spec.searched_paths()
+    assert "loss" in searched and "target" in searched  # set by the method and target variants
+    assert not any(key.removeprefix("config.") in searched for key in params if key.startswith("config."))
+    assert params["config.batch_size"] == spec.config.batch_size and params["workload"] == "samplers"
+    assert params["search_space.variants.method"].startswith('{"grid": ["PIS"')
+    assert params["tune.metric"] == "eval/delta_log_z_rw"
+
+
+def test_trial_names_tell_trials_apart():
+    point = {"variants.method": "TB + Expl. + LS", "lr": 0.0003, "noise_prob": 0.0, "replay.enabled": True}
+    assert trial_name(point, "ab12c_00003", False, set()) == "tb-expl-ls-lr3e-4-np0-e1"
+    assert trial_name({"mu": 0.25, "num_members": 20, "gamma": 1e5}, "x_0", False, set()) == "mu0.25-nm20-g1e5"
+    assert trial_name({"lr": 3e-5}, "ab12c_00003", False, set()) == "lr3e-5"
+    assert trial_name({"loss": "tb"}, "ab12c_00003", True, set()) == "tb-3"  # repeated samples: the trial number
+    assert trial_name({"loss": "tb"}, "ab12c_00004", False, {"tb"}) == "tb-4"  # a name taken: the trial number
+    assert trial_name({}, "ab12c_00000", False, set()) == "trial"
+
+
+def _outcome() -> SweepOutcome:
+    rows = [
+        TrialOutcome("tb", "r1", "FINISHED", {"variants.method": "TB"}, {"eval/jsd": 0.3, "train/loss": 2.0}),
+        TrialOutcome("vg", "r2", "FINISHED", {"variants.method": "VG"}, {"eval/jsd": 0.1, "train/loss": 3.0}),
+        TrialOutcome("db", "r3", "FAILED", {"variants.method": "DB"}, {"eval/jsd": 0.01}),
+        TrialOutcome("pis", "r4", "RUNNING", {"variants.method": "PIS"}, {}),
+    ]
+    return SweepOutcome("eval/jsd", "min", rows)
+
+
+def test_the_best_is_the_finished_trial_with_the_best_final_metric():
+    outcome = _outcome()
+    assert outcome.best().name == "vg"  # the failed trial's lower figure does not count
+    assert SweepOutcome("eval/jsd", "max", outcome.rows).best().name == "tb"
+    assert SweepOutcome("eval/missing", "min", outcome.rows).best() is None
+
+
+def test_the_outcome_lands_on_the_parent_run(tmp_path):
+    tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "outcome")
+    parent = tracker.start_parent("outcome", {"name": "outcome"}, tags=provenance_tags(ROOT / "sweeps"))
+    tracker.log_sweep_outcome(parent, _outcome())
+    client = MlflowClient(tracker.tracking_uri)
+    run = client.get_run(parent)
+    assert run.data.tags["orchestrator.best_trial"] == "vg" and run.data.tags["orchestrator.best_run_id"] == "r2"
+    assert run.data.metrics == {"eval/jsd": 0.1, "train/loss": 3.0}
+    note = run.data.tags["mlflow.note.content"]
+    assert f"#/experiments/{tracker.experiment_id}/runs/r2" in note and "| db | FAILED | DB | 0.01 |" in note
+    table = pq.read_table(client.download_artifacts(parent, "trials.parquet", str(tmp_path))).to_pydict()
+    assert table["trial"] == ["tb", "vg", "db", "pis"] and table["eval/jsd"] == [0.3, 0.1, 0.01, None]
+    assert table["variants.method"] == ["TB", "VG", "DB", "PIS"] and table["status"][2] == "FAILED"
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
