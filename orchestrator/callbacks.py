@@ -12,6 +12,8 @@ from ray.tune import Callback
 
 from orchestrator.spec import SweepSpec
 from orchestrator.tracking import (
+    IMAGES_KEY,
+    LOGGED_IMAGES_TAG,
     NODE_TAG,
     PLACEMENT_KEY,
     STEP_METRIC,
@@ -42,6 +44,7 @@ _TUNE_KEYS = {
     "device",
     "should_checkpoint",
     PLACEMENT_KEY,
+    IMAGES_KEY,
 }
 
 
@@ -105,6 +108,10 @@ class MlflowCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         run_id = self._run(trial)
         self._tag_placement(run_id, trial.trial_id, result)
+        tagged_images = self.__dict__.setdefault("_images_tagged", set())  # trial ids whose run has the tag
+        if result.get(IMAGES_KEY) and trial.trial_id not in tagged_images:
+            self.tracker.set_tags(run_id, {LOGGED_IMAGES_TAG: "true"})
+            tagged_images.add(trial.trial_id)
         metrics = {k: v for k, v in result.items() if k not in _TUNE_KEYS and not k.startswith(PLACEMENT_KEY + "/")}
         metrics[STEP_METRIC] = result.get("time_total_s", 0.0)
         self.tracker.log_metrics(run_id, metrics, step=int(result.get("step", result.get("training_iteration", 0))))

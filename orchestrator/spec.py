@@ -496,8 +496,11 @@ class SweepSpec(_Spec):
         trial runs with (not the base values that a search or a variant replaces)."""
         data = self.to_dict()
         searched = self.searched_paths()
-        config = {path: value for path, value in _flat(data.pop("config") or {}).items()
-                  if not any(path == s or path.startswith(f"{s}.") for s in searched)}
+        config = {
+            path: value
+            for path, value in _flat(data.pop("config") or {}).items()
+            if not any(path == s or path.startswith(f"{s}.") for s in searched)
+        }
         space = {f"search_space.{key}": json.dumps(domain) for key, domain in data.pop("search_space").items()}
         variants = {f"variants.{axis}": json.dumps(list(names)) for axis, names in data.pop("variants").items()}
         return {**_flat(data), **space, **variants, **{f"config.{path}": value for path, value in config.items()}}

@@ -44,6 +44,8 @@ SWEEP_TAG = "orchestrator.sweep"
 PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "orchestrator.role"
 PLACEMENT_KEY = "placement"
+IMAGES_KEY = "step_images"
+"""A trial's report: how many step-keyed images it logged with this report (the callback tags the run)."""
 """A trial's report {'trial': node id, 'learner.0': node id, ...}: where it and its actors run."""
 NODE_TAG = "orchestrator.node."
 """Tag prefix of a trial run: `orchestrator.node.learner.0` = the Ray node id of that actor (the last one
@@ -377,8 +379,10 @@ class TrialArtifacts:
             self._run_id = run_id
         return self._run_id
 
-    def log_files(self, files: dict[str, Callable[[Path], None]], artifact_dir: str) -> None:
-        """`files` maps a file name to a function that writes it; all land in `artifact_dir`."""
+    def log_files(self, files: dict[str, Callable[[Path], None]], artifact_dir: str, step: int | None = None) -> int:
+        """`files` maps a file name to a function that writes it; all land in `artifact_dir`. With `step`, each PNG
+        is also logged as a step-keyed image (`step_images`), which the MLflow UI shows with a step slider and
+        compares across runs. Returns the number of such images."""
         client = _client(self.tracking_uri)
         run_id = self.run_id()
         with tempfile.TemporaryDirectory() as tmp:
@@ -387,6 +391,34 @@ class TrialArtifacts:
             for name, write in files.items():
                 write(folder / name)
             _retry(lambda: client.log_artifacts(run_id, str(folder), artifact_dir), f"logging {artifact_dir}")
+            pngs = sorted(folder.glob("*.png")) if step is not None else []
+            if pngs:
+                images = Path(tmp) / "images"
+                step_images(pngs, step, images)
+                _retry(lambda: client.log_artifacts(run_id, str(images), "images"), "logging step images")
+        return len(pngs)
+
+
+LOGGED_IMAGES_TAG = "mlflow.loggedImages"
+"""Run tag by which the MLflow UI knows a run has step-keyed images; set by the driver (trials write no tags)."""
+
+
+def step_images(pngs: list[Path], step: int, folder: Path) -> None:
+    """Write each PNG into `folder` as MLflow's `log_image(key=..., step=...)` names them (the key is the file's
+    stem): the image and its compressed preview. Only files are written, so a trial makes no store writes."""
+    import uuid
+
+    from mlflow.tracking.multimedia import compress_image_size
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    timestamp = int(time.time() * 1000)
+    for png in pngs:
+        key = re.sub(r"[^A-Za-z0-9_\-. ]", "_", png.stem)
+        base = folder / f"{key}+step+{step}+timestamp+{timestamp}+{uuid.uuid4()}"
+        with Image.open(png) as image:
+            image.save(f"{base}.png")
+            compress_image_size(image).save(f"{base}+compressed.webp")
 
 
 def download_latest_eval_file(tracking_uri: str, run_id: str, name: str, destination: Path) -> tuple[str, Path]:

@@ -19,7 +19,7 @@ from ray import tune
 from orchestrator.placement import ACTOR_ERRORS, TrialContext
 from orchestrator.registry import get_family
 from orchestrator.spec import SweepSpec
-from orchestrator.tracking import PLACEMENT_KEY, TrialArtifacts
+from orchestrator.tracking import IMAGES_KEY, PLACEMENT_KEY, TrialArtifacts
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,9 @@ def run_trial(point: dict[str, Any], spec: SweepSpec, tracking: dict[str, str] |
             driver.recover(last_state)
             continue
         step, last_state = driver.step, state
+        images = 0
         if artifacts is not None and files:
-            artifacts.log_files(files, f"eval/step_{step:07d}")
+            images = artifacts.log_files(files, f"eval/step_{step:07d}", step=step)
         with tempfile.TemporaryDirectory() as folder:
             torch.save(last_state, Path(folder) / STATE_FILE)
             # placement: the node of the trial function and of each actor now; the MLflow callback tags the run.
@@ -82,6 +83,7 @@ def run_trial(point: dict[str, Any], spec: SweepSpec, tracking: dict[str, str] |
                     "step": step,
                     "recoveries": recoveries,
                     "device": driver.device,
+                    IMAGES_KEY: images,
                     PLACEMENT_KEY: ctx.placement(),
                 },
                 checkpoint=tune.Checkpoint.from_directory(folder),

@@ -64,3 +64,29 @@ def test_the_outcome_lands_on_the_parent_run(tmp_path):
     assert table["trial"] == ["tb", "vg", "db", "pis"] and table["eval/jsd"] == [0.3, 0.1, 0.01, None]
     assert table["variants.method"] == ["TB", "VG", "DB", "PIS"] and table["status"][2] == "FAILED"
     assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+
+
+def test_figures_are_logged_as_step_keyed_images(tmp_path):
+    """A trial's PNGs land in its evaluation folder and, named as MLflow's log_image(key, step) names them, under
+    images/, so the UI shows them with a step slider; the trial writes files only."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from orchestrator.tracking import TrialArtifacts
+
+    tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "images")
+    run_id = tracker.trial_run(tracker.start_parent("images", {"name": "images"}), "t_00000", "t", {})
+    figure = Figure(figsize=(2, 2))
+    figure.subplots().plot([0, 1], [1, 0])
+    artifacts = TrialArtifacts(tracker.tracking_uri, tracker.experiment_id, "t_00000")
+    for step in (10, 20):
+        files = {"samples.png": figure.savefig, "samples.parquet": lambda path: path.write_bytes(b"x")}
+        assert artifacts.log_files(files, f"eval/step_{step:07d}", step=step) == 1
+    names = [
+        f.path.removeprefix("images/") for f in MlflowClient(tracker.tracking_uri).list_artifacts(run_id, "images")
+    ]
+    pngs = sorted(n for n in names if n.endswith(".png"))
+    assert [n.split("+")[:3] for n in pngs] == [["samples", "step", "10"], ["samples", "step", "20"]]
+    assert sum(n.endswith("+compressed.webp") for n in names) == 2
