@@ -17,6 +17,7 @@ from orchestrator.tracking import (
     NODE_TAG,
     PLACEMENT_KEY,
     STEP_METRIC,
+    TRAIN_HISTORY_KEY,
     SweepOutcome,
     SweepTracker,
     TrialOutcome,
@@ -45,6 +46,7 @@ _TUNE_KEYS = {
     "should_checkpoint",
     PLACEMENT_KEY,
     IMAGES_KEY,
+    TRAIN_HISTORY_KEY,
 }
 
 
@@ -113,11 +115,20 @@ class MlflowCallback(Callback):
             self.tracker.set_tags(run_id, {LOGGED_IMAGES_TAG: "true"})
             tagged_images.add(trial.trial_id)
         metrics = {k: v for k, v in result.items() if k not in _TUNE_KEYS and not k.startswith(PLACEMENT_KEY + "/")}
+        history = thinned(result.get(TRAIN_HISTORY_KEY) or [], self._train_every(trial))
+        if history:  # the training metrics at their own steps; the report keeps only what the history lacks
+            self.tracker.log_metric_history(run_id, history)
+            metrics = {k: v for k, v in metrics.items() if not any(k in point for _, point in history)}
         metrics[STEP_METRIC] = result.get("time_total_s", 0.0)
         self.tracker.log_metrics(run_id, metrics, step=int(result.get("step", result.get("training_iteration", 0))))
         row = self._outcome.get(trial.trial_id)
         if row is not None:
             row.finals.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+    def _train_every(self, trial: Any) -> int:
+        """Iterations between two logged points of the trial's training metrics (as trial.py tells its driver)."""
+        total = self.spec.resolved_config(trial.config).total_iters
+        return max(1, total // self.spec.mlflow.train_points)
 
     def _tag_placement(self, run_id: str, trial_id: str, result: dict) -> None:
         """Tags `orchestrator.node.<role>.<i>` with the node of each actor, when it changed."""
@@ -143,6 +154,12 @@ class MlflowCallback(Callback):
         self._outcome[trial.trial_id].status = status
         outcome = SweepOutcome(self.spec.tune.metric, self.spec.tune.mode, list(self._outcome.values()))
         self.tracker.log_sweep_outcome(self.parent_run_id, outcome)
+
+
+def thinned(history: list, every: int) -> list[tuple[int, dict[str, float]]]:
+    """The last point of each `every` iterations (and the last point), from [[step, metrics], ...] in step order."""
+    points = [(int(step), metrics) for step, metrics in history]
+    return [p for i, p in enumerate(points) if i == len(points) - 1 or p[0] // every != points[i + 1][0] // every]
 
 
 def _short(key: str) -> str:

@@ -291,6 +291,9 @@ class TrialContext:
     config: Any
     seed: int
     trial_id: str
+    train_every: int | None = None
+    """Iterations between two points of the training metrics' history (`tracking.TRAIN_HISTORY_KEY`); None: a driver
+    trains in the chunks it would anyway."""
     _bundle_index: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

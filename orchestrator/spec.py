@@ -287,6 +287,9 @@ class MlflowSpec(_Spec):
     """Defaults to the sweep name (filled in at validation)."""
     tracking_uri: str | None = None
     """None: the CLI's default."""
+    train_points: int = Field(100, gt=0)
+    """About how many points each trial's training metrics (train/*) get: they are logged every
+    total_iters / train_points iterations, at the granularity of the driver's training calls."""
 
 
 class SweepSpec(_Spec):

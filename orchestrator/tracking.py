@@ -43,6 +43,9 @@ TRIAL_TAG = "orchestrator.trial_id"
 SWEEP_TAG = "orchestrator.sweep"
 PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "orchestrator.role"
+TRAIN_HISTORY_KEY = "train_history"
+"""A report's training metrics between two evaluations, [[step, {metric: value}], ...], oldest first: logged at their
+own steps (thinned to `mlflow.train_points` per run), so training curves have more than one point per report."""
 PLACEMENT_KEY = "placement"
 IMAGES_KEY = "step_images"
 """A trial's report: how many step-keyed images it logged with this report (the callback tags the run)."""
@@ -249,6 +252,18 @@ class SweepTracker:
             return
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if _is_number(v)]
+        self._unsent += [
+            (run_id, batch[start : start + _METRIC_BATCH]) for start in range(0, len(batch), _METRIC_BATCH)
+        ]
+        self.flush()
+
+    def log_metric_history(self, run_id: str, points: list[tuple[int, dict[str, float]]]) -> None:
+        """Metrics at several steps in as few `log_batch` calls as the batch limit allows; steps already logged
+        before a resume are skipped."""
+        through = self._logged_through.get(run_id, -1)
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for step, metrics in points if step > through
+                 for k, v in metrics.items() if _is_number(v)]  # fmt: skip
         self._unsent += [
             (run_id, batch[start : start + _METRIC_BATCH]) for start in range(0, len(batch), _METRIC_BATCH)
         ]

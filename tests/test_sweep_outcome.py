@@ -90,3 +90,30 @@ def test_figures_are_logged_as_step_keyed_images(tmp_path):
     pngs = sorted(n for n in names if n.endswith(".png"))
     assert [n.split("+")[:3] for n in pngs] == [["samples", "step", "10"], ["samples", "step", "20"]]
     assert sum(n.endswith("+compressed.webp") for n in names) == 2
+
+
+def test_history_thinning_keeps_the_last_point_of_each_interval():
+    from orchestrator.callbacks import thinned
+
+    history = [[s, {"train/loss": float(s)}] for s in range(10, 101, 10)]
+    assert [s for s, _ in thinned(history, 25)] == [20, 40, 70, 90, 100]
+    assert [s for s, _ in thinned(history, 1)] == list(range(10, 101, 10))
+    assert thinned([], 5) == []
+
+
+def test_training_curves_have_train_points_per_run(ray_cluster, tmp_path):
+    """40 iterations, an evaluation every 20, train_points 10: train/* at every 4th iteration, eval/* twice."""
+    from orchestrator.spec import load_sweep
+    from orchestrator.tuner import run_sweep
+    from tests.conftest import write_tiny_sweep
+
+    sweep = write_tiny_sweep(tmp_path, name="curves", total_iters=40, eval_every=20)
+    spec = load_sweep(sweep, ["mlflow.train_points=10", "config.num_steps=5"])
+    handle, status = run_sweep(spec, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert status == "FINISHED"
+    client = MlflowClient(handle.tracking_uri)
+    (trial,) = client.search_runs([handle.experiment_id], f"tags.`mlflow.parentRunId` = '{handle.parent_run_id}'")
+    loss = sorted(m.step for m in client.get_metric_history(trial.info.run_id, "train/loss"))
+    assert loss == list(range(4, 41, 4))  # one point each, none twice at the evaluations' steps
+    assert sorted(m.step for m in client.get_metric_history(trial.info.run_id, "eval/delta_log_z")) == [20, 40]
+    assert [m.step for m in client.get_metric_history(trial.info.run_id, "train/buffer_size")] == [20, 40]

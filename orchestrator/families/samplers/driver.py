@@ -26,6 +26,7 @@ from actors.channel import BoundedInFlight
 from actors.replay_buffer import ReplayBufferRole
 from orchestrator.driver import LearnerBufferDriver, bytes_writers, mean_metrics, start_learner
 from orchestrator.placement import TrialContext
+from orchestrator.tracking import TRAIN_HISTORY_KEY
 from workloads.samplers.learner import SamplerLearner
 
 MAX_IN_FLIGHT = 2
@@ -49,7 +50,8 @@ class SamplerDriver(LearnerBufferDriver):
         """Train up to the next evaluation, evaluate; return metrics and artifact writers."""
         cfg = self.config
         chunk = min(cfg.eval_every, cfg.total_iters - self.step)
-        sub_chunk = cfg.replay.local_search_every if cfg.replay.enabled else chunk
+        # With replay, local search runs between sub-chunks; without, sub-chunks only give training curves points.
+        sub_chunk = cfg.replay.local_search_every if cfg.replay.enabled else min(chunk, self.ctx.train_every or chunk)
         sizes = [min(sub_chunk, chunk - start) for start in range(0, chunk, sub_chunk)]
         metric_refs, search_refs = [], []
         replay = self._replay_batch(sizes[0])
@@ -65,13 +67,16 @@ class SamplerDriver(LearnerBufferDriver):
                 # sub-chunk k+2 on.
                 replay = self._replay_batch(sizes[k + 1]) if k + 1 < len(sizes) else None
                 search_refs.append(self.buffer.local_search.remote(step))
-        metrics = mean_metrics(ray.get(metric_refs) + [m for m in ray.get(search_refs) if m])
+        train_metrics = ray.get(metric_refs)
+        metrics = mean_metrics(train_metrics + [m for m in ray.get(search_refs) if m])
+        ends = [self.step + sum(sizes[: k + 1]) for k in range(len(sizes))]
         self.to_buffer.drain()
         evaluation = ray.get(self.learner.evaluate.remote())
         self.step = ray.get(self.learner.step.remote())
         metrics.update(evaluation.metrics)
         metrics["train/buffer_size"] = float(ray.get(self.buffer.size.remote()))
         metrics["train/backpressure_s"] = self.to_buffer.blocked_s
+        metrics[TRAIN_HISTORY_KEY] = [[end, m] for end, m in zip(ends, train_metrics)]
         samples = evaluation.samples
         artifacts = {
             "samples.parquet": lambda path: _write_samples(path, samples),

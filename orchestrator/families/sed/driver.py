@@ -27,6 +27,7 @@ from torch import Tensor
 from actors.ensemble_member import EnsembleEvaluatorRole, EnsembleMemberRole
 from orchestrator.driver import ActorDriver, bytes_writers, mean_metrics
 from orchestrator.placement import TrialContext, wait_until_alive
+from orchestrator.tracking import TRAIN_HISTORY_KEY
 from workloads.ensembles.coordinator import Coordinator, MemberUpdate, StepDraw, member_metrics
 from workloads.ensembles.data import train_set
 
@@ -76,10 +77,13 @@ class SEDDriver(ActorDriver):
             metrics, refs = self.coordinator.run_step(self._forward, self._backward)
             step_metrics.append(metrics)
             result_refs.append(refs)
-        metrics = mean_metrics(
-            step_metrics + [member_metrics([r for rs in ray.get(refs) for r in rs]) for refs in result_refs]
-        )
+        member_step_metrics = [member_metrics([r for rs in ray.get(refs) for r in rs]) for refs in result_refs]
+        metrics = mean_metrics(step_metrics + member_step_metrics)
+        first = self.step + 1
         self.step = self.coordinator.step
+        metrics[TRAIN_HISTORY_KEY] = [
+            [first + i, {**a, **b}] for i, (a, b) in enumerate(zip(step_metrics, member_step_metrics))
+        ]
         evaluation = ray.get(self.evaluator.evaluate.remote(*[host.weights.remote() for host in self.hosts]))
         metrics.update(evaluation.metrics)
         predictions = evaluation.predictions

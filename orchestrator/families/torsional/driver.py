@@ -25,6 +25,7 @@ from actors.channel import BoundedInFlight
 from actors.energy import EnergyWorker, PoolEnergyFn
 from orchestrator.driver import LearnerBufferDriver, bytes_writers, mean_metrics, start_learner
 from orchestrator.placement import TrialContext
+from orchestrator.tracking import TRAIN_HISTORY_KEY
 from workloads.torsional.export import save_model, write_samples_parquet
 from workloads.torsional.learner import TorsionalLearner
 from workloads.torsional.replay import StructureReplayBuffer, replay_rows
@@ -62,16 +63,20 @@ class TorsionalDriver(LearnerBufferDriver):
     def advance(self) -> tuple[dict[str, float], dict[str, Callable[[Path], None]]]:
         replay = self.config.replay
         num_iters = min(self.config.eval_every, self.config.total_iters - self.step)
-        draw = replay.draw_every if replay.enabled else num_iters
-        metric_refs = []
+        # With replay, each draw's states come from the buffer; without, draws only give training curves points.
+        draw = replay.draw_every if replay.enabled else min(num_iters, self.ctx.train_every or num_iters)
+        metric_refs, ends = [], []
         for start in range(0, num_iters, draw):
             n = min(draw, num_iters - start)
             # Ordered actor calls: this draw sees every batch added before it; the learner waits only for it.
             replayed = self.buffer.sample.remote(replay_rows(self.config, n)) if replay.enabled else None
             metrics_ref, terminals_ref = self.learner.train.options(num_returns=2).remote(n, replayed)
             metric_refs.append(metrics_ref)
+            ends.append(self.step + start + n)
             self.to_buffer.submit(self.buffer.add.remote, terminals_ref)
-        metrics = mean_metrics(ray.get(metric_refs))
+        train_metrics = ray.get(metric_refs)
+        metrics = mean_metrics(train_metrics)
+        metrics[TRAIN_HISTORY_KEY] = [[end, m] for end, m in zip(ends, train_metrics)]
         self.to_buffer.drain()
         metrics["train/buffer_size"] = float(ray.get(self.buffer.size.remote()))
         metrics["train/backpressure_s"] = self.to_buffer.blocked_s
