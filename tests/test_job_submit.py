@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from orchestrator.spec import load_sweep
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,9 @@ def _free_port() -> int:
 def test_smoke_sweep_through_ray_job_submit(tmp_path, sweep, experiment):
     bin_dir = Path(sys.executable).parent
     ray_tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_TMPDIR": ray_tmp}
+    # Token authentication on both sides, as on a cluster (Ray 2.60's default, stated so an environment cannot turn
+    # it off for the head alone).
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "token"}
     gcs_port, dashboard_port = _free_port(), _free_port()
     # --block keeps the head in this process group: terminating it stops only this head, not
     # other Ray instances on the machine (as `ray stop` would).
@@ -104,7 +107,8 @@ def test_smoke_sweep_through_ray_job_submit(tmp_path, sweep, experiment):
         client = MlflowClient(f"sqlite:///{db}")
         runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
         children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-        assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+        expected = load_sweep(ROOT / sweep).smoke().trial_count_hint()
+        assert len(children) == expected and all(r.info.status == "FINISHED" for r in children)
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)

@@ -63,8 +63,9 @@ class TorsionalDriver(LearnerBufferDriver):
     def advance(self) -> tuple[dict[str, float], dict[str, Callable[[Path], None]]]:
         replay = self.config.replay
         num_iters = min(self.config.eval_every, self.config.total_iters - self.step)
-        # With replay, each draw's states come from the buffer; without, draws only give training curves points.
-        draw = replay.draw_every if replay.enabled else min(num_iters, self.ctx.train_every or num_iters)
+        # Not cut further for training curves' points: the learner pipelines batches within a call (batch k+1 is
+        # drawn before step k), so a cut would change what it trains on.
+        draw = replay.draw_every if replay.enabled else num_iters
         metric_refs, ends = [], []
         for start in range(0, num_iters, draw):
             n = min(draw, num_iters - start)
