@@ -192,11 +192,29 @@ def trial_name(point: dict[str, Any], trial_id: str, repeats: bool, taken: set[s
     return f"{name}-{index}" if repeats or name in taken else name
 
 
-class ProgressCallback(Callback):
-    """Trials done / running / failed and the best metric so far, at most every `every_s`."""
+def trial_done(metrics: dict[str, Any] | None, config: dict[str, Any] | None, spec: SweepSpec | None = None) -> bool:
+    """Whether a trial ran to its end, from its last result (`metrics`) and its search-space point (`config`): Tune's
+    `done` (its own end, a stop criterion or the scheduler's stop), or, for a trial restored from a snapshot taken
+    before its `done` result (a sweep resumed after the trial had finished), its last step at the config's
+    `total_iters` (every family's config has it: the step budget) or the sweep's stop. A trial that Tune terminated
+    when the sweep was interrupted has neither."""
+    metrics = metrics or {}
+    if metrics.get("done"):
+        return True
+    if spec is None or not metrics:
+        return False
+    most = spec.tune.stop.training_iteration
+    if most is not None and metrics.get("training_iteration", 0) >= most:
+        return True
+    return metrics.get("step", -1) >= spec.resolved_config(config or {}).total_iters
 
-    def __init__(self, metric: str, mode: str, every_s: float = 10.0):
-        self.metric, self.mode, self.every_s = metric, mode, every_s
+
+class ProgressCallback(Callback):
+    """Trials done / running / waiting / stopped / failed and the best metric so far, at most every `every_s`.
+    A trial Tune terminated without its end (the sweep was interrupted) counts as stopped, not done."""
+
+    def __init__(self, metric: str, mode: str, every_s: float = 10.0, spec: SweepSpec | None = None):
+        self.metric, self.mode, self.every_s, self.spec = metric, mode, every_s, spec
         self.started = time.monotonic()
         self.last_print = 0.0
         self.best: tuple[float, str, int] | None = None
@@ -218,14 +236,19 @@ class ProgressCallback(Callback):
         self.print_line(trials)
 
     def print_line(self, trials: list) -> None:
-        count = dict.fromkeys(("TERMINATED", "RUNNING", "ERROR", "PENDING", "PAUSED"), 0)
+        count = dict.fromkeys(("TERMINATED", "RUNNING", "ERROR", "PENDING", "PAUSED", "STOPPED"), 0)
+        spec = self.__dict__.get("spec")  # (absent from a callback pickled before it existed)
         for trial in trials:
-            count[trial.status] = count.get(trial.status, 0) + 1
+            status = trial.status
+            if status == "TERMINATED" and not trial_done(trial.last_result, trial.config, spec):
+                status = "STOPPED"
+            count[status] = count.get(status, 0) + 1
+        stopped = f"{count['STOPPED']} stopped, " if count["STOPPED"] else ""
         best = "none yet" if self.best is None else f"{self.best[0]:.4g} ({self.best[1]}, step {self.best[2]})"
         print(
             f"[{time.monotonic() - self.started:6.0f}s] trials: {count['TERMINATED']} done, {count['RUNNING']} "
-            f"running, {count['PENDING'] + count['PAUSED']} waiting, {count['ERROR']} failed | best {self.metric}: "
-            f"{best}",
+            f"running, {count['PENDING'] + count['PAUSED']} waiting, {stopped}{count['ERROR']} failed | best "
+            f"{self.metric}: {best}",
             file=sys.stderr,
             flush=True,
         )

@@ -1,7 +1,9 @@
 """`python -m orchestrator run | validate | resume | report`, and the commands the families add
 (`Family.commands`).
 
-A user's mistake ends with one paragraph on stderr and exit code 2, never a traceback.
+Exit codes (docs/cli.md): 0 every trial finished; 1 some trial failed, or the sweep stopped on an error after it
+started; 2 a user's mistake found before anything started (a sweep file, a store that cannot be written, a cluster
+too small), told in one paragraph on stderr, never a traceback; 130 interrupted (`resume` continues the sweep).
 """
 
 from __future__ import annotations
@@ -11,11 +13,16 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.registry import family_names, get_family
 from orchestrator.spec import SweepSpec, load_sweep
 
+if TYPE_CHECKING:
+    from orchestrator.tuner import SweepHandle
+
+EXIT_TRIALS_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -102,24 +109,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.smoke:
         spec = spec.smoke()
     tracking_uri = _tracking_uri(args.tracking_uri, spec)
-    from orchestrator.tuner import init_ray, run_sweep
+    from orchestrator.tuner import check_stores, init_ray, run_sweep
 
+    check_stores(spec, tracking_uri)  # in seconds, before Ray starts
     init_ray(args.address)
     handle, status = run_sweep(spec, tracking_uri)
     _print_table(handle.tracking_uri, spec.mlflow.experiment, spec.tune.metric, spec.tune.mode)
-    return EXIT_INTERRUPTED if status == "KILLED" else 0
+    return _exit_code(handle, status)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from orchestrator.tuner import SweepHandle, find_sweep, init_ray, run_sweep
+    from orchestrator.tuner import SweepHandle, check_stores, find_sweep, init_ray, run_sweep
 
     path = find_sweep(args.sweep, args.storage_path)
     handle = SweepHandle.load(path)
+    check_stores(handle.spec, handle.tracking_uri, handle.path)
     init_ray(args.address)
-    _, status = run_sweep(handle.spec, handle.tracking_uri, resume_path=path)
+    handle, status = run_sweep(handle.spec, handle.tracking_uri, resume_path=path)
     spec = handle.spec
     _print_table(handle.tracking_uri, spec.mlflow.experiment, spec.tune.metric, spec.tune.mode)
-    return EXIT_INTERRUPTED if status == "KILLED" else 0
+    return _exit_code(handle, status)
+
+
+def _exit_code(handle: SweepHandle, status: str) -> int:
+    """130 when the sweep was interrupted, 1 when a trial failed, else 0."""
+    if status == "KILLED":
+        return EXIT_INTERRUPTED
+    if status == "FAILED" or handle.failed_trials:
+        failed = "1 trial" if handle.failed_trials == 1 else f"{handle.failed_trials} trials"
+        print(
+            f"\n{failed} failed: the errors are on their MLflow runs (tag orchestrator.error) and in {handle.path}.",
+            file=sys.stderr,
+        )
+        return EXIT_TRIALS_FAILED
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -205,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         return command(args)
     except OrchestratorError as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return error.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

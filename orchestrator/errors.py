@@ -7,7 +7,17 @@ from pathlib import Path
 
 
 class OrchestratorError(Exception):
-    """Base of every error the CLI reports to the user without a traceback."""
+    """Base of every error the CLI reports to the user without a traceback; found before anything started, it is a
+    user's mistake (a sweep file, a store, a cluster too small): exit code 2."""
+
+    exit_code = 2
+
+
+class SweepFailed(OrchestratorError):
+    """A sweep that started and then stopped on an error (e.g. its MLflow store away for longer than the retry
+    budget): exit code 1, as when trials failed."""
+
+    exit_code = 1
 
 
 class SpecError(OrchestratorError):

@@ -100,7 +100,10 @@ def _field_annotation(model: Any, path: str) -> Any:
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Strict: `true` is no number, `1` no flag, `"3"` no integer (an integer is still a number). The family's
+    config takes its values as strictly (workloads/typed_config.py)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class _Unchecked(BaseModel):
@@ -518,7 +521,7 @@ class SweepSpec(_Spec):
         if "source" in data:
             raise SpecError(source, "source", "no 'source' key (it is set from the file path)", "a 'source' key")
         try:
-            return cls.model_validate({**data, "source": source})
+            return cls.model_validate({**data, "source": None if source is None else Path(source)})
         except ValidationError as error:
             raise _spec_error(error, data, source) from None
 

@@ -9,6 +9,7 @@ pyarrow's filesystems, so `run`, `resume` and Tune see the same place whichever 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pyarrow
@@ -84,10 +85,53 @@ def read_text(location: str) -> str:
 
 
 def write_text(location: str, text: str) -> None:
+    """Whole or not at all: a reader never sees a half-written file. Locally (a path or file://) the text goes to a
+    temporary name beside it, flushed to disk, then renamed over it; an object store (s3://, gs://) publishes an
+    object only once its upload completes, so there it is written in place."""
     fs, path = filesystem(location)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as stream:
-        stream.write(text.encode())
+    folder = path.rsplit("/", 1)[0]
+    fs.create_dir(folder, recursive=True)
+    if not isinstance(fs, pafs.LocalFileSystem):
+        with fs.open_output_stream(path) as stream:
+            stream.write(text.encode())
+        return
+    tmp = f"{folder}/.{Path(path).name}.{uuid.uuid4().hex[:8]}.tmp"  # made as `open` makes any file (umask), not 0600
+    try:
+        with open(tmp, "x") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_writable(location: str) -> None:
+    """Write and remove a probe file in `location` (made if missing); OrchestratorError naming it and the reason when
+    that fails, so that a sweep whose storage cannot take its checkpoints fails before it starts."""
+    fs, path = filesystem(location)
+    probe = f"{path}/.orchestrator-probe-{uuid.uuid4().hex}"
+    try:
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(probe) as stream:
+            stream.write(b"probe")
+        fs.delete_file(probe)
+    except (OSError, pyarrow.ArrowException) as error:
+        raise OrchestratorError(
+            f"storage_path {normalize(location)!r}: cannot write there ({_reason(fs, path, error)}). Nothing was "
+            f"started. Give a folder or URI this machine can write (the sweep's storage_path, "
+            f"${STORAGE_ENV}, or --storage-path for resume)."
+        ) from None
+
+
+def _reason(fs: pafs.FileSystem, path: str, error: Exception) -> str:
+    """A file in the way of a local folder, or the filesystem's own words (first line)."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        blocked = next((p for p in (Path(path), *Path(path).parents) if p.exists() and not p.is_dir()), None)
+        if blocked is not None:
+            return f"{blocked} is a file, not a folder"
+    return str(error).splitlines()[0]
 
 
 def folders(location: str) -> list[str]:

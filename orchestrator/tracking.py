@@ -21,8 +21,10 @@ import logging
 import math
 import os
 import re
+import sqlite3
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -100,11 +102,35 @@ def retry_budget_s() -> float:
 
 def _transient(error: Exception) -> bool:
     """Worth another try: the store is unreachable, too slow, or failed on its side (HTTP 5xx or 429).
-    A request the store rejects (4xx: a bad value, a missing run) would fail the same way again."""
+    A request the store rejects (4xx: a bad value, a missing run) would fail the same way again, and so would a
+    local SQLite file that cannot be opened or written (`_database_error`), which MLflow reports as 503 too."""
+    if _database_error(error) is not None:
+        return False
     if isinstance(error, MlflowException):
         status = error.get_http_status_code()
         return status >= 500 or status == 429
     return True
+
+
+def _database_error(error: BaseException | None) -> str | None:
+    """The message of the local SQLite error behind `error` (sqlite3's, under SQLAlchemy's and MLflow's) that
+    retrying cannot mend: a file that cannot be opened, a read-only database, a disk I/O error, a file that is not a
+    database. None when there is none, and for the ones that pass: the database locked or busy (another writer), or
+    moved away from under the open store (SQLITE_READONLY_DBMOVED: its folder renamed or unmounted; it may come
+    back). An http store never has one: its errors come as HTTP answers, not from this process's sqlite3."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, sqlite3.Error):
+            code = getattr(error, "sqlite_errorcode", None)
+            passes = code is not None and (code & 0xFF in _SQLITE_BUSY_OR_LOCKED or code == _SQLITE_READONLY_DBMOVED)
+            return None if passes else str(error).splitlines()[0]
+        error = error.__cause__ or error.__context__
+    return None
+
+
+_SQLITE_BUSY_OR_LOCKED = (5, 6)
+_SQLITE_READONLY_DBMOVED = 1032
 
 
 def _retry(fn: Callable[[], T], what: str) -> T:
@@ -119,7 +145,7 @@ def _retry(fn: Callable[[], T], what: str) -> T:
             return fn()
         except Exception as error:  # MLflow raises many kinds for a lost server
             if not _transient(error):
-                raise OrchestratorError(f"MLflow: {what} failed: {error}") from error
+                raise OrchestratorError(f"MLflow: {what} failed: {_database_error(error) or error}") from error
             left = deadline - time.monotonic()
             if left <= 0:
                 raise OrchestratorError(
@@ -131,6 +157,74 @@ def _retry(fn: Callable[[], T], what: str) -> T:
             time.sleep(min(wait, left))
             wait = min(wait * 2, _MAX_WAIT_S)
             attempt += 1
+
+
+def check_store(tracking_uri: str, experiment: str) -> None:
+    """Fail now, with one paragraph naming the store and the reason, when the MLflow store cannot take the sweep:
+    a local SQLite file is opened and written (in a transaction rolled back) with sqlite3 first, as MLflow would
+    retry opening it for ~100 s; then the experiment is opened or created and tagged, a write; then a local
+    artifact root gets a probe file, written and removed. An http store that does not answer is retried as any call
+    (`_retry`)."""
+    uri = resolve_tracking_uri(tracking_uri)
+    where = "--tracking-uri, the sweep's mlflow.tracking_uri or MLFLOW_TRACKING_URI"
+
+    def fail(reason: str) -> OrchestratorError:
+        return OrchestratorError(
+            f"MLflow store {uri}: {reason}. Nothing was started. Give a store this machine can write ({where})."
+        )
+
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///") :].split("?", 1)[0])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise fail(f"cannot create its folder {path.parent} ({_os_reason(path.parent, error)})") from None
+        try:
+            db = sqlite3.connect(path, timeout=10, isolation_level=None)
+            try:
+                db.execute("PRAGMA schema_version").fetchone()  # reads the header: "file is not a database"
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("CREATE TABLE orchestrator_store_probe (x)")  # a write, rolled back
+                db.execute("ROLLBACK")
+            finally:
+                db.close()
+        except sqlite3.Error as error:
+            if not re.search(r"locked|busy", str(error), re.IGNORECASE):  # another writer: MLflow waits for it
+                raise fail(f"SQLite cannot open or write {path} ({error})") from None
+    try:
+        tracker = SweepTracker(uri, experiment)
+        for key, value in EXPERIMENT_TAGS.items():  # a write that changes nothing
+            _retry(partial(tracker.client.set_experiment_tag, tracker.experiment_id, key, value), "tagging it")
+        location = _retry(lambda: tracker.client.get_experiment(tracker.experiment_id), "reading it").artifact_location
+    except OrchestratorError as error:
+        reason = _database_error(error.__cause__) or str(error.__cause__ or error).splitlines()[0]
+        raise fail(f"cannot open or write experiment {experiment!r} ({reason})") from None
+    root = _local_path(location)
+    if root is not None:
+        probe = root / f".orchestrator-probe-{uuid.uuid4().hex}"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"probe")
+            probe.unlink()
+        except OSError as error:
+            raise fail(f"cannot write its artifact folder {root} ({_os_reason(root, error)})") from None
+
+
+def _os_reason(folder: Path, error: OSError) -> str:
+    """Why a folder cannot be made or written, in words: a file in the way, or the system's reason."""
+    blocked = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    return f"{blocked} is a file, not a folder" if blocked is not None else str(error.strerror or error)
+
+
+def _local_path(location: str | None) -> Path | None:
+    """The local folder of an artifact location (a file:// URI or a path); None for a remote one."""
+    if not location:
+        return None
+    if location.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(location).path))
+    return None if "://" in location or location.startswith("mlflow-artifacts:") else Path(location)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -9,6 +9,7 @@ callbacks: MLflow child runs + a progress line
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,11 @@ import ray
 from ray import tune
 
 from orchestrator import storage
-from orchestrator.callbacks import MlflowCallback, ProgressCallback
-from orchestrator.errors import OrchestratorError, SpecError
+from orchestrator.callbacks import MlflowCallback, ProgressCallback, trial_done
+from orchestrator.errors import OrchestratorError, SpecError, SweepFailed
 from orchestrator.placement import cluster_fit_error, trial_bundles
 from orchestrator.spec import Domain, SweepSpec
-from orchestrator.tracking import SweepTracker, provenance_tags
+from orchestrator.tracking import SweepTracker, check_store, provenance_tags
 from orchestrator.trial import run_trial
 
 SWEEP_FILE = "orchestrator.json"
@@ -106,6 +107,8 @@ class SweepHandle:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
+    failed_trials: int = 0
+    """Trials that ended in an error in the last `run_sweep` (not saved)."""
 
     def save(self) -> None:
         storage.write_text(
@@ -169,7 +172,7 @@ def _tuner(handle: SweepHandle, tracker: SweepTracker, resume: bool) -> tune.Tun
         return tune.Tuner.restore(handle.path, trainable, resume_unfinished=True, resume_errored=True)
     callbacks = [
         MlflowCallback(handle.tracking_uri, tracker.experiment_name, handle.parent_run_id, spec),
-        ProgressCallback(spec.tune.metric, spec.tune.mode),
+        ProgressCallback(spec.tune.metric, spec.tune.mode, spec=spec),
     ]
     run_config = tune.RunConfig(
         name=storage.name(handle.path),
@@ -191,62 +194,86 @@ def _tuner(handle: SweepHandle, tracker: SweepTracker, resume: bool) -> tune.Tun
     return tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config, run_config=run_config)
 
 
+def check_stores(spec: SweepSpec, tracking_uri: str, folder: str | None = None) -> None:
+    """Both stores take writes, or OrchestratorError naming the one that does not and why: the MLflow store (its
+    experiment opened or created, and written) and the sweep's storage (`folder`, by default the folder that holds
+    sweeps: a probe file written and removed). Costs a second or two; needs no Ray."""
+    check_store(tracking_uri, spec.mlflow.experiment)
+    storage.check_writable(folder or storage_root(spec))
+
+
+class _HideTunesRestoreHint(logging.Filter):
+    """Tune's "Resume experiment with: Tuner.restore(...)" after an interrupt: `run_sweep` prints our own command."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
+
+
+_TUNES_LOG = logging.getLogger("ray.tune.tune")
+if not any(isinstance(f, _HideTunesRestoreHint) for f in _TUNES_LOG.filters):
+    _TUNES_LOG.addFilter(_HideTunesRestoreHint())
+
+
 def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: str | Path | None = None) -> tuple[SweepHandle, str]:
-    """Run (or resume) a sweep to its end; returns it and the parent run's status. Ray must be up."""
+    """Run (or resume) a sweep to its end; returns it (with `failed_trials`) and the parent run's status: FINISHED
+    when the sweep ran to its end (some trials may have failed), FAILED when every trial failed or the sweep itself
+    stopped on an error (raised again), KILLED when it was interrupted. Ray must be up.
+
+    Both stores are checked, and the sweep checked against the cluster, before the parent run exists: a mistake
+    found there leaves no run behind."""
     if resume_path is not None:
         handle = SweepHandle.load(resume_path)
+        check_stores(handle.spec, handle.tracking_uri, handle.path)
+        _check_fits(handle.spec)
         tracker = SweepTracker(handle.tracking_uri, handle.spec.mlflow.experiment)
         tracker.start_parent(handle.spec.name, handle.spec.to_dict(), parent_run_id=handle.parent_run_id)
     else:
-        tracker = SweepTracker(tracking_uri, spec.mlflow.experiment)
         path = storage.join(storage_root(spec), f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        storage.filesystem(path)  # a storage that pyarrow cannot open fails here, before the parent run exists
+        check_stores(spec, tracking_uri, path)
+        _check_fits(spec)
+        tracker = SweepTracker(tracking_uri, spec.mlflow.experiment)
         parent = tracker.start_parent(
             spec.name, spec.to_dict(), params=spec.description(), tags=provenance_tags(spec.source)
         )
         handle = SweepHandle(path, spec, tracker.tracking_uri, tracker.experiment_id, parent)
-        handle.save()
-    _check_fits(handle.spec)
-    print(
-        f"sweep {handle.spec.name}: folder {handle.path}\n  MLflow {handle.tracking_uri}, experiment "
-        f"{handle.spec.mlflow.experiment}, parent run {handle.parent_run_id}",
-        flush=True,
-    )
-    tuner = _tuner(handle, tracker, resume=resume_path is not None)
-    status = "FINISHED"
+    status = "FAILED"  # until the sweep is seen to end otherwise
     try:
+        if resume_path is None:
+            handle.save()
+        print(
+            f"sweep {handle.spec.name}: folder {handle.path}\n  MLflow {handle.tracking_uri}, experiment "
+            f"{handle.spec.mlflow.experiment}, parent run {handle.parent_run_id}",
+            flush=True,
+        )
+        tuner = _tuner(handle, tracker, resume=resume_path is not None)
         results = tuner.fit()
+        handle.failed_trials = sum(r.error is not None for r in results)
         if any(r.error is None and not _trial_done(r, handle.spec) for r in results):
             status = "KILLED"
-        elif len(results) and all(r.error is not None for r in results):
+        elif len(results) and handle.failed_trials == len(results):
             status = "FAILED"
+        else:
+            status = "FINISHED"
         if status != "KILLED":  # the workload's figures over the finished trials, on the parent run
             from orchestrator.summary import log_sweep_summary
 
             log_sweep_summary(tracker, handle.spec.workload, handle.parent_run_id)
     except KeyboardInterrupt:
         status = "KILLED"
+    except OrchestratorError as error:
+        raise SweepFailed(f"sweep {handle.spec.name} stopped: {error}") from error
     finally:
         tracker.end_run(handle.parent_run_id, status)
+        if status != "FINISHED":
+            _mark_running_killed(tracker, handle)
     if status == "KILLED":
-        _mark_running_killed(tracker, handle)
         print(f"sweep interrupted; continue it with: python -m orchestrator resume {handle.path}", flush=True)
     return handle, status
 
 
 def _trial_done(result: Any, spec: SweepSpec | None = None) -> bool:
-    """Tune's `done`, or, for a trial restored from a snapshot taken before its `done` result (a sweep
-    resumed after the trial had finished), its last result at the config's `total_iters` (every family's
-    config has it: the step budget) or the sweep's stop."""
-    metrics = result.metrics or {}
-    if metrics.get("done"):
-        return True
-    if spec is None or not metrics:
-        return False
-    most = spec.tune.stop.training_iteration
-    if most is not None and metrics.get("training_iteration", 0) >= most:
-        return True
-    return metrics.get("step", -1) >= spec.resolved_config(result.config or {}).total_iters
+    """`callbacks.trial_done` of a Tune result (its last metrics and its config)."""
+    return trial_done(result.metrics, result.config, spec)
 
 
 def _mark_running_killed(tracker: SweepTracker, handle: SweepHandle) -> None:

@@ -149,6 +149,9 @@ def test_resume_continues_the_same_runs(tmp_path):
     output = (tmp_path / "run.log").read_text()
     assert process.returncode == 130, output[-3000:]
     assert "resume" in output
+    assert "Tuner.restore" not in output  # our command only, not Tune's hint beside it
+    progress = [line for line in output.splitlines() if "trials:" in line]
+    assert "trials: 0 done" in progress[-1] and "1 stopped" in progress[-1], progress[-1]  # not "1 done"
     client, parents, children = _runs(db, "resumable")
     assert len(children) == 1 and children[0].info.status == "KILLED"
     run_id = children[0].info.run_id

@@ -390,3 +390,42 @@ def test_variant_mistakes(patch, key, words):
         SweepSpec.from_dict({**MINIMAL, **patch}, source="s.yaml")
     assert info.value.key == key and str(info.value).startswith(f"s.yaml: {key}: expected ")
     assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "override, key, words",
+    [
+        ("config.total_iters=true", "config.total_iters", "expected an integer, found true"),
+        ("config.total_iters='2000'", "config.total_iters", "expected an integer, found '2000'"),
+        ("config.lr_policy=true", "config.lr_policy", "expected a number, found true"),
+        ("config.lr_policy='1e-3'", "config.lr_policy", "expected a number, found '1e-3'"),
+        ("config.replay.enabled=1", "config.replay.enabled", "expected true or false, found 1"),
+        ("config.replay.enabled=on", "config.replay.enabled", None),  # YAML 1.1's `on` is true: a flag
+        ("config.target=3", "config.target", "expected one of: gmm25, gmm40, funnel, manywell, found 3"),
+        ("config.sigma2=null", "config.sigma2", None),
+        ("tune.num_samples=true", "tune.num_samples", "expected an integer, found true"),
+        ("seed=false", "seed", "expected an integer, found false"),
+        ("resources.learner.cpus='1'", "resources.learner.cpus", "expected a number, found '1'"),
+        ("search_space.num_steps={choice: [true, 10]}", "search_space.num_steps", "found true"),
+    ],
+)
+def test_values_are_taken_strictly(override, key, words):
+    """A flag is no number, a number no flag, text neither (pydantic's lax mode read `true` as 1 and "3" as 3)."""
+    if words is None:
+        load_sweep(SAMPLERS, [override])
+        return
+    error = spec_error(SAMPLERS, [override])
+    assert error.key == key and words in str(error), str(error)
+
+
+def test_an_integer_is_still_a_number_and_a_list_still_a_tuple():
+    spec = load_sweep(SAMPLERS, ["config.lr_policy=1", "search_space.lr_log_z={choice: [1, 0.1]}"])
+    assert spec.config.lr_policy == 1.0 and isinstance(spec.config.lr_policy, float)
+    assert spec.resolved_config({"lr_log_z": 1}).lr_log_z == 1.0
+    wcst = load_sweep(ROOT / "sweeps" / "wcst.yaml", ["config.flatness_radii=[0, 2, 4.5]"])
+    assert wcst.config.flatness_radii == (0.0, 2.0, 4.5)
+    with pytest.raises(SpecError, match="config.flatness_radii: expected a number, found"):
+        load_sweep(ROOT / "sweeps" / "wcst.yaml", ["config.flatness_radii=[0, true]"])
+    config = spec.config.model_copy()
+    with pytest.raises(ValueError, match="valid integer"):
+        config.total_iters = True  # assignment is validated as strictly

@@ -76,3 +76,34 @@ def test_a_sweep_runs_finds_and_resumes_through_a_storage_uri(ray_cluster, tmp_p
     assert [m.step for m in client.get_metric_history(child.info.run_id, "eval/delta_log_z")] == [20, 40]
     with pytest.raises(OrchestratorError, match="no sweep named or found at 'other'"):
         find_sweep("other", root)
+
+
+@pytest.mark.parametrize("uri", [False, True], ids=["path", "file-uri"])
+def test_the_sweep_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch, uri):
+    """Written to a temporary name and renamed over the old file: a write that fails midway (here at the fsync, as a
+    full disk would) leaves the old file as it was and no temporary file behind."""
+    folder = tmp_path / "sweep"
+    location = f"file://{folder}" if uri else str(folder)
+    target = storage.join(location, SWEEP_FILE)
+    storage.write_text(target, '{"old": true}')
+    storage.write_text(target, '{"new": true}')
+    assert json.loads((folder / SWEEP_FILE).read_text()) == {"new": True}
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        storage.write_text(target, '{"newer": true, "padding": "' + "x" * 100_000 + '"}')
+    assert json.loads((folder / SWEEP_FILE).read_text()) == {"new": True}
+    assert sorted(p.name for p in folder.iterdir()) == [SWEEP_FILE]
+
+
+def test_an_unwritable_storage_is_named_with_its_reason(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OrchestratorError, match=r"afile/ray_results': cannot write there \(.*afile is a file, not a"):
+        storage.check_writable(str(tmp_path / "afile" / "ray_results"))
+    with pytest.raises(OrchestratorError, match="storage_path 'file:///proc/results': cannot write there"):
+        storage.check_writable("file:///proc/results")
+    storage.check_writable(str(tmp_path / "new" / "ray_results"))  # made if missing, the probe removed
+    assert list((tmp_path / "new" / "ray_results").iterdir()) == []

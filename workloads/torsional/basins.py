@@ -7,7 +7,15 @@ the Hessian H_b (finite differences of the exact gradient) gives the Laplace app
 Smoothing by the noise still to come (c_k, torus.remaining_noise_variance) keeps it a mixture, wrapped on the torus:
     p_k(x) = sum_b Z_b sum_{n in Z^K} N(x + 2 pi n; m_b, Sigma_b + c_k I)
     grad log p_k(x) = - sum_{b, n} gamma_{b, n}(x) (Sigma_b + c_k I)^-1 (x + 2 pi n - m_b),
-with gamma the responsibilities. This is the drift's guide (policy.py) without any probe of the energy: where
+with gamma the responsibilities. The sum over n in {-W..W}^K has (2W+1)^K terms per basin (5^9 ~ 2 M for decane):
+it is taken whole while Nb (2W+1)^K <= MAX_EXACT_TERMS_PER_ROW (every structure of <= 3 torsions with up to 512
+basins at W = 2), and beyond that winding by winding along each torsion (`separable`):
+    sum_n N(d + 2 pi n; 0, C)  ~=  N(d; 0, C) prod_i [sum_{n_i} N1(d_i + 2 pi n_i; 0, C_ii) / N1(d_i; 0, C_ii)]
+    score ~= -C^-1 d~,   d~_i = sum_{n_i} gamma_i(n_i) (d_i + 2 pi n_i)
+(d the nearest image, gamma_i the responsibilities of torsion i's windings): exact for a diagonal C, and near it where
+it matters, as C = Sigma_b + c_k I is dominated by c_k I at the first steps, while at the last ones (small c_k)
+only the nearest image counts. Rows are taken in chunks of at most SCORE_CHUNK_ELEMENTS per temporary.
+This is the drift's guide (policy.py) without any probe of the energy: where
 the probes' estimate (smoothed_score.py) splits mass between basins by which basins its few probes happen to hit,
 this one splits it by the basins' Laplace masses. What it misses (anharmonic basins, shoulders) is the policy's to
 learn. The search runs once per structure (~10^4 energies, ~1-4 s of CPU), also for molecules never trained on;
@@ -41,6 +49,12 @@ MAX_BASIN_VARIANCE_RAD2 = 1.0
 """Flat directions (a free rotor) are capped at this variance: the Laplace approximation means nothing beyond."""
 MAX_RELATIVE_ENERGY_KCAL_MOL = 12.0
 """Minima this far above the lowest carry < 1e-8 of the mass and are dropped."""
+MAX_EXACT_TERMS_PER_ROW = 1 << 16
+"""Basins x windings per row up to which the sum over windings is taken over the whole cube {-W..W}^K (module
+docstring); beyond, torsion by torsion."""
+SCORE_CHUNK_ELEMENTS = 1 << 21
+"""Elements (float64: 16 MB) of the largest temporary of the score over one chunk of rows (a training batch of the
+reference molecules, 2,560 rows of 31 basins x 25 windings x 2 torsions, is two chunks: the same numbers)."""
 
 
 @dataclass
@@ -173,27 +187,73 @@ class BasinMixtureScore:
         self.max_windings = max_windings
         self.device = energy.device
 
+    def winding_range(self, c: float) -> int:
+        """W: windings per torsion enough for a std of sqrt(c + 1) (the widest basin's), at most max_windings."""
+        return min(self.max_windings, math.ceil(3 * math.sqrt(c + MAX_BASIN_VARIANCE_RAD2) / TWO_PI))
+
+    def separable(self, c: float) -> bool:
+        """Whether the sum over windings at c is taken torsion by torsion (the whole cube would exceed
+        MAX_EXACT_TERMS_PER_ROW terms per row)."""
+        return self.log_mass.shape[1] * (2 * self.winding_range(c) + 1) ** self.k_max > MAX_EXACT_TERMS_PER_ROW
+
     def windings(self, c: float) -> Tensor:
-        """Integer shifts n in {-W..W}^K_max with W enough for a std of sqrt(c + 1) (the widest basin's)."""
-        w = min(self.max_windings, math.ceil(3 * math.sqrt(c + MAX_BASIN_VARIANCE_RAD2) / TWO_PI))
+        """Integer shifts n in {-W..W}^K_max times 2 pi, [(2W+1)^K_max, K_max] (the whole cube)."""
+        w = self.winding_range(c)
         axis = torch.arange(-w, w + 1, dtype=torch.float64)
         return torch.cartesian_prod(*[axis] * self.k_max).reshape(-1, self.k_max) * TWO_PI  # [Nw, K]
 
     def score_dense(self, entry_index: Tensor, x: Tensor, k: int) -> Tensor:
-        """x [R, K_max] angles of structures entry_index [R] at step k -> grad log p_k [R, K_max]."""
+        """x [R, K_max] angles of structures entry_index [R] at step k -> grad log p_k [R, K_max], in chunks of rows
+        whose temporaries hold at most SCORE_CHUNK_ELEMENTS elements each."""
         c = float(self.c[k])
+        nb, K, w = self.log_mass.shape[1], self.k_max, self.winding_range(c)
+        separable = self.separable(c)
+        windings = 2 * w + 1 if separable else (2 * w + 1) ** K  # temporaries [Nb, K, 2W+1] or [Nb, Nw, K]
+        rows = max(1, SCORE_CHUNK_ELEMENTS // (nb * K * max(windings, K)))  # and the precisions [Nb, K, K]
+        if len(x) <= rows:
+            return self._score_rows(entry_index, x, c, separable)
+        parts = [
+            self._score_rows(entry_index[i : i + rows], x[i : i + rows], c, separable) for i in range(0, len(x), rows)
+        ]
+        return torch.cat(parts)
+
+    def _score_rows(self, entry_index: Tensor, x: Tensor, c: float, separable: bool) -> Tensor:
+        """score_dense for one chunk of rows."""
         entries, row_entry = torch.unique(entry_index, return_inverse=True)  # [U], [R]
         cov = self.cov[entries] + c * torch.diag_embed(self.slot_valid[entries].double())[:, None]  # [U, Nb, K, K]
         precision = torch.linalg.inv(cov)[row_entry]  # [R, Nb, K, K]
         logdet = torch.linalg.slogdet(cov)[1][row_entry]  # [R, Nb]
         valid = self.slot_valid[entry_index]  # [R, K]
+        log_mass = self.log_mass[entry_index]  # [R, Nb]
         d = torch.remainder(x[:, None] - self.means[entry_index] + math.pi, TWO_PI) - math.pi  # [R, Nb, K]
+        if separable:
+            variance = torch.diagonal(cov, dim1=-2, dim2=-1)[row_entry]  # [R, Nb, K]
+            return self._separable_score(d, precision, logdet, variance, log_mass, valid, self.winding_range(c))
         n = self.windings(c) * valid[:, None, None].double()  # [R, 1, Nw, K] absent slots never wind
         d = (d[:, :, None] + n) * valid[:, None, None].double()  # [R, Nb, Nw, K]
         pd = torch.einsum("rbij,rbwj->rbwi", precision, d)  # [R, Nb, Nw, K]
-        log_w = self.log_mass[entry_index][:, :, None] - 0.5 * logdet[:, :, None] - 0.5 * (d * pd).sum(-1)
+        log_w = log_mass[:, :, None] - 0.5 * logdet[:, :, None] - 0.5 * (d * pd).sum(-1)
         gamma = torch.softmax(log_w.reshape(len(x), -1), dim=1).reshape(log_w.shape)  # [R, Nb, Nw]
         return -(gamma[..., None] * pd).sum((1, 2)) * valid.double()  # [R, K]
+
+    @staticmethod
+    def _separable_score(
+        d: Tensor, precision: Tensor, logdet: Tensor, variance: Tensor, log_mass: Tensor, valid: Tensor, w: int
+    ) -> Tensor:
+        """The score with the windings summed torsion by torsion (module docstring). d [R, Nb, K] nearest images,
+        precision [R, Nb, K, K] C^-1, logdet [R, Nb], variance [R, Nb, K] the diagonal of C, log_mass [R, Nb],
+        valid [R, K], w windings each way."""
+        mask = valid[:, None].double()  # [R, 1, K]
+        d = d * mask  # [R, Nb, K] absent slots: zero offset
+        n = torch.arange(-w, w + 1, dtype=torch.float64) * TWO_PI  # [2W+1]
+        z = d[..., None] + n * mask[..., None]  # [R, Nb, K, 2W+1] absent slots never wind
+        log_t = -0.5 * z.pow(2) / variance[..., None]  # [R, Nb, K, 2W+1] each torsion's windings alone
+        factor = (torch.logsumexp(log_t, -1) + 0.5 * d.pow(2) / variance) * mask  # [R, Nb, K] log of its factor
+        d_mean = (torch.softmax(log_t, -1) * z).sum(-1)  # [R, Nb, K] d~
+        log_w = log_mass - 0.5 * logdet - 0.5 * torch.einsum("rbi,rbij,rbj->rb", d, precision, d) + factor.sum(-1)
+        gamma = torch.softmax(log_w, dim=1)  # [R, Nb]
+        pd = torch.einsum("rbij,rbj->rbi", precision, d_mean)  # [R, Nb, K]
+        return -(gamma[..., None] * pd).sum(1) * valid.double()  # [R, K]
 
     def __call__(self, entry_index: Tensor, torsion_index: Tensor, x: Tensor, k: Tensor) -> Tensor:
         e, t = entry_index.cpu().long(), torsion_index.cpu().long()  # [B], [M]

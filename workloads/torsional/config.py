@@ -2,16 +2,20 @@
 
 A sweep file's `config:` block may only override fields that exist here (unknown keys are errors).
 Molecules: the reference's 6 FreeSolv training molecules and 2 validation molecules (all with 2 torsions by
-the torsional-diffusion rule, see molecule.py).
+the torsional-diffusion rule, see molecule.py). Every SMILES of train_smiles and val_smiles is checked when the
+config is validated (molecule.check_smiles: it parses, embeds and has 1 to MAX_GRID_TORSIONS torsions), so a sweep
+with an unusable molecule fails `validate` (one pydantic error per molecule, at its list index) before Ray starts.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from workloads.torsional.ground_truth import bins_for_width
+from workloads.torsional.ground_truth import MAX_GRID_TORSIONS, bins_for_width, grid_torsion_problem
+from workloads.torsional.molecule import check_smiles
 from workloads.typed_config import StrictConfig
 
 REFERENCE_TRAIN_SMILES = (
@@ -42,6 +46,23 @@ class TorsionalReplayConfig(StrictConfig):
     """Probability that a replayed state of a structure with seeds is one of them."""
     draw_every: int = Field(50, gt=0)
     """Iterations trained on one draw from the buffer (one round trip to the replay-buffer actor)."""
+
+
+def _molecule_problem(smiles: str, variant: str) -> str | None:
+    """Why a molecule of train_smiles / val_smiles cannot be trained on or evaluated, or None."""
+    num_torsions, what = check_smiles(smiles, variant)
+    return what or grid_torsion_problem(num_torsions)
+
+
+def _molecule_error(field: str, index: int, smiles: str, problem: str) -> InitErrorDetails:
+    """A pydantic error at field[index]. Its type "spec" with expected / found is the form orchestrator/spec.py
+    turns into its one-paragraph message ("config.train_smiles[1]: expected ..., found ...")."""
+    expected = (
+        f"a SMILES that RDKit parses and embeds (ETKDG), with MMFF parameters and 1 to {MAX_GRID_TORSIONS} torsions"
+    )
+    found = f"{smiles!r}: {problem}"
+    error = PydanticCustomError("spec", "expected {expected}, found {found}", {"expected": expected, "found": found})
+    return {"type": error, "loc": (field, index), "input": smiles}
 
 
 class TorsionalConfig(StrictConfig):
@@ -119,8 +140,9 @@ class TorsionalConfig(StrictConfig):
     """Samples per evaluated (molecule, local structure); the issue's final evaluation needs >= 2000."""
     eval_chunk: int = Field(500, gt=0)
     """Trajectories per forward pass at evaluation (memory bound)."""
-    grid_bins: int = Field(72, gt=0)
-    """Cells per torsion of the exact grid (K = 2: grid_bins^2 energies per local structure)."""
+    grid_bins: int = Field(72, gt=0, le=1008)
+    """Cells per torsion of the exact grid (K = 2: grid_bins^2 energies per local structure; K = 3: at most 48^3). At
+    most 1008, the largest multiple of 24 whose square fits ground_truth.MAX_GRID_CELLS."""
     replay: TorsionalReplayConfig = TorsionalReplayConfig()
 
     @model_validator(mode="after")
@@ -131,6 +153,14 @@ class TorsionalConfig(StrictConfig):
             raise ValueError(f"score_probes={self.score_probes} must be even (antithetic pairs)")
         if not self.train_smiles:
             raise ValueError("train_smiles is empty")
+        errors = [
+            _molecule_error(field, i, smiles, problem)
+            for field in ("train_smiles", "val_smiles")
+            for i, smiles in enumerate(getattr(self, field))
+            if (problem := _molecule_problem(smiles, self.variant))
+        ]
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
 
     def smoke(self) -> TorsionalConfig:

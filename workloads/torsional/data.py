@@ -5,7 +5,9 @@ For every training SMILES, one cached OpenMM MD trajectory (md.py) gives
     unseen_structures:  its last `num_heldout_structures` frames (same molecule, never trained on)
 and for every validation SMILES the first `num_val_structures` frames of its own MD (split unseen_molecules:
 molecule and structures never trained on, evaluated zero-shot). Every SMILES is loaded (and rejected with a
-MoleculeError naming it) before any MD runs, so a bad molecule stops the run before training starts.
+MoleculeError naming it) before any MD runs, so a bad molecule stops the run before training starts; as every entry is
+evaluated against an exact grid, a molecule with more than ground_truth.MAX_GRID_TORSIONS torsions is rejected too
+(TorsionalConfig already refuses both when a sweep is validated).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from workloads.torsional.config import TorsionalConfig
 from workloads.torsional.features import MolecularGraph, graph_from_molecule
+from workloads.torsional.ground_truth import grid_torsion_problem
 from workloads.torsional.md import MDSettings, md_frames, train_and_heldout_frames
 from workloads.torsional.molecule import Molecule, MoleculeError, load_molecule
 
@@ -62,11 +65,15 @@ def _entry(molecule: Molecule, positions: np.ndarray, name: str, split: Split) -
 
 
 def load_molecules(smiles: list[str], variant: str) -> list[Molecule]:
-    """Load every SMILES; raise one MoleculeError naming all the unusable ones."""
+    """Load every SMILES (each with an exact grid: at most MAX_GRID_TORSIONS torsions); raise one MoleculeError
+    naming all the unusable ones."""
     molecules, bad, errors = [], [], []
     for s in smiles:
         try:
-            molecules.append(load_molecule(s, variant=variant))
+            molecule = load_molecule(s, variant=variant)
+            if problem := grid_torsion_problem(molecule.num_torsions):
+                raise MoleculeError(s, problem)
+            molecules.append(molecule)
         except MoleculeError as e:
             bad.append(s)
             errors.append(e)

@@ -49,6 +49,9 @@ _DUMMY_POSITIONS = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], 
 CPU_ROWS_PER_BLOCK = 384
 """On the CPU, rows are evaluated in blocks of this many, so that the [rows, 3, pairs] temporaries stay in cache
 (2x faster than one block of 2560 rows); a GPU takes every row at once."""
+CPU_PAIR_ELEMENTS_PER_BLOCK = CPU_ROWS_PER_BLOCK * 1024
+"""On the CPU, fewer rows per block for molecules of more than 1,024 atom pairs, so that one [rows, 3, pairs]
+temporary stays under 9 MB for any molecule (the reference molecules have a few hundred pairs)."""
 
 
 def _cross(u: Tensor, v: Tensor) -> Tensor:
@@ -91,7 +94,6 @@ class TorchTorsionalEnergy:
         self.entries = list(entries)
         self.variant = variant
         self.device = torch.device(device)
-        self.rows_per_block = CPU_ROWS_PER_BLOCK if self.device.type == "cpu" else None
         assert self.entries, "no entries"
         E = len(self.entries)
         terms = [torsional_terms(e.molecule.mol, variant, e.molecule.torsions[:, 1:3]) for e in self.entries]
@@ -103,6 +105,8 @@ class TorchTorsionalEnergy:
         self.k_max = max(e.num_torsions for e in self.entries)
         t_max = max(1, max(len(t.torsions) for t in terms))
         p_max = max(1, max(len(p) for p, _ in pair_tables))
+        rows_per_block = max(1, min(CPU_ROWS_PER_BLOCK, CPU_PAIR_ELEMENTS_PER_BLOCK // p_max))
+        self.rows_per_block = rows_per_block if self.device.type == "cpu" else None
 
         positions = np.zeros((E, n_max, 3))
         positions[:, dummy] = _DUMMY_POSITIONS

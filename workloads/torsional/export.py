@@ -35,6 +35,8 @@ from workloads.torsional.learner import SampleRow, TorsionalLearner
 SAMPLE_COLUMNS = ("smiles", "local_structure", "torsions", "energy_kcal_mol", "log_pf")
 MODEL_KEYS = ("config", "policy", "log_z_net", "step", "seed")
 """The part of TorsionalLearner.state_dict() that model.pt keeps."""
+SDF_CHUNK = 4096
+"""Sample conformers ([chunk, atoms, 3]) built at once when writing an SDF."""
 
 
 def _write_sdf(path: Path, mols: Iterable[Chem.Mol]) -> None:
@@ -78,9 +80,13 @@ def write_samples_parquet(path: Path, rows: list[SampleRow]) -> None:
 
 def write_samples_sdf(path: Path, entry: StructureEntry, rows: list[SampleRow]) -> None:
     """One conformer per sample of one structure; properties smiles, local_structure, torsions (JSON list, radians),
-    energy_kcal_mol, log_pf."""
-    angles = np.array([row.torsions for row in rows], dtype=np.float64).reshape(len(rows), entry.num_torsions)
-    conformers = set_torsions(entry.positions, entry.molecule, angles)  # [n, N, 3]
+    energy_kcal_mol, log_pf. Conformers are built SDF_CHUNK at a time as they are written."""
+
+    def conformers():
+        for i in range(0, len(rows), SDF_CHUNK):
+            angles = np.array([row.torsions for row in rows[i : i + SDF_CHUNK]], dtype=np.float64)
+            yield from set_torsions(entry.positions, entry.molecule, angles.reshape(len(angles), entry.num_torsions))
+
     _write_sdf(
         path,
         (
@@ -95,7 +101,7 @@ def write_samples_sdf(path: Path, entry: StructureEntry, rows: list[SampleRow]) 
                     "log_pf": repr(row.log_pf),
                 },
             )
-            for x, row in zip(conformers, rows)
+            for x, row in zip(conformers(), rows)
         ),
     )
 

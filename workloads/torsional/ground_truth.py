@@ -28,6 +28,23 @@ from scipy.stats import wasserstein_distance
 
 KL_EPSILON = 1e-6
 """Additive smoothing of both histograms for the two KLs (see module docstring)."""
+MAX_GRID_TORSIONS = 3
+"""An exact grid over K torsions has n^K cells: 72^2 = 5,184 energies per structure, 48^3 = 110,592 for K = 3 (the
+learner's grid); 72^4 would be 27 M, 72^9 5e16. So a sweep's molecules (all of them evaluated against a grid) may
+have at most 3 torsions (config.py checks it)."""
+MAX_GRID_CELLS = 1 << 20
+"""The most cells grid_density builds (about 50 MB of arrays): 1024^2 or 101^3."""
+
+
+def grid_torsion_problem(num_torsions: int) -> str | None:
+    """Why a molecule with num_torsions torsions has no exact grid (the MoleculeError's words), or None."""
+    if num_torsions <= MAX_GRID_TORSIONS:
+        return None
+    return (
+        f"it has {num_torsions} torsions, more than the {MAX_GRID_TORSIONS} of an exact grid: a sweep evaluates "
+        "every structure against the exact Boltzmann density on a grid over its torsions (grid_bins^K energies), "
+        f"which is out of reach beyond {MAX_GRID_TORSIONS}"
+    )
 
 
 @dataclass
@@ -71,8 +88,11 @@ def grid_density(
     kT: float,
     chunk_size: int = 8192,
 ) -> GridDensity:
-    """Evaluate energy_fn (angles [M, K] radians -> [M] kcal/mol) at the n^K cell centres, in chunks."""
+    """Evaluate energy_fn (angles [M, K] radians -> [M] kcal/mol) at the n^K cell centres, in chunks.
+    Raises ValueError beyond MAX_GRID_CELLS cells."""
     K, n = num_torsions, bins_per_dim
+    if n**K > MAX_GRID_CELLS:
+        raise ValueError(f"an exact grid of {n}^{K} cells is beyond the bound of {MAX_GRID_CELLS} (MAX_GRID_CELLS)")
     edges = np.linspace(0.0, 2.0 * math.pi, n + 1)  # [n+1]
     centres = 0.5 * (edges[1:] + edges[:-1])  # [n]
     flat = np.stack(np.meshgrid(*([centres] * K), indexing="ij"), axis=-1).reshape(-1, K)  # [n^K, K]

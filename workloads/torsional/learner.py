@@ -63,8 +63,10 @@ from workloads.torsional.ground_truth import (
     effective_sample_size,
     energy_w1,
     grid_density,
+    grid_torsion_problem,
     histogram_metrics,
 )
+from workloads.torsional.molecule import MoleculeError
 from workloads.torsional.policy import ConditionalLogZ, TorsionPolicy
 from workloads.torsional.smoothed_score import SmoothedScore
 from workloads.torsional.torus import (
@@ -438,11 +440,12 @@ class TorsionalLearner:
 
     # ---------------------------------------------------------------- evaluation
     def grid(self, entry: StructureEntry) -> GridDensity:
-        """Exact Boltzmann grid of one structure (cached): grid_bins per torsion for K <= 2, <= 48 for K = 3."""
+        """Exact Boltzmann grid of one structure (cached): grid_bins per torsion for K <= 2, <= 48 for K = 3; a
+        MoleculeError beyond MAX_GRID_TORSIONS (a sweep's config refuses such molecules before)."""
         if entry.structure_id not in self._grids:
             K = entry.num_torsions
-            if K > 3:
-                raise ValueError(f"{entry.smiles}: exact grid only for <= 3 torsions, not {K}")
+            if problem := grid_torsion_problem(K):
+                raise MoleculeError(entry.smiles, problem)
             bins = self.config.grid_bins if K <= 2 else min(self.config.grid_bins, 48)
             self._grids[entry.structure_id] = grid_density(lambda a: self.rdkit.energies(entry, a), K, bins, self.kT)
         return self._grids[entry.structure_id]

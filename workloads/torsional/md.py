@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -124,19 +125,22 @@ def md_frames(
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, frames)
     os.replace(tmp, path)  # atomic: a concurrent reader sees the whole file or none
-    path.with_suffix(".json").write_text(
-        json.dumps(
-            {
-                "smiles": molecule.smiles,
-                "variant": variant,
-                "seed": seed,
-                "num_frames": num_frames,
-                "settings": asdict(settings),
-            },
-            indent=1,
-        )
-    )
+    sidecar = {"smiles": molecule.smiles, "variant": variant, "seed": seed, "num_frames": num_frames}
+    write_text_atomic(path.with_suffix(".json"), json.dumps({**sidecar, "settings": asdict(settings)}, indent=1))
     return frames
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file in path's folder, then os.replace it onto `path`: a reader, or a trial that
+    writes the same file at the same time, sees the old file or the whole new one, never a part."""
+    f = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with f:
+            f.write(text)
+        os.replace(f.name, path)
+    except BaseException:
+        Path(f.name).unlink(missing_ok=True)
+        raise
 
 
 def train_and_heldout_frames(

@@ -5,7 +5,9 @@
     -> N on-policy samples x ~ PF_theta(. | G, L), with log PF of their trajectories
     -> E(x) kcal/mol, RDKit MMFF with the trial's variant (not clamped, unlike a trial's samples.parquet)
     -> FILE.parquet (samples.parquet's columns) or FILE.sdf (one conformer per sample)
-Runs in this process on the CPU; no Ray.
+Runs in this process on the CPU; no Ray. Any molecule of 1 to molecule.MAX_TORSIONS torsions: its memory is bounded
+(basins.py sums windings torsion by torsion beyond a few torsions, and every step works in bounded chunks), and a
+molecule beyond the limit ends with exit code 2 and a message naming it (docs/torsional.md).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from workloads.torsional.learner import SampleRow
 from workloads.torsional.molecule import MoleculeError
 
 FORMATS = (".parquet", ".sdf")
+ENERGY_CHUNK = 4096
+"""Conformers built at once for their energies ([chunk, atoms, 3])."""
 
 
 def sample(
@@ -60,7 +64,9 @@ def sample(
 
     learner = learner_from_model(model, [entry])
     angles, log_pf, _ = learner.sample(0, num_samples, torch.Generator().manual_seed(seed))  # [n, K], [n]
-    energies = learner.rdkit.energies(entry, angles)  # [n] kcal/mol
+    energies = np.concatenate(
+        [learner.rdkit.energies(entry, angles[i : i + ENERGY_CHUNK]) for i in range(0, num_samples, ENERGY_CHUNK)]
+    )  # [n] kcal/mol
     rows = [
         SampleRow(entry.smiles, entry.structure_id, a, e, lp)
         for a, e, lp in zip(angles.tolist(), energies.tolist(), log_pf.tolist())
