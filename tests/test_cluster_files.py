@@ -12,7 +12,7 @@ import re
 import shlex
 import tomllib
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -25,11 +25,21 @@ CLUSTER = ROOT / "cluster"
 LAUNCHER_FILES = sorted(CLUSTER.glob("*.yaml"))
 RAYCLUSTER = CLUSTER / "kuberay" / "raycluster.yaml"
 RAYJOB = CLUSTER / "kuberay" / "rayjob.yaml"
-NODE_PROJECT_DIR = "/home/ray/amortized"
-"""Where the cluster files put the project on a node (the rayproject/ray image's home), not a local path."""
-NODE_AUTH_TOKEN = "/home/ray/.ray/auth_token"
-"""Ray's token file on a node, synced from the laptop's ~/.ray/auth_token."""
+LOCAL_AUTH_TOKEN = "~/.ray/auth_token"
+"""Ray's token file on the laptop, which the launcher files sync to every node."""
 ACCELERATORS = {"A10G", "L4", "A100", "H100", "T4", "V100"}
+
+
+def node_paths(config: dict) -> tuple[str, str, str]:
+    """(the node's home, the project folder on the node, the token file on the node), read from a launcher file's
+    file_mounts: the project is what it mounts from ".", the token what it mounts from the laptop's token file.
+    Both must sit in one home folder on the node (the image user's), the token where Ray looks: <home>/.ray/."""
+    mounts = config["file_mounts"]
+    (project,) = [node for node, local in mounts.items() if local == "."]
+    (token,) = [node for node, local in mounts.items() if local == LOCAL_AUTH_TOKEN]
+    home = str(PurePosixPath(project).parent)
+    assert PurePosixPath(project).is_absolute() and token == f"{home}/.ray/auth_token", mounts
+    return home, project, token
 
 
 def ray_pin() -> str:
@@ -109,7 +119,7 @@ def test_worker_types_scale_from_zero_and_one_is_a_gpu_learner(path):
     (gpu_type,) = gpu.values()
     assert ACCELERATORS & set(gpu_type["resources"]), "the GPU type names its accelerator as a custom resource"
     setup = " ".join(gpu_type["worker_setup_commands"])
-    assert "pip install --quiet -e /home/ray/amortized" in setup and "openmm-cuda-" in setup
+    assert f"pip install --quiet -e {node_paths(config)[1]}" in setup and "openmm-cuda-" in setup
     cpu = [t for t in workers.values() if not t["resources"].get("GPU")]
     assert cpu and all(_is_spot(t["node_config"]) for t in cpu), "CPU workers are spot / preemptible"
 
@@ -138,11 +148,11 @@ def test_images_name_the_pinned_ray(path):
 @pytest.mark.parametrize("path", LAUNCHER_FILES, ids=lambda p: p.name)
 def test_setup_installs_the_project_and_the_head_runs_mlflow(path):
     config = launcher(path)
-    assert config["file_mounts"][NODE_PROJECT_DIR] == "."
-    assert "pip install --quiet -e /home/ray/amortized" in config["setup_commands"]
+    home, project, _ = node_paths(config)
+    assert f"pip install --quiet -e {project}" in config["setup_commands"]
     start = " ".join(config["head_start_ray_commands"])
     store = "s3" if config["provider"]["type"] == "aws" else "gs"
-    assert "mlflow server" in start and "--backend-store-uri sqlite:////home/ray/mlflow/mlflow.db" in start
+    assert "mlflow server" in start and f"--backend-store-uri sqlite:///{home}/mlflow/mlflow.db" in start
     assert f"--artifacts-destination {store}://" in start
     # Jobs log to MLflow on the head's loopback and keep Tune's storage in the bucket (orchestrator/storage.py).
     assert "MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in start and f"ORCHESTRATOR_STORAGE_PATH={store}://" in start
@@ -170,7 +180,8 @@ def test_only_ssh_is_open_and_token_auth_stays_on(path):
         ray_start = next(c for c in commands if "ray start" in c)
         assert "RAY_AUTH_MODE=token" in ray_start, ray_start
     assert "RAY_AUTH_MODE=disabled" not in text
-    assert config["file_mounts"][NODE_AUTH_TOKEN] == "~/.ray/auth_token"
+    _, _, token = node_paths(config)
+    assert config["file_mounts"][token] == LOCAL_AUTH_TOKEN
 
 
 # ------------------------------------------------------------------ no secrets anywhere in cluster/
@@ -216,7 +227,7 @@ def test_no_secret_looking_values(path):
 def test_the_secret_check_catches_what_it_should():
     assert _secret_looking("aws_secret_access_key", "abc") and _secret_looking("password", "hunter2")
     assert not _secret_looking("secretName", "amortized-ray-token")
-    assert not _secret_looking(NODE_AUTH_TOKEN, "~/.ray/auth_token")
+    assert not _secret_looking(node_paths(launcher(LAUNCHER_FILES[0]))[2], LOCAL_AUTH_TOKEN)
     leaks = [
         "AKIAIOSFODNN7EXAMPLE",
         "-----BEGIN RSA PRIVATE KEY-----",
@@ -302,7 +313,8 @@ def test_rayjob_runs_the_torsional_sweep_on_that_cluster():
     assert argv[:4] == ["python", "-m", "orchestrator", "run"]
     load_sweep(ROOT / argv[4], [])  # the sweep it names exists and validates
     runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
-    assert runtime_env["working_dir"] == NODE_PROJECT_DIR
+    # The RayJob runs from the folder the launcher files put the project in (one layout for every cluster).
+    assert {node_paths(launcher(path))[1] for path in LAUNCHER_FILES} == {runtime_env["working_dir"]}
     assert runtime_env["env_vars"]["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"  # the driver runs on the head pod
     assert re.fullmatch(r"(s3|gs)://YOUR_BUCKET/ray_results", runtime_env["env_vars"]["ORCHESTRATOR_STORAGE_PATH"])
     (submitter,) = _containers(spec["submitterPodTemplate"])
@@ -326,7 +338,8 @@ def test_kuberay_images_name_the_pinned_ray():
     assert images and all(f"ray{pin}-py311-cu12" in image for image in images), images
     dockerfile = (CLUSTER / "kuberay" / "Dockerfile").read_text()
     assert re.search(rf"^FROM rayproject/ray:{re.escape(pin)}-py311-cu12\d$", dockerfile, re.M)
-    assert "pip install --no-cache-dir -e /home/ray/amortized" in dockerfile and "openmm-cuda-" in dockerfile
+    (project,) = {node_paths(launcher(path))[1] for path in LAUNCHER_FILES}  # the image has it where the VMs do
+    assert f"pip install --no-cache-dir -e {project}" in dockerfile and "openmm-cuda-" in dockerfile
 
 
 # ------------------------------------------------------------------ the walk-through's commands exist
