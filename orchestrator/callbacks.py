@@ -115,8 +115,9 @@ class MlflowCallback(Callback):
             self.tracker.set_tags(run_id, {LOGGED_IMAGES_TAG: "true"})
             tagged_images.add(trial.trial_id)
         metrics = {k: v for k, v in result.items() if k not in _TUNE_KEYS and not k.startswith(PLACEMENT_KEY + "/")}
-        history = thinned(result.get(TRAIN_HISTORY_KEY) or [], self._train_every(trial))
+        history = result.get(TRAIN_HISTORY_KEY) or []
         if history:  # the training metrics at their own steps; the report keeps only what the history lacks
+            history = thinned(history, self.spec.train_every(self.spec.resolved_config(trial.config)))
             self.tracker.log_metric_history(run_id, history)
             metrics = {k: v for k, v in metrics.items() if not any(k in point for _, point in history)}
         metrics[STEP_METRIC] = result.get("time_total_s", 0.0)
@@ -124,11 +125,6 @@ class MlflowCallback(Callback):
         row = self._outcome.get(trial.trial_id)
         if row is not None:
             row.finals.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-
-    def _train_every(self, trial: Any) -> int:
-        """Iterations between two logged points of the trial's training metrics (as trial.py tells its driver)."""
-        total = self.spec.resolved_config(trial.config).total_iters
-        return max(1, total // self.spec.mlflow.train_points)
 
     def _tag_placement(self, run_id: str, trial_id: str, result: dict) -> None:
         """Tags `orchestrator.node.<role>.<i>` with the node of each actor, when it changed."""

@@ -496,20 +496,19 @@ class SweepSpec(_Spec):
         paths = {key for key in self.search_space if not key.startswith(f"{VARIANTS}.")}
         return paths | {path for variants in self.variants.values() for v in variants.values() for path in v}
 
+    def train_every(self, config: BaseModel) -> int:
+        """Iterations between two logged points of a trial's training metrics (`mlflow.train_points` per run)."""
+        return max(1, config.total_iters // self.mlflow.train_points)
+
     def description(self) -> dict[str, Any]:
-        """What the sweep's parent run shows as params: the sweep's own keys, the search space (each domain as
-        YAML-like text, each variants axis as its names), and of the config only the fixed paths, the values every
-        trial runs with (not the base values that a search or a variant replaces)."""
+        """What the sweep's parent run shows as params (nested like the sweep file): the sweep's own keys, the
+        search space (each domain as JSON, each variants axis as its names), and of the config only the fixed
+        paths, the values every trial runs with (not the base values that a search or a variant replaces)."""
         data = self.to_dict()
-        searched = self.searched_paths()
-        config = {
-            path: value
-            for path, value in _flat(data.pop("config") or {}).items()
-            if not any(path == s or path.startswith(f"{s}.") for s in searched)
-        }
-        space = {f"search_space.{key}": json.dumps(domain) for key, domain in data.pop("search_space").items()}
-        variants = {f"variants.{axis}": json.dumps(list(names)) for axis, names in data.pop("variants").items()}
-        return {**_flat(data), **space, **variants, **{f"config.{path}": value for path, value in config.items()}}
+        data["config"] = _without(data["config"] or {}, self.searched_paths())
+        data["search_space"] = {key: json.dumps(domain) for key, domain in data["search_space"].items()}
+        data["variants"] = {axis: json.dumps(list(names)) for axis, names in data["variants"].items()}
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict, the same shape as the YAML file (`from_dict` reads it back)."""
@@ -526,15 +525,10 @@ class SweepSpec(_Spec):
             raise _spec_error(error, data, source) from None
 
 
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}; lists and empty mappings stay values."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+def _without(config: dict[str, Any], paths: set[str], prefix: str = "") -> dict[str, Any]:
+    """`config` (nested) less the dotted `paths` and everything below them."""
+    return {key: _without(value, paths, f"{prefix}{key}.") if isinstance(value, dict) else value
+            for key, value in config.items() if f"{prefix}{key}" not in paths}  # fmt: skip
 
 
 def _variant_error(where: tuple, overrides: dict[str, Any], error: dict, together_with: str = "") -> ValidationError:

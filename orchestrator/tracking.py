@@ -282,8 +282,8 @@ class SweepTracker:
         params: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
     ) -> str:
-        """Open (or reopen, on resume) the sweep's parent run and log the sweep once: `params` (default: the
-        sweep flattened), `tags` (e.g. `provenance_tags`) and the whole sweep as sweep.json."""
+        """Open (or reopen, on resume) the sweep's parent run and log the sweep once: `params` flattened (default:
+        the sweep), `tags` (e.g. `provenance_tags`) and the whole sweep as sweep.json."""
         if parent_run_id is not None:
             _retry(lambda: self.client.update_run(parent_run_id, status="RUNNING"), "reopening the parent run")
             return parent_run_id
@@ -293,7 +293,7 @@ class SweepTracker:
             "creating the parent run",
         )
         run_id = run.info.run_id
-        self._log_params(run_id, flatten(sweep) if params is None else params)
+        self._log_params(run_id, flatten(sweep if params is None else params))
         self.log_text(run_id, json.dumps(sweep, indent=2, default=str), "sweep.json")
         return run_id
 
@@ -423,15 +423,8 @@ class SweepTracker:
     def trial_histories(self, parent_run_id: str, status: str = "FINISHED") -> list[TrialHistory]:
         """The sweep's trial runs in `status`, oldest first, each with its params and every metric's history:
         what a workload's sweep summary reads (`registry.Family.summary`)."""
-        runs = _retry(
-            lambda: self.client.search_runs(
-                [self.experiment_id],
-                filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = '{status}'",
-                order_by=["attributes.start_time ASC"],
-                max_results=10_000,
-            ),
-            "searching for the trials' runs",
-        )
+        where = f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = '{status}'"
+        runs = _search_runs(self.client, self.experiment_id, where, "searching for the trials' runs")
         trials = []
         for run in runs:
             run_id = run.info.run_id
@@ -441,6 +434,12 @@ class SweepTracker:
                 histories[key] = sorted((m.step, m.value) for m in history)
             trials.append(TrialHistory(run.info.run_name, run_id, dict(run.data.params), histories))
         return trials
+
+    def kill_running_trials(self, parent_run_id: str) -> None:
+        """End as KILLED the sweep's trial runs still RUNNING (an interrupted or failed sweep)."""
+        where = f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
+        for run in _search_runs(self.client, self.experiment_id, where, "searching for running trials"):
+            self.end_run(run.info.run_id, "KILLED")
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         batch = [Param(k, _param_value(v)) for k, v in params.items()]
@@ -459,11 +458,16 @@ def _param_value(value: Any) -> str:
     return text[:_PARAM_VALUE_MAX]
 
 
+def _search_runs(
+    client: MlflowClient, experiment_id: str, where: str, what: str, newest_first: bool = False, most: int = 10_000
+) -> list:
+    """The experiment's runs matching the filter `where`, by start time (oldest first unless `newest_first`)."""
+    order = ["attributes.start_time DESC" if newest_first else "attributes.start_time ASC"]
+    return _retry(partial(client.search_runs, [experiment_id], where, order_by=order, max_results=most), what)
+
+
 def find_trial_run(client: MlflowClient, experiment_id: str, trial_id: str) -> str | None:
-    runs = _retry(
-        lambda: client.search_runs([experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}'", max_results=1),
-        "searching for a trial's run",
-    )
+    runs = _search_runs(client, experiment_id, f"tags.`{TRIAL_TAG}` = '{trial_id}'", "searching for a trial's run")
     return runs[0].info.run_id if runs else None
 
 
@@ -705,25 +709,11 @@ def trial_table(tracking_uri: str, experiment: str, metric: str | None = None, m
     found = _retry(lambda: client.get_experiment_by_name(experiment), f"reading experiment {experiment!r}")
     if found is None:
         raise OrchestratorError(f"MLflow store {tracking_uri}: no experiment named {experiment!r}.")
-    parents = _retry(
-        lambda: client.search_runs(
-            [found.experiment_id],
-            filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        ),
-        "searching for the sweep's run",
-    )
+    sweep_runs = f"tags.`{ROLE_TAG}` = 'sweep'"
+    parents = _search_runs(client, found.experiment_id, sweep_runs, "searching for the sweep's run", True, 1)
     parent_filter = f" and tags.`{PARENT_TAG}` = '{parents[0].info.run_id}'" if parents else ""
-    runs = _retry(
-        lambda: client.search_runs(
-            [found.experiment_id],
-            filter_string=f"tags.`{ROLE_TAG}` = 'trial'{parent_filter}",
-            order_by=["attributes.start_time ASC"],
-            max_results=10_000,
-        ),
-        "searching for the trials' runs",
-    )
+    trial_runs = f"tags.`{ROLE_TAG}` = 'trial'{parent_filter}"
+    runs = _search_runs(client, found.experiment_id, trial_runs, "searching for the trials' runs")
     workload = None
     if parents:
         metric = metric or parents[0].data.params.get("tune.metric")

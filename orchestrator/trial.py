@@ -108,7 +108,7 @@ def run_trial(point: dict[str, Any], spec: SweepSpec, tracking: dict[str, str] |
     config = spec.resolved_config(point)
     context = tune.get_context()
     trial_id = context.get_trial_id()
-    train_every = max(1, config.total_iters // spec.mlflow.train_points)
+    train_every = spec.train_every(config)
     ctx = TrialContext(spec, config, trial_seed(spec.seed, trial_id), trial_id, train_every)
     artifacts = TrialArtifacts(tracking["tracking_uri"], tracking["experiment_id"], trial_id) if tracking else None
 

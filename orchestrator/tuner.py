@@ -248,7 +248,7 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: str | Path | None
         tuner = _tuner(handle, tracker, resume=resume_path is not None)
         results = tuner.fit()
         handle.failed_trials = sum(r.error is not None for r in results)
-        if any(r.error is None and not _trial_done(r, handle.spec) for r in results):
+        if any(r.error is None and not trial_done(r.metrics, r.config, handle.spec) for r in results):
             status = "KILLED"
         elif len(results) and handle.failed_trials == len(results):
             status = "FAILED"
@@ -265,23 +265,10 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: str | Path | None
     finally:
         tracker.end_run(handle.parent_run_id, status)
         if status != "FINISHED":
-            _mark_running_killed(tracker, handle)
+            tracker.kill_running_trials(handle.parent_run_id)
     if status == "KILLED":
         print(f"sweep interrupted; continue it with: python -m orchestrator resume {handle.path}", flush=True)
     return handle, status
-
-
-def _trial_done(result: Any, spec: SweepSpec | None = None) -> bool:
-    """`callbacks.trial_done` of a Tune result (its last metrics and its config)."""
-    return trial_done(result.metrics, result.config, spec)
-
-
-def _mark_running_killed(tracker: SweepTracker, handle: SweepHandle) -> None:
-    for run in tracker.client.search_runs(
-        [handle.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{handle.parent_run_id}'"
-    ):
-        if run.info.status == "RUNNING":
-            tracker.end_run(run.info.run_id, "KILLED")
 
 
 def init_ray(address: str | None) -> None:

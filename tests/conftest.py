@@ -43,6 +43,15 @@ def orchestrator_cli(*args: str, cwd: Path, timeout: float = 300, **popen) -> su
     )
 
 
+def smoke_run(sweep: str, folder: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`python -m orchestrator run sweeps/<sweep> --smoke` with its MLflow store (`folder/m.db`) and Tune's folder in
+    `folder`, and `--set` for each override."""
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    return orchestrator_cli("run", str(ROOT / "sweeps" / sweep), "--smoke", "--tracking-uri",
+                            f"sqlite:///{folder / 'm.db'}", "--set", f"storage_path={folder / 'ray_results'}", *sets,
+                            cwd=folder)  # fmt: skip
+
+
 TINY_SWEEP = """
 name: {name}
 workload: samplers

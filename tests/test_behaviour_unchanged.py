@@ -58,10 +58,8 @@ RUNS = {
 """Trial name -> its family, config (on top of the family's smoke config where `smoke`) and resources."""
 
 
-def run_family(name: str) -> dict[str, float]:
-    """The trial's metrics at every report, {'<step>/<metric>': value}, timing left out."""
-    import ray
-
+def build_driver(name: str, trial_id: str):
+    """The trial driver of `RUNS[name]` (small, fixed seed 7), its actors started on the running Ray."""
     from orchestrator.placement import TrialContext
     from orchestrator.registry import get_family
     from orchestrator.spec import SweepSpec
@@ -77,9 +75,14 @@ def run_family(name: str) -> dict[str, float]:
         }
     )
     config = spec.config.smoke().model_copy(update=run.get("config", {})) if run.get("smoke") else spec.config
-    driver = get_family(spec.workload).load_driver()(
-        TrialContext(spec=spec, config=config, seed=7, trial_id=f"{name}_00000")
-    )
+    return get_family(spec.workload).load_driver()(TrialContext(spec=spec, config=config, seed=7, trial_id=trial_id))
+
+
+def run_family(name: str) -> dict[str, float]:
+    """The trial's metrics at every report, {'<step>/<metric>': value}, timing left out."""
+    import ray
+
+    driver = build_driver(name, f"{name}_00000")
     found: dict[str, float] = {}
     try:
         while not driver.finished:

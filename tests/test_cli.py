@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, orchestrator_cli, write_tiny_sweep
+from tests.conftest import ROOT, orchestrator_cli, smoke_run, write_tiny_sweep
 
 
 def _runs(db: Path, experiment: str):
@@ -49,16 +49,7 @@ def test_run_with_a_bad_override_fails_cleanly(tmp_path):
 
 def test_smoke_sweep_end_to_end(tmp_path):
     db = tmp_path / "m.db"
-    result = orchestrator_cli(
-        "run",
-        str(ROOT / "sweeps" / "samplers.yaml"),
-        "--smoke",
-        "--tracking-uri",
-        f"sqlite:///{db}",
-        "--set",
-        f"storage_path={tmp_path / 'ray_results'}",
-        cwd=tmp_path,
-    )
+    result = smoke_run("samplers.yaml", tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "FINISHED" in result.stdout and "mlflow ui" in result.stdout
     client, parents, children = _runs(db, "samplers-25gmm")
@@ -88,16 +79,7 @@ def test_smoke_sweep_end_to_end(tmp_path):
 def test_benchmark_sweep_smoke_then_results_table(tmp_path):
     """Variant names travel through Tune and MLflow (param names may not contain '+'), and back into the table."""
     db = tmp_path / "m.db"
-    result = orchestrator_cli(
-        "run",
-        str(ROOT / "sweeps" / "samplers_benchmark.yaml"),
-        "--smoke",
-        "--tracking-uri",
-        f"sqlite:///{db}",
-        "--set",
-        f"storage_path={tmp_path / 'ray_results'}",
-        cwd=tmp_path,
-    )
+    result = smoke_run("samplers_benchmark.yaml", tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     _, parents, children = _runs(db, "samplers-benchmark")
     assert len(parents) == 1 and len(children) == 2

@@ -34,7 +34,8 @@ from orchestrator.spec import load_sweep
 from orchestrator.tracking import RETRY_BUDGET_ENV, SweepTracker, _retry, _transient
 from orchestrator.trial import from_checkpoint, load_state, save_state, to_checkpoint
 from orchestrator.tuner import SweepHandle, run_sweep
-from tests.conftest import ROOT, orchestrator_cli, write_tiny_sweep
+from tests.conftest import ROOT, orchestrator_cli, smoke_run, write_tiny_sweep
+from tests.test_behaviour_unchanged import build_driver
 
 # ---------------------------------------------------------------- stores that cannot be written
 
@@ -226,22 +227,10 @@ def test_a_sweep_whose_trial_fails_exits_1_with_a_failed_parent(tmp_path):
     """The trial's learner cannot make its cache folder (a file is in the way): the trial fails at its start."""
     (tmp_path / "afile").write_text("x")
     db = tmp_path / "m.db"
-    result = orchestrator_cli(
-        "run",
-        str(ROOT / "sweeps" / "torsional.yaml"),
-        "--smoke",
-        "--tracking-uri",
-        f"sqlite:///{db}",
-        "--set",
-        f"storage_path={tmp_path / 'ray_results'}",
-        "--set",
-        f"config.cache_dir={tmp_path / 'afile' / 'cache'}",
-        "--set",
-        "tune.num_samples=1",
-        "--set",
-        "search_space={}",
-        cwd=tmp_path,
-    )
+    result = smoke_run(
+        "torsional.yaml", tmp_path, f"config.cache_dir={tmp_path / 'afile' / 'cache'}", "tune.num_samples=1",
+        "search_space={}"
+    )  # fmt: skip
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert "1 trial failed" in result.stderr
     client = MlflowClient(f"sqlite:///{db}")
@@ -255,21 +244,8 @@ def test_a_sweep_whose_trial_fails_exits_1_with_a_failed_parent(tmp_path):
 def test_a_clean_finish_prints_no_traceback(tmp_path):
     """The torsional learner holds its energy workers' handles: ended by Ray's SIGTERM at the trial's exit, it printed
     `Exception ignored in: ActorHandle.__del__ ... SystemExit`."""
-    result = orchestrator_cli(
-        "run",
-        str(ROOT / "sweeps" / "torsional.yaml"),
-        "--smoke",
-        "--tracking-uri",
-        f"sqlite:///{tmp_path / 'm.db'}",
-        "--set",
-        f"storage_path={tmp_path / 'ray_results'}",
-        "--set",
-        f"config.cache_dir={tmp_path / 'cache'}",
-        "--set",
-        "tune.num_samples=1",
-        "--set",
-        "search_space={}",
-        cwd=tmp_path,
+    result = smoke_run(
+        "torsional.yaml", tmp_path, f"config.cache_dir={tmp_path / 'cache'}", "tune.num_samples=1", "search_space={}"
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
@@ -342,27 +318,6 @@ def test_the_parent_run_says_when_a_sweep_did_not_finish(ray_cluster, tmp_path, 
 # ---------------------------------------------------------------- on the module's Ray (last: it holds 2 CPUs)
 
 
-def _driver(name: str, trial_id: str):
-    """The trial driver of tests/test_behaviour_unchanged.py's trial `name` (small, fixed seed)."""
-    from orchestrator.placement import TrialContext
-    from orchestrator.registry import get_family
-    from orchestrator.spec import SweepSpec
-    from tests.test_behaviour_unchanged import RUNS
-
-    run = RUNS[name]
-    spec = SweepSpec.from_dict(
-        {
-            "name": name,
-            "workload": run["workload"],
-            "config": run.get("config", {}),
-            "resources": run["resources"],
-            "tune": {"metric": "train/loss", "mode": "min"},
-        }  # fmt: skip
-    )
-    config = spec.config.smoke().model_copy(update=run.get("config", {})) if run.get("smoke") else spec.config
-    return get_family(spec.workload).load_driver()(TrialContext(spec=spec, config=config, seed=7, trial_id=trial_id))
-
-
 @pytest.mark.parametrize("name", ["samplers-tb-replay", "torsional-vargrad", "sed", "wcst"])
 def test_every_familys_state_round_trips_through_a_weights_only_checkpoint(ray_cluster, tmp_path, name):
     """A driver's state after one report, saved and read back weights-only, loads into a new driver of the trial,
@@ -373,7 +328,7 @@ def test_every_familys_state_round_trips_through_a_weights_only_checkpoint(ray_c
         for actor in driver.actors():
             ray.kill(actor)
 
-    first = _driver(name, f"{name}_00000")
+    first = build_driver(name, f"{name}_00000")
     try:
         first.advance()
         state = first.state()
@@ -381,7 +336,7 @@ def test_every_familys_state_round_trips_through_a_weights_only_checkpoint(ray_c
         stop(first)
     save_state(state, tmp_path / "state.pt")
     torch.load(tmp_path / "state.pt", weights_only=True)  # what a weights-only reader sees loads as it is
-    second = _driver(name, f"{name}_00001")
+    second = build_driver(name, f"{name}_00001")
     try:
         second.load_state(load_state(tmp_path / "state.pt"))
         assert second.step == first.step

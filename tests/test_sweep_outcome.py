@@ -8,13 +8,13 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.callbacks import trial_name
 from orchestrator.spec import load_sweep
-from orchestrator.tracking import SweepOutcome, SweepTracker, TrialOutcome, provenance_tags
+from orchestrator.tracking import SweepOutcome, SweepTracker, TrialOutcome, flatten, provenance_tags
 from tests.conftest import ROOT
 
 
 def test_parent_params_keep_fixed_config_and_the_search_space():
     spec = load_sweep(ROOT / "sweeps" / "samplers_benchmark.yaml")
-    params = spec.description()
+    params = flatten(spec.description())
     searched = spec.searched_paths()
     assert "loss" in searched and "target" in searched  # set by the method and target variants
     assert not any(key.removeprefix("config.") in searched for key in params if key.startswith("config."))

@@ -9,9 +9,10 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
 from ray.tune.search.optuna import OptunaSearch
 
+from orchestrator.callbacks import trial_done
 from orchestrator.placement import trial_bundles
 from orchestrator.spec import load_sweep
-from orchestrator.tuner import _scheduler, _search, _stop, _trial_done, param_space
+from orchestrator.tuner import _scheduler, _search, _stop, param_space
 from tests.conftest import ROOT
 
 SWEEP = ROOT / "sweeps" / "samplers.yaml"
@@ -62,6 +63,6 @@ def test_a_restored_trial_is_done_at_its_config_budget(sweep):
     point = {key: (domain.values[0] if domain.values else domain.low) for key, domain in spec.search_space.items()}
     budget = spec.resolved_config(point).total_iters
     result = SimpleNamespace(config=point, metrics={"step": budget, "training_iteration": 1})
-    assert _trial_done(result, spec)
+    assert trial_done(result.metrics, result.config, spec)
     result.metrics["step"] = budget - 1
-    assert not _trial_done(result, spec)
+    assert not trial_done(result.metrics, result.config, spec)
