@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 	touch $@
 
-.PHONY: setup run smoke ui test test-slow test-py312 lint format validate device-wheels
+.PHONY: setup run smoke ui ui-check test test-slow test-py312 lint format validate device-wheels
 setup: $(VENV)/.installed
 
 run: $(VENV)/.installed
@@ -25,6 +25,11 @@ smoke: $(VENV)/.installed
 # The MLflow UI on this machine only (loopback), over the store `make run` writes.
 ui: $(VENV)/.installed
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
+
+# The MLflow UI as a researcher sees it, in headless Chromium (apt-get install chromium): a smoke sweep, its pages
+# rendered and checked; pages, screenshots and the store in ./ui-check (tests/ui_check.py).
+ui-check: $(VENV)/.installed
+	$(PYTHON) tests/ui_check.py --smoke sweeps/wcst.yaml --out ui-check
 
 validate: $(VENV)/.installed
 	$(PYTHON) -m orchestrator validate sweeps/*.yaml
@@ -40,8 +45,10 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# The long checks (CI runs them after `make test`). RAY_AUTH_MODE=token: every Ray they start has token
+# authentication on, whatever the environment says; the tests that start a cluster give it a token of their own.
 test-slow: $(VENV)/.installed
-	$(PYTHON) -m pytest -q -m slow
+	RAY_AUTH_MODE=token $(PYTHON) -m pytest -q -m slow
 
 # Python 3.12 (the GPU machines' version): the same install in its own venv, and the checks that import every
 # module and run every family's trial. PYTHON312 defaults to a python3.12 on the PATH, else pyenv's.

@@ -290,10 +290,25 @@ class PoolEnergyFn:
 
     `submit(requests) -> handle` sends the batch and returns at once (the learner samples its next
     batch meanwhile); `result(handle)` gathers it in order; `fn(requests)` is result(submit(requests)).
-    Handed to a learner actor; structures are registered with the workers on first sight."""
+    Handed to a learner actor; structures are registered with the workers on first sight.
 
-    def __init__(self, workers: list[Any], chunk_size: int = 4096, max_in_flight: int = 2):
-        self.pool = EnergyPool(workers, chunk_size=chunk_size, max_in_flight=max_in_flight)
+    `workers`: actor handles, or the names of named actors in `namespace`, looked up on first use. A learner
+    actor's constructor gets names: an actor handle there is an object reference, which Ray does not keep for
+    the actor's restart (ray-project/ray#53727), while a name finds the same actor, restarted or not."""
+
+    def __init__(
+        self, workers: list[Any], chunk_size: int = 4096, max_in_flight: int = 2, namespace: str | None = None
+    ):
+        self._workers, self._namespace = list(workers), namespace
+        self._chunk_size, self._max_in_flight = chunk_size, max_in_flight
+        self._pool: EnergyPool | None = None
+
+    @property
+    def pool(self) -> EnergyPool:
+        if self._pool is None:
+            handles = [ray.get_actor(w, namespace=self._namespace) if isinstance(w, str) else w for w in self._workers]
+            self._pool = EnergyPool(handles, chunk_size=self._chunk_size, max_in_flight=self._max_in_flight)
+        return self._pool
 
     def submit(self, requests: list[tuple[Any, np.ndarray]]) -> int:
         new = {

@@ -24,7 +24,7 @@ import torch
 from actors.learner import figure_png
 from workloads.ensembles.config import SEDConfig
 from workloads.ensembles.coordinator import MemberStepResult, MemberUpdate
-from workloads.ensembles.data import Batch
+from workloads.ensembles.data import Batch, train_set
 from workloads.ensembles.members import make_host
 
 
@@ -46,12 +46,11 @@ class EnsembleEvaluation:
 
 
 class EnsembleMemberRole:
-    def __init__(
-        self, config: SEDConfig, members: list[int], seed: int, num_cpus: float = 1.0, train: Batch | None = None
-    ):
-        """`train` (heads mode, first actor only): the set its extractor is pretrained on."""
+    def __init__(self, config: SEDConfig, members: list[int], seed: int, num_cpus: float = 1.0, pretrain: bool = False):
+        """`pretrain` (heads mode, first actor only): pretrain the extractor on the training set, built here from
+        the config (deterministic in it, as the driver's copy)."""
         self._device = _device_and_threads(num_cpus)
-        self.host = make_host(config, members, seed, self._device, train)
+        self.host = make_host(config, members, seed, self._device, train_set(config) if pretrain else None)
 
     def ping(self) -> None:
         """Answers once the actor is alive."""

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
+from orchestrator.registry import get_family
 from orchestrator.spec import SweepSpec
 from orchestrator.tracking import (
     IMAGES_KEY,
@@ -21,9 +24,12 @@ from orchestrator.tracking import (
     SweepOutcome,
     SweepTracker,
     TrialOutcome,
+    dataset_input,
     flatten,
     provenance_tags,
 )
+
+log = logging.getLogger(__name__)
 
 # Bookkeeping keys of a Tune result that are not the workload's metrics.
 _TUNE_KEYS = {
@@ -61,15 +67,26 @@ def trial_error_text(trial: Any) -> str:
 
 
 class MlflowCallback(Callback):
-    """One child run per trial under the sweep's parent run; metrics by workload step."""
+    """One child run per trial under the sweep's parent run; metrics by workload step. Its writes wait in the
+    driver's outbox (`outbox`, a folder) while the store is away."""
 
-    def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, spec: SweepSpec):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        parent_run_id: str,
+        spec: SweepSpec,
+        outbox: str | None = None,
+        experiment_id: str | None = None,
+    ):
+        """With `experiment_id` given, the driver's writes never wait for the store (it is not asked for it)."""
         self.tracking_uri, self.experiment, self.parent_run_id, self.spec = (
             tracking_uri,
             experiment,
             parent_run_id,
             spec,
         )
+        self.outbox, self.experiment_id = outbox, experiment_id
         self._tracker: SweepTracker | None = None
         self._placement: dict[str, dict[str, str]] = {}  # trial id -> the placement last tagged
         self._outcome: dict[str, TrialOutcome] = {}  # trial id -> its row of the sweep's table
@@ -81,18 +98,25 @@ class MlflowCallback(Callback):
     @property
     def tracker(self) -> SweepTracker:
         if self._tracker is None:
-            self._tracker = SweepTracker(self.tracking_uri, self.experiment)
+            self._tracker = SweepTracker(  # (outbox and experiment_id: absent from a callback pickled before them)
+                self.tracking_uri, self.experiment, self.__dict__.get("outbox"), self.__dict__.get("experiment_id")
+            )
         return self._tracker
+
+    def run_name(self, trial_id: str) -> str | None:
+        """The trial's MLflow run name, once its run is opened."""
+        row = self.__dict__.get("_outcome", {}).get(trial_id)
+        return None if row is None else row.name
 
     def _run(self, trial: Any) -> str:
         known = self.tracker.run_of_trial(trial.trial_id)
         if known is not None:
             return known
         point = trial.config  # {dotted key: value}
-        config = self.spec.resolved_config(point).model_dump(mode="json")
+        resolved = self.spec.resolved_config(point)
         params = {  # the searched values first
             "sampled": point,
-            "config": config,
+            "config": resolved.model_dump(mode="json"),
             "seed": self.spec.seed,
             "workload": self.spec.workload,
             "resources": self.spec.resources.model_dump(mode="json"),
@@ -100,9 +124,10 @@ class MlflowCallback(Callback):
         names = {row.name for row in self.__dict__.setdefault("_outcome", {}).values()}
         name = trial_name(point, trial.trial_id, self.spec.tune.num_samples > 1, names)
         tags = provenance_tags(self.spec.source)
-        run_id = self.tracker.trial_run(self.parent_run_id, trial.trial_id, name, flatten(params), tags)
-        self._outcome.setdefault(trial.trial_id, TrialOutcome(name, run_id, "RUNNING", dict(point), {}))
-        return run_id
+        inputs = _inputs(self.spec.workload, resolved)
+        run = self.tracker.trial_run(self.parent_run_id, trial.trial_id, name, flatten(params), tags, inputs)
+        self._outcome.setdefault(trial.trial_id, TrialOutcome(name, run, "RUNNING", dict(point), {}))
+        return run
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._run(trial)
@@ -150,6 +175,16 @@ class MlflowCallback(Callback):
         self._outcome[trial.trial_id].status = status
         outcome = SweepOutcome(self.spec.tune.metric, self.spec.tune.mode, list(self._outcome.values()))
         self.tracker.log_sweep_outcome(self.parent_run_id, outcome)
+
+
+def _inputs(workload: str, config: Any) -> list[dict[str, Any]]:
+    """The trial's data sets as MLflow dataset inputs (`Family.datasets`); a failure is a warning, not a failed
+    sweep: they describe the run, the run does not need them."""
+    try:
+        return [dataset_input(d.name, d.context, d.frame, d.source) for d in get_family(workload).input_data(config)]
+    except Exception as error:
+        log.warning("the data sets of workload %s were not logged: %s", workload, error)
+        return []
 
 
 def thinned(history: list, every: int) -> list[tuple[int, dict[str, float]]]:
@@ -209,8 +244,16 @@ class ProgressCallback(Callback):
     """Trials done / running / waiting / stopped / failed and the best metric so far, at most every `every_s`.
     A trial Tune terminated without its end (the sweep was interrupted) counts as stopped, not done."""
 
-    def __init__(self, metric: str, mode: str, every_s: float = 10.0, spec: SweepSpec | None = None):
-        self.metric, self.mode, self.every_s, self.spec = metric, mode, every_s, spec
+    def __init__(
+        self,
+        metric: str,
+        mode: str,
+        every_s: float = 10.0,
+        spec: SweepSpec | None = None,
+        run_name: Callable[[str], str | None] | None = None,
+    ):
+        """`run_name(trial_id)`: the name a trial has in MLflow (`MlflowCallback.run_name`), shown for the best."""
+        self.metric, self.mode, self.every_s, self.spec, self.run_name = metric, mode, every_s, spec, run_name
         self.started = time.monotonic()
         self.last_print = 0.0
         self.best: tuple[float, str, int] | None = None
@@ -220,7 +263,9 @@ class ProgressCallback(Callback):
         if isinstance(value, (int, float)):
             better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
             if better:
-                self.best = (float(value), str(trial), int(result.get("step", 0)))
+                run_name = self.__dict__.get("run_name")  # (absent from a callback pickled before it existed)
+                name = (run_name(trial.trial_id) if run_name else None) or str(trial)
+                self.best = (float(value), name, int(result.get("step", 0)))
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.monotonic()

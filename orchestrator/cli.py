@@ -58,8 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--address")
     resume.add_argument(
         "--storage-path",
-        help="where to look for a sweep given by name (default $ORCHESTRATOR_STORAGE_PATH, else ./ray_results)",
+        help="where to look for a sweep given by name (default $ORCHESTRATOR_STORAGE_PATH, else ./ray_results; "
+        "~/ray_results under ray job submit)",
     )
+
+    sync = commands.add_parser(
+        "sync", help="send a sweep's MLflow writes that waited for an unreachable store (its outbox)"
+    )
+    sync.add_argument("sweep", help="the sweep folder `run` printed, or the sweep's name")
+    sync.add_argument("--storage-path", help="where to look for a sweep given by name (as for resume)")
 
     report = commands.add_parser("report", help="the trial table of a sweep, from MLflow")
     report.add_argument(
@@ -114,7 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_stores(spec, tracking_uri)  # in seconds, before Ray starts
     init_ray(args.address)
     handle, status = run_sweep(spec, tracking_uri)
-    _print_table(handle.tracking_uri, spec.mlflow.experiment, spec.tune.metric, spec.tune.mode)
+    if not handle.unsent:  # else the store is away, and run_sweep said so
+        _print_table(handle.tracking_uri, spec.mlflow.experiment, spec.tune.metric, spec.tune.mode)
     return _exit_code(handle, status)
 
 
@@ -127,8 +135,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
     init_ray(args.address)
     handle, status = run_sweep(handle.spec, handle.tracking_uri, resume_path=path)
     spec = handle.spec
-    _print_table(handle.tracking_uri, spec.mlflow.experiment, spec.tune.metric, spec.tune.mode)
+    if not handle.unsent:
+        _print_table(handle.tracking_uri, spec.mlflow.experiment, spec.tune.metric, spec.tune.mode)
     return _exit_code(handle, status)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """0 when nothing waits any more, 1 when the store still did not take everything."""
+    from orchestrator.tuner import find_sweep, sync_sweep
+
+    handle, sent, left = sync_sweep(find_sweep(args.sweep, args.storage_path))
+    print(f"sweep {handle.spec.name}: {sent} MLflow writes sent to {handle.tracking_uri}, {left} still wait in "
+          f"{handle.outbox}")  # fmt: skip
+    return EXIT_TRIALS_FAILED if left else 0
 
 
 def _exit_code(handle: SweepHandle, status: str) -> int:
@@ -221,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # commands print lines, not bars
     args = _parser().parse_args(argv)
-    commands = {"run": cmd_run, "validate": cmd_validate, "resume": cmd_resume, "report": cmd_report}
+    commands = {"run": cmd_run, "validate": cmd_validate, "resume": cmd_resume, "report": cmd_report, "sync": cmd_sync}
     commands.update({module.COMMAND: module.run for module in _family_commands()})
     command = commands[args.command]
     try:

@@ -48,7 +48,11 @@ class ActorDriver:
 
 def start_learner(ctx: TrialContext, learner_class: type, **learner_kwargs: Any) -> Any:
     """The trial's learner actor, in the learner's bundle, wrapping `learner_class` (a plain learner of
-    workloads/, built with the trial's config and seed and `learner_kwargs`)."""
+    workloads/, built with the trial's config and seed and `learner_kwargs`).
+
+    Ray re-runs the constructor with these arguments when it restarts the actor, but keeps no object reference
+    for that (ray-project/ray#53727): `learner_kwargs` are small values to rebuild from (names, not actor handles;
+    no ObjectRef, nothing over Ray's 100 KB inline limit). tests/test_actor_arguments.py checks every family."""
     options = ctx.actor_options("learner")
     return (
         ray.remote(Learner)

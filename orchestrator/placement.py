@@ -306,6 +306,11 @@ class TrialContext:
     def cpus(self, role: str) -> float:
         return self._resources[role].cpus
 
+    def actor_name(self, role: str, index: int = 0) -> str:
+        """The name of a role's actor, unique in ACTOR_NAMESPACE: `ray.get_actor(name, namespace=ACTOR_NAMESPACE)`
+        finds it, restarted or not."""
+        return f"{self.trial_id}.{role}.{index}"
+
     def actor_options(self, role: str, index: int = 0) -> dict[str, Any]:
         resources = self._resources[role]
         options: dict[str, Any] = {
@@ -313,7 +318,7 @@ class TrialContext:
             "num_gpus": resources.gpus,
             "max_restarts": -1,
             "max_task_retries": 0,
-            "name": f"{self.trial_id}.{role}.{index}",
+            "name": self.actor_name(role, index),
             "namespace": ACTOR_NAMESPACE,
         }
         if resources.custom:

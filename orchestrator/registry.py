@@ -48,6 +48,9 @@ class Family:
     report_table: str | None = None
     """"module:function" behind `report --table`: (finished trials as `tracking.TrialRow`, the variants axis of
     the rows) -> (table rows, header first; note lines)."""
+    datasets: str | None = None
+    """"module:function" (the trial's resolved config) -> [InputData]: the data a trial reads, logged as MLflow
+    dataset inputs of its run (lists of inputs, image sets)."""
     commands: tuple[str, ...] = ()
     """Modules that each add one subcommand to `python -m orchestrator` (see `cli.py`: COMMAND, HELP,
     add_arguments(parser), run(args) -> exit code)."""
@@ -60,6 +63,24 @@ class Family:
 
     def load_report_table(self) -> Any:
         return None if self.report_table is None else import_path(self.report_table)
+
+    def input_data(self, config: Any) -> list[InputData]:
+        return [] if self.datasets is None else list(import_path(self.datasets)(config))
+
+
+@dataclass(frozen=True)
+class InputData:
+    """A data set a trial reads, as its run's MLflow dataset input (`mlflow.data.from_pandas`)."""
+
+    name: str
+    """e.g. 'digits-train'."""
+    context: str
+    """MLflow's `mlflow.data.context` tag: 'training', 'evaluation', ..."""
+    frame: Any
+    """A pandas DataFrame: the data itself where it is small (a list of inputs), else one row per item or split
+    that describes it (sizes, labels, generator settings); its content hash is the dataset's digest."""
+    source: str
+    """Where it comes from, e.g. 'config.train_smiles' or 'sklearn.datasets.load_digits'."""
 
 
 def family_names() -> list[str]:

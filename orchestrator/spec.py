@@ -314,7 +314,8 @@ class SweepSpec(_Spec):
     mlflow: MlflowSpec = Field(default_factory=MlflowSpec)
     storage_path: str | None = None
     """Tune storage (results, checkpoints): a local folder or a URI that pyarrow opens (s3://bucket/prefix,
-    gs://..., file://...); None: $ORCHESTRATOR_STORAGE_PATH, else `./ray_results`."""
+    gs://..., file://...); None: $ORCHESTRATOR_STORAGE_PATH, else `./ray_results` (`~/ray_results` under
+    `ray job submit`)."""
     source: Path | None = Field(None, exclude=True)
     """The file this spec was loaded from."""
 

@@ -18,8 +18,15 @@ import pyarrow.fs as pafs
 from orchestrator.errors import OrchestratorError
 
 DEFAULT_ROOT = "ray_results"
+JOB_DEFAULT_ROOT = "~/ray_results"
+"""The default under `ray job submit --working-dir`: Ray Tune's own default folder, on the machine of the job's
+driver (the head)."""
 STORAGE_ENV = "ORCHESTRATOR_STORAGE_PATH"
 """The default storage when a sweep sets no `storage_path` (the cluster files set it on the head)."""
+RAY_WORKING_DIR_COPIES = ("runtime_resources", "working_dir_files")
+"""Where Ray unpacks a job's `working_dir` (`<session>/runtime_resources/working_dir_files/_ray_pkg_<hash>/`), the
+job's working directory. Ray deletes such a copy once no job uses it (and a changed working tree is another copy),
+so Tune's folder must not be in it: `resume` would find nothing."""
 
 
 def is_uri(location: str | os.PathLike) -> bool:
@@ -35,9 +42,18 @@ def normalize(location: str | os.PathLike) -> str:
     return str(Path(text).expanduser().resolve())
 
 
+def in_ray_working_dir_copy(folder: str | os.PathLike) -> bool:
+    """Whether `folder` lies in a copy of a job's working_dir that Ray unpacked (RAY_WORKING_DIR_COPIES)."""
+    parts = Path(folder).resolve().parts
+    n = len(RAY_WORKING_DIR_COPIES)
+    return any(parts[i : i + n] == RAY_WORKING_DIR_COPIES for i in range(len(parts) - n + 1))
+
+
 def root(storage_path: str | None) -> str:
-    """The folder that holds sweeps: `storage_path`, else $ORCHESTRATOR_STORAGE_PATH, else ./ray_results."""
-    return normalize(storage_path or os.environ.get(STORAGE_ENV) or DEFAULT_ROOT)
+    """The folder that holds sweeps: `storage_path`, else $ORCHESTRATOR_STORAGE_PATH, else ./ray_results, or
+    ~/ray_results when the working directory is Ray's copy of a job's working_dir."""
+    default = JOB_DEFAULT_ROOT if in_ray_working_dir_copy(Path.cwd()) else DEFAULT_ROOT
+    return normalize(storage_path or os.environ.get(STORAGE_ENV) or default)
 
 
 def _split(location: str) -> tuple[str, str]:

@@ -3,7 +3,8 @@
 A workload opts in with `Family.summary = "module:function"`; the function takes the finished trials
 (`tracking.TrialHistory`: params and metric histories read back from MLflow, so a resumed sweep summarizes every
 trial, old and new) and returns {file name: matplotlib Figure, or text}. A summary that fails is a warning and a
-tag on the parent run, never a failed sweep: the trials' results are in MLflow either way.
+tag on the parent run, never a failed sweep: the trials' results are in MLflow either way. It is made when its
+outbox write is sent (`SweepTracker.log_summary`): after the trials' writes, however long the store was away.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import statistics
 import traceback
 
 from orchestrator.registry import get_family
-from orchestrator.tracking import SweepTracker, TrialHistory
+from orchestrator.tracking import StoreUnreachable, SweepTracker, TrialHistory
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ def log_sweep_summary(tracker: SweepTracker, workload: str, parent_run_id: str) 
             else:
                 tracker.log_figure(parent_run_id, item, path)
             logged.append(path)
+    except StoreUnreachable:  # the summary's outbox write waits for the store and makes it later
+        raise
     except Exception as error:  # a summary must not fail a finished sweep
         log.warning("sweep summary of workload %s failed: %s", workload, error)
         tracker.set_tags(parent_run_id, {ERROR_TAG: traceback.format_exc()[-5000:]})

@@ -3,19 +3,24 @@
 Layout in MLflow: one experiment per sweep name, one parent run per sweep, one child run per
 Tune trial (tag `mlflow.parentRunId`), so the MLflow UI groups a sweep.
 
-Who writes what: the Tune driver (one process) writes params, metrics and run status, so a
-SQLite store has a single writer. Trials write only artifacts (figures, Parquet samples) into
-their own run's artifact location, which they find by the tag `orchestrator.trial_id`, under
-`eval/step_NNNNNNN/` per evaluation; `sample` reads the newest of them back.
+Who writes what: the Tune driver (one process) writes params, metrics, tags and run status, so a
+SQLite store has a single writer. Trials write only artifacts (figures, Parquet samples, models) into
+their own run, which they find by the tag `orchestrator.trial_id`, under `eval/step_NNNNNNN/` per
+evaluation; `sample` reads the newest of them back.
 
-A store that is briefly unreachable (an `mlflow server` restarting, a network blip) does not fail a
-trial: every call goes through `_retry`, which retries with exponential back-off for up to
-`ORCHESTRATOR_MLFLOW_RETRY_S` seconds (default 120), and metric batches that still cannot be sent
-wait in the driver's `SweepTracker` and go out, oldest first, with the next call that reaches the store.
+A store that is away (an `mlflow server` restarting or down, a network cut) neither stops nor fails a
+sweep, however long it is away: every write goes first to an on-disk outbox (orchestrator/outbox.py)
+in the sweep's folder, the driver's in `<outbox>/driver`, each trial's in `<outbox>/trials/<id>`, and
+is sent at once when the store answers; what cannot be sent waits there and is tried again with the
+next write. At the sweep's end the outboxes are flushed, each call retried for up to
+`ORCHESTRATOR_MLFLOW_RETRY_S` seconds (default 120); what is still left is sent by `resume` or
+`python -m orchestrator sync`. Reads (a trial's histories for a summary, `report`, `sample`) retry
+for that long and then fail.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -25,17 +30,20 @@ import sqlite3
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.outbox import Later, Outbox, write_atomically
+from orchestrator.outbox import folders as outbox_folders
 
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 BEST_TRIAL_TAG = "orchestrator.best_trial"
@@ -84,8 +92,12 @@ def _client(tracking_uri: str) -> MlflowClient:
 
 
 def default_tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI` if set, else a SQLite store in the working directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    """`MLFLOW_TRACKING_URI` if set, else a SQLite store in the working directory, or in the home folder when that
+    is Ray's copy of a job's working_dir, which Ray deletes (as for the sweep's folder: `storage.root`)."""
+    from orchestrator.storage import in_ray_working_dir_copy
+
+    folder = Path.home() if in_ray_working_dir_copy(Path.cwd()) else Path.cwd()
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{folder / 'mlflow.db'}"
 
 
 def resolve_tracking_uri(uri: str) -> str:
@@ -133,11 +145,15 @@ _SQLITE_BUSY_OR_LOCKED = (5, 6)
 _SQLITE_READONLY_DBMOVED = 1032
 
 
-def _retry(fn: Callable[[], T], what: str) -> T:
+class StoreUnreachable(OrchestratorError, Later):
+    """The store did not answer within the retry budget: an outbox keeps the write for later (`outbox.Later`)."""
+
+
+def _retry(fn: Callable[[], T], what: str, budget_s: float | None = None) -> T:
     """Call `fn`; while it fails with a transient error, retry with exponential back-off (0.5 s doubling to
-    8 s) for up to `retry_budget_s()` seconds, then raise OrchestratorError. A repeated request is harmless:
-    a metric batch is built once (same timestamps), so one that did arrive is not stored twice."""
-    budget = retry_budget_s()
+    8 s) for up to `budget_s` (default `retry_budget_s()`; 0: one attempt), then raise StoreUnreachable. A request
+    the store refuses raises OrchestratorError at once."""
+    budget = retry_budget_s() if budget_s is None else budget_s
     deadline = time.monotonic() + budget
     wait, attempt = _FIRST_WAIT_S, 1
     while True:
@@ -148,11 +164,11 @@ def _retry(fn: Callable[[], T], what: str) -> T:
                 raise OrchestratorError(f"MLflow: {what} failed: {_database_error(error) or error}") from error
             left = deadline - time.monotonic()
             if left <= 0:
-                raise OrchestratorError(
+                raise StoreUnreachable(
                     f"MLflow: {what} failed for {budget:g} s ({attempt} attempts; {RETRY_BUDGET_ENV} sets how "
-                    f"long): {error}"
+                    f"long): {str(error)[:300]}"
                 ) from error
-            if attempt == 1:
+            if attempt == 1 and budget > 0:
                 log.warning("MLflow: %s failed (%s); retrying for up to %g s", what, str(error)[:200], budget)
             time.sleep(min(wait, left))
             wait = min(wait * 2, _MAX_WAIT_S)
@@ -240,20 +256,40 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-class SweepTracker:
-    """The driver side: experiment, parent run, child runs, metrics by step, run status."""
+def trial_ref(trial_id: str) -> str:
+    """How a write names a trial's run before the run may exist: the outbox resolves it by the trial's tag."""
+    return f"{_TRIAL_REF}{trial_id}"
 
-    def __init__(self, tracking_uri: str, experiment: str):
+
+_TRIAL_REF = "trial:"
+_RUNS_FILE = "runs.json"
+
+
+class SweepTracker:
+    """The driver side: experiment, parent run, child runs, metrics by step, run status.
+
+    Every write after the parent run goes first to the outbox in `outbox` (orchestrator/outbox.py) and is sent at
+    once when the store answers; while it is away the writes wait on disk, are tried again as the sweep goes on,
+    and `flush` (the sweep's end, `resume`, `orchestrator sync`) sends what is left. A trial's run is named by
+    `trial_ref(trial_id)` until it exists. Reads (`trial_histories`, `run_id`) go to the store."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str | None,
+        outbox: str | Path | None = None,
+        experiment_id: str | None = None,
+    ):
+        """Opens (or makes) the experiment named `experiment`, unless its `experiment_id` is given: then the store
+        is not asked (a trial starts whether or not it answers)."""
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.client = _client(self.tracking_uri)
         self.experiment_name = experiment
-        self.experiment_id = _retry(lambda: self._experiment(experiment), f"opening experiment {experiment!r}")
-        self._run_of_trial: dict[str, str] = {}
-        # A resumed trial restarts from its last checkpoint, which may be older than the last step it
-        # logged before the interruption; steps up to this mark are already in MLflow and are not logged twice.
-        self._logged_through: dict[str, int] = {}
-        # Metric batches (run id, metrics) not yet in the store, oldest first: see `flush`.
-        self._unsent: list[tuple[str, list[Metric]]] = []
+        self.experiment_id = experiment_id or _retry(
+            lambda: self._experiment(experiment), f"opening experiment {experiment!r}"
+        )
+        self._outbox_folder = outbox
+        self._opened: set[str] = set()  # trial ids whose run this tracker has opened
 
     def _experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -283,7 +319,8 @@ class SweepTracker:
         tags: dict[str, str] | None = None,
     ) -> str:
         """Open (or reopen, on resume) the sweep's parent run and log the sweep once: `params` flattened (default:
-        the sweep), `tags` (e.g. `provenance_tags`) and the whole sweep as sweep.json."""
+        the sweep), `tags` (e.g. `provenance_tags`) and the whole sweep as sweep.json. Written at once, not through
+        the outbox: the store was just checked, and the parent's id names the sweep."""
         if parent_run_id is not None:
             _retry(lambda: self.client.update_run(parent_run_id, status="RUNNING"), "reopening the parent run")
             return parent_run_id
@@ -293,23 +330,23 @@ class SweepTracker:
             "creating the parent run",
         )
         run_id = run.info.run_id
-        self._log_params(run_id, flatten(sweep if params is None else params))
-        self.log_text(run_id, json.dumps(sweep, indent=2, default=str), "sweep.json")
+        batch = [Param(k, _param_value(v)) for k, v in flatten(sweep if params is None else params).items()]
+        for start in range(0, len(batch), _PARAM_BATCH):
+            _retry(partial(self.client.log_batch, run_id, params=batch[start : start + _PARAM_BATCH]), "logging params")
+        _retry(lambda: self.client.log_text(run_id, json.dumps(sweep, indent=2, default=str), "sweep.json"), "sweep")
         return run_id
 
-    def end_run(self, run_id: str, status: str, error: str | None = None) -> None:
-        """status: FINISHED, FAILED or KILLED. Metrics still waiting are sent first: a run is not closed
-        over missing metrics, and a store still unreachable after the retries fails the call."""
-        self.flush(raise_on_failure=True)
-        if error:
-            tags = [RunTag("orchestrator.error", error[:5000])]
-            _retry(lambda: self.client.log_batch(run_id, tags=tags), "tagging the error")
-        _retry(lambda: self.client.set_terminated(run_id, status=status), f"setting run status {status}")
+    # -- writes, through the outbox --------------------------------------------------------
+    @property
+    def outbox(self) -> Outbox:
+        """The outbox in the folder given, or (made when first written: tests, one-off use) in a new temporary one."""
+        if self._outbox_folder is None:
+            self._outbox_folder = tempfile.mkdtemp(prefix="mlflow-outbox-")
+        return Outbox.at(self._outbox_folder)
 
-    # -- child runs -----------------------------------------------------------------------
     def run_of_trial(self, trial_id: str) -> str | None:
-        """The child run this tracker already opened for the trial, if any."""
-        return self._run_of_trial.get(trial_id)
+        """The trial's ref if this tracker opened its run."""
+        return trial_ref(trial_id) if trial_id in self._opened else None
 
     def trial_run(
         self,
@@ -318,108 +355,206 @@ class SweepTracker:
         trial_name: str,
         params: dict[str, Any],
         tags: dict[str, str] | None = None,
+        inputs: list[dict[str, Any]] | None = None,
     ) -> str:
-        """The child run of a trial: found by its tag when it exists (resume), else created (with `tags`)."""
-        if trial_id in self._run_of_trial:
-            return self._run_of_trial[trial_id]
-        existing = find_trial_run(self.client, self.experiment_id, trial_id)
-        if existing is not None:
-            run_id = existing
-            _retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopening a trial run")
-            history = _retry(lambda: self.client.get_metric_history(run_id, STEP_METRIC), "reading the last step")
-            self._logged_through[run_id] = max((m.step for m in history), default=-1)
-        else:
-            tags = {**(tags or {}), PARENT_TAG: parent_run_id, TRIAL_TAG: trial_id, ROLE_TAG: "trial"}
-            run = _retry(
-                lambda: self.client.create_run(self.experiment_id, run_name=trial_name, tags=tags),
-                "creating a trial run",
-            )
-            run_id = run.info.run_id
-            self._log_params(run_id, flatten(params))
-        self._run_of_trial[trial_id] = run_id
-        return run_id
+        """The trial's run (its `trial_ref`): made with `params`, `tags` and dataset `inputs` (`dataset_input`), or
+        reopened when the store has it (a resumed sweep)."""
+        tags = {**(tags or {}), PARENT_TAG: parent_run_id, TRIAL_TAG: trial_id, ROLE_TAG: "trial"}
+        params = [[k, _param_value(v)] for k, v in flatten(params).items()]
+        self._put({"op": "open_trial_run", "trial": trial_id, "name": trial_name, "tags": tags, "params": params,
+                   "inputs": inputs or []})  # fmt: skip
+        self._opened.add(trial_id)
+        return trial_ref(trial_id)
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
-        """One `log_batch` per report, not a call per key; a step already logged before a resume is skipped.
-        Never fails for an unreachable store: what cannot be sent waits for the next call (see `flush`)."""
-        if step <= self._logged_through.get(run_id, -1):
-            return
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if _is_number(v)]
-        self._unsent += [
-            (run_id, batch[start : start + _METRIC_BATCH]) for start in range(0, len(batch), _METRIC_BATCH)
-        ]
-        self.flush()
+    def log_metrics(self, run: str, metrics: dict[str, float], step: int) -> None:
+        """One write per report; a step the run logged before a resume is dropped when sent."""
+        self.log_metric_history(run, [(step, metrics)])
 
-    def log_metric_history(self, run_id: str, points: list[tuple[int, dict[str, float]]]) -> None:
-        """Metrics at several steps in as few `log_batch` calls as the batch limit allows; steps already logged
-        before a resume are skipped."""
-        through = self._logged_through.get(run_id, -1)
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for step, metrics in points if step > through
-                 for k, v in metrics.items() if _is_number(v)]  # fmt: skip
-        self._unsent += [
-            (run_id, batch[start : start + _METRIC_BATCH]) for start in range(0, len(batch), _METRIC_BATCH)
-        ]
-        self.flush()
+    def log_metric_history(self, run: str, points: list[tuple[int, dict[str, float]]]) -> None:
+        """Metrics at several steps in one write (sent in as few `log_batch` calls as its limits allow)."""
+        now = int(time.time() * 1000)  # fixed here: a batch sent twice (a crash after sending) is stored once
+        metrics = [[k, float(v), now, int(step)] for step, values in points for k, v in values.items() if _is_number(v)]
+        if metrics:
+            self._put({"op": "batch", "run": run, "metrics": metrics})
+
+    def set_tags(self, run: str, tags: dict[str, str]) -> None:
+        self._put({"op": "batch", "run": run, "tags": [[k, str(v)] for k, v in tags.items()]})
+
+    def log_text(self, run: str, text: str, artifact_file: str) -> None:
+        self._log_file(run, artifact_file, lambda path: path.write_text(text))
+
+    def log_figure(self, run: str, figure: Any, artifact_file: str) -> None:
+        self._log_file(run, artifact_file, figure.savefig)
+
+    def _log_file(self, run: str, artifact_file: str, write: Callable[[Path], Any]) -> None:
+        folder, name = os.path.split(artifact_file)
+        self._put({"op": "artifacts", "run": run, "path": folder or None}, lambda files: write(files / name))
+
+    def log_sweep_outcome(self, parent_run_id: str, outcome: SweepOutcome) -> None:
+        """The sweep's outcome on its parent run, as trials end: the best trial as tags and as a link in the run's
+        description, its final metrics as the parent's metrics (step = trials ended so far), and the table of every
+        trial (searched values, status, final metrics) as trials.md and trials.parquet."""
+        rows = [asdict(row) for row in outcome.rows]
+        self._put({"op": "outcome", "parent": parent_run_id, "metric": outcome.metric, "mode": outcome.mode,
+                   "rows": rows, "time": int(time.time() * 1000)})  # fmt: skip
+
+    def log_summary(self, parent_run_id: str, workload: str) -> None:
+        """The workload's sweep summary (orchestrator/summary.py), made when this write is sent: after every
+        earlier write, over the trials' histories as the store then has them."""
+        self._put({"op": "summary", "parent": parent_run_id, "workload": workload})
+
+    def end_run(self, run: str, status: str, error: str | None = None) -> None:
+        """status: FINISHED, FAILED or KILLED."""
+        if error:
+            self.set_tags(run, {"orchestrator.error": error[:5000]})
+        self._put({"op": "end_run", "run": run, "status": status})
+
+    def kill_running_trials(self, parent_run_id: str) -> None:
+        """End as KILLED the sweep's trial runs still RUNNING when this is sent (an interrupted or failed sweep)."""
+        self._put({"op": "kill_running_trials", "parent": parent_run_id})
+
+    def _put(self, record: dict[str, Any], files: Callable[[Path], None] | None = None) -> None:
+        self.outbox.put(record, files)
+        self.send()
+
+    def send(self) -> int:
+        """Send what waits, unless the store failed a moment ago (then it waits for a later call); how many wait."""
+        return self.outbox.send(self._perform)
 
     @property
     def unsent(self) -> int:
-        """Metric batches waiting for the store."""
-        return len(self._unsent)
+        """Writes waiting in the outbox."""
+        return self.outbox.pending
 
-    def flush(self, raise_on_failure: bool = False) -> bool:
-        """Send the waiting metric batches, oldest first, each with `_retry`. When the store stays unreachable
-        they keep waiting, with a warning (or OrchestratorError if `raise_on_failure`); True when none wait."""
-        while self._unsent:
-            run_id, chunk = self._unsent[0]
+    def flush(self, budget_s: float | None = None) -> int:
+        """Send every waiting write, each call retried for up to `budget_s` (default `retry_budget_s()`) while the
+        store is away; returns how many still wait."""
+        with _budget(budget_s):
+            return self.outbox.send(self._perform, force=True)
+
+    # -- sending ----------------------------------------------------------------------------
+    def run_id(self, run: str) -> str:
+        """The run id of `run` (a run id, or a `trial_ref` whose run exists: else `outbox.Later`)."""
+        if not run.startswith(_TRIAL_REF):
+            return run
+        known = self._known_run(run)
+        if known is None:
+            found = find_trial_run(self.client, self.experiment_id, run[len(_TRIAL_REF) :], _SEND_BUDGET.value)
+            if found is None:
+                raise Later(f"the run of {run} is not made yet")
+            known = self._remember(run, found, -1)
+        return known["run_id"]
+
+    def _known_run(self, run: str) -> dict[str, Any] | None:
+        """{run_id, through} of a trial's run that a write of this outbox opened: kept in the outbox's runs.json,
+        which every tracker of the folder shares, in this process or a later one (`sync`, `resume`)."""
+        path = self.outbox.folder / _RUNS_FILE
+        return json.loads(path.read_text()).get(run) if path.exists() else None
+
+    def _remember(self, run: str, run_id: str, through: int) -> dict[str, Any]:
+        path = self.outbox.folder / _RUNS_FILE
+        runs = json.loads(path.read_text()) if path.exists() else {}
+        runs[run] = {"run_id": run_id, "through": through}
+        write_atomically(path, json.dumps(runs))
+        return runs[run]
+
+    def _perform(self, record: dict[str, Any], files: Path | None) -> None:
+        """Carry out one outbox write (idempotent: see orchestrator/outbox.py). A local SQLite file that cannot be
+        written now (a full disk, a lost mount) is a store that is away, not a write it refuses."""
+        try:
+            self._carry_out(record, files)
+        except OrchestratorError as error:
+            if _database_error(error.__cause__) is not None and not isinstance(error, Later):
+                raise StoreUnreachable(str(error)) from error
+            raise
+
+    def _carry_out(self, record: dict[str, Any], files: Path | None) -> None:
+        op, client, budget = record["op"], self.client, _SEND_BUDGET.value
+
+        def call(fn: Callable[[], T], what: str) -> T:
+            return _retry(fn, what, budget)
+
+        if op == "open_trial_run":
+            self._open_trial_run(record, call)
+        elif op == "batch":
+            run_id = self.run_id(record["run"])
+            # A resumed trial restarts from its last checkpoint, which may be older than the last step it logged
+            # before the interruption: steps up to the mark read when its run was reopened are in MLflow already.
+            through = (self._known_run(record["run"]) or {}).get("through", -1)
+            metrics = [Metric(k, v, t, step) for k, v, t, step in record.get("metrics", []) if step > through]
+            params = [Param(k, v) for k, v in record.get("params", [])]
+            tags = [RunTag(k, v) for k, v in record.get("tags", [])]
+            for start in range(0, max(len(metrics), len(params), len(tags)), _PARAM_BATCH):
+                part = slice(start, start + _PARAM_BATCH)  # at most 100 of each and 1000 in all per call
+                call(partial(client.log_batch, run_id, metrics[part], params[part], tags[part]), "logging a batch")
+        elif op == "artifacts":
+            run_id = self.run_id(record["run"])
+            call(partial(client.log_artifacts, run_id, str(files), record["path"]), f"logging {record['path']}")
+        elif op == "end_run":
+            run_id = self.run_id(record["run"])
+            call(partial(client.set_terminated, run_id, record["status"]), f"setting run status {record['status']}")
+        elif op == "outcome":
+            self._send_outcome(record, call)
+        elif op == "summary":
+            from orchestrator.summary import log_sweep_summary  # it imports this module
+
+            log_sweep_summary(self, record["workload"], record["parent"])
+        elif op == "kill_running_trials":
+            where = f"tags.`{PARENT_TAG}` = '{record['parent']}' and attributes.status = 'RUNNING'"
+            for run in _search_runs(client, self.experiment_id, where, "searching for running trials", budget=budget):
+                call(partial(client.set_terminated, run.info.run_id, "KILLED"), "ending a trial run")
+        else:
+            raise OrchestratorError(f"unknown outbox write {op!r}")
+
+    def _open_trial_run(self, record: dict[str, Any], call: Callable) -> None:
+        ref = trial_ref(record["trial"])
+        existing = find_trial_run(self.client, self.experiment_id, record["trial"], _SEND_BUDGET.value)
+        if existing is not None:  # a resumed sweep, or this write sent again after a crash
+            call(partial(self.client.update_run, existing, "RUNNING"), "reopening a trial run")
+            history = call(partial(self.client.get_metric_history, existing, STEP_METRIC), "reading the last step")
+            self._remember(ref, existing, max((m.step for m in history), default=-1))
+            return
+        tags = record["tags"]
+        run = call(
+            partial(self.client.create_run, self.experiment_id, run_name=record["name"], tags=tags),
+            "creating a trial run",
+        )
+        run_id = run.info.run_id
+        params = [Param(k, v) for k, v in record["params"]]
+        for start in range(0, len(params), _PARAM_BATCH):
+            call(partial(self.client.log_batch, run_id, params=params[start : start + _PARAM_BATCH]), "logging params")
+        if record["inputs"]:
+            call(partial(self.client.log_inputs, run_id, [_dataset_input(d) for d in record["inputs"]]), "datasets")
+        self._remember(ref, run_id, -1)
+
+    def _send_outcome(self, record: dict[str, Any], call: Callable) -> None:
+        parent = record["parent"]
+        rows = []
+        for row in record["rows"]:
             try:
-                _retry(partial(self.client.log_batch, run_id, metrics=chunk), "logging metrics")
-            except OrchestratorError as error:
-                if not _transient(error.__cause__):
-                    self._unsent.pop(0)  # the store rejects it (e.g. a bad metric name): it would block the rest
+                rows.append(TrialOutcome(**{**row, "run_id": self.run_id(row["run_id"])}))
+            except Later:
+                if row["status"] != "RUNNING":
                     raise
-                if raise_on_failure:
-                    raise OrchestratorError(f"{error} ({len(self._unsent)} metric batches not logged)") from error
-                log.warning(
-                    "MLflow unreachable: %d metric batches wait for the next report (%s)", len(self._unsent), error
-                )
-                return False
-            self._unsent.pop(0)
-        return True
-
-    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        batch = [RunTag(k, str(v)) for k, v in tags.items()]
-        _retry(lambda: self.client.log_batch(run_id, tags=batch), "setting tags")
-
-    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        _retry(lambda: self.client.log_text(run_id, text, artifact_file), f"logging {artifact_file}")
-
-    def log_sweep_outcome(self, parent_run_id: str, outcome: SweepOutcome) -> None:
-        """The sweep's outcome on its parent run, as trials finish: the best trial as tags and as a link in the run's
-        description, its final metrics as the parent's metrics (step = trials ended so far), and the table of every
-        ended trial (searched values, status, final metrics) as trials.md and trials.parquet."""
+        outcome = SweepOutcome(record["metric"], record["mode"], rows)
         best = outcome.best()
-        ended = sum(row.status in ("FINISHED", "FAILED") for row in outcome.rows)
         note = outcome.markdown(self.experiment_id)
-        tags = {"mlflow.note.content": note}
+        tags = [RunTag("mlflow.note.content", note)]
         if best is not None:
-            tags |= {BEST_TRIAL_TAG: best.name, BEST_RUN_TAG: best.run_id}
+            tags += [RunTag(BEST_TRIAL_TAG, best.name), RunTag(BEST_RUN_TAG, best.run_id)]
+            ended = sum(row.status in ("FINISHED", "FAILED") for row in rows)
             numbers = {k: v for k, v in best.finals.items() if _is_number(v) and math.isfinite(v)}
-            metrics = [Metric(k, float(v), int(time.time() * 1000), ended) for k, v in numbers.items()]
+            metrics = [Metric(k, float(v), record["time"], ended) for k, v in numbers.items()]
             for start in range(0, len(metrics), _METRIC_BATCH):
                 chunk = metrics[start : start + _METRIC_BATCH]
-                _retry(partial(self.client.log_batch, parent_run_id, metrics=chunk), "logging the best trial's metrics")
-        self.set_tags(parent_run_id, tags)
-        self.log_text(parent_run_id, note, "trials.md")
+                call(partial(self.client.log_batch, parent, metrics=chunk), "logging the best trial's metrics")
+        call(partial(self.client.log_batch, parent, tags=tags), "tagging the best trial")
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "trials.parquet"
-            outcome.write_parquet(path)
-            _retry(lambda: self.client.log_artifact(parent_run_id, str(path)), "logging trials.parquet")
+            (Path(folder) / "trials.md").write_text(note)
+            outcome.write_parquet(Path(folder) / "trials.parquet")
+            call(partial(self.client.log_artifacts, parent, folder), "logging trials.md and trials.parquet")
 
-    def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
-        _retry(lambda: self.client.log_figure(run_id, figure, artifact_file), f"logging {artifact_file}")
-
+    # -- reads -------------------------------------------------------------------------------
     def trial_histories(self, parent_run_id: str, status: str = "FINISHED") -> list[TrialHistory]:
         """The sweep's trial runs in `status`, oldest first, each with its params and every metric's history:
         what a workload's sweep summary reads (`registry.Family.summary`)."""
@@ -435,17 +570,63 @@ class SweepTracker:
             trials.append(TrialHistory(run.info.run_name, run_id, dict(run.data.params), histories))
         return trials
 
-    def kill_running_trials(self, parent_run_id: str) -> None:
-        """End as KILLED the sweep's trial runs still RUNNING (an interrupted or failed sweep)."""
-        where = f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
-        for run in _search_runs(self.client, self.experiment_id, where, "searching for running trials"):
-            self.end_run(run.info.run_id, "KILLED")
 
-    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        batch = [Param(k, _param_value(v)) for k, v in params.items()]
-        for start in range(0, len(batch), _PARAM_BATCH):
-            chunk = batch[start : start + _PARAM_BATCH]
-            _retry(partial(self.client.log_batch, run_id, params=chunk), "logging params")
+class _SendBudget:
+    """How long each call of a write being sent retries an unreachable store: none while a sweep runs (a write
+    that cannot go now waits on disk and is tried with the next one), `retry_budget_s()` when flushing."""
+
+    value: float = 0.0
+
+
+_SEND_BUDGET = _SendBudget()
+
+
+@contextlib.contextmanager
+def _budget(budget_s: float | None):
+    before = _SEND_BUDGET.value
+    _SEND_BUDGET.value = retry_budget_s() if budget_s is None else budget_s
+    try:
+        yield
+    finally:
+        _SEND_BUDGET.value = before
+
+
+def dataset_input(name: str, context: str, frame: Any, source: str) -> dict[str, Any]:
+    """A data set as an MLflow dataset input (`mlflow.data.from_pandas`: its digest is the frame's content hash), in
+    the JSON form an outbox write keeps."""
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    with warnings.catch_warnings():  # MLflow's "integer column(s)" and pandas' deprecations, of no use here
+        warnings.simplefilter("ignore")
+        dataset = mlflow.data.from_pandas(frame, source=CodeDatasetSource({"mlflow.source.name": source}), name=name)
+    entity = dataset._to_mlflow_entity()
+    fields = ("name", "digest", "source_type", "source", "schema", "profile")
+    return {"context": context, **{f: getattr(entity, f) for f in fields}}
+
+
+def _dataset_input(record: dict[str, Any]) -> DatasetInput:
+    dataset = Dataset(**{k: v for k, v in record.items() if k != "context"})
+    return DatasetInput(dataset, [InputTag("mlflow.data.context", record["context"])])
+
+
+def flush_all(tracking_uri: str, experiment: str, root: str | Path, budget_s: float | None = None) -> tuple[int, int]:
+    """Send what waits in every outbox under `root` (the driver's first: it makes the runs the trials' files go
+    to); returns (sent, left)."""
+    folders = outbox_folders(root)
+    if not folders:
+        return 0, 0
+    before = sum(Outbox.at(f).pending for f in folders)
+    deadline = time.monotonic() + (retry_budget_s() if budget_s is None else budget_s)
+    try:
+        experiment_id = SweepTracker(tracking_uri, experiment, folders[0]).experiment_id
+    except StoreUnreachable:
+        return 0, before
+    left = 0
+    for folder in folders:  # one budget for all: a store that is away is waited for once
+        tracker = SweepTracker(tracking_uri, experiment, folder, experiment_id=experiment_id)
+        left += tracker.flush(max(0.0, deadline - time.monotonic()))
+    return before - left, left
 
 
 def _is_number(value: Any) -> bool:
@@ -459,57 +640,70 @@ def _param_value(value: Any) -> str:
 
 
 def _search_runs(
-    client: MlflowClient, experiment_id: str, where: str, what: str, newest_first: bool = False, most: int = 10_000
+    client: MlflowClient,
+    experiment_id: str,
+    where: str,
+    what: str,
+    newest_first: bool = False,
+    most: int = 10_000,
+    budget: float | None = None,
 ) -> list:
     """The experiment's runs matching the filter `where`, by start time (oldest first unless `newest_first`)."""
     order = ["attributes.start_time DESC" if newest_first else "attributes.start_time ASC"]
-    return _retry(partial(client.search_runs, [experiment_id], where, order_by=order, max_results=most), what)
+    return _retry(partial(client.search_runs, [experiment_id], where, order_by=order, max_results=most), what, budget)
 
 
-def find_trial_run(client: MlflowClient, experiment_id: str, trial_id: str) -> str | None:
-    runs = _search_runs(client, experiment_id, f"tags.`{TRIAL_TAG}` = '{trial_id}'", "searching for a trial's run")
+def find_trial_run(client: MlflowClient, experiment_id: str, trial_id: str, budget: float | None = None) -> str | None:
+    where = f"tags.`{TRIAL_TAG}` = '{trial_id}'"
+    runs = _search_runs(client, experiment_id, where, "searching for a trial's run", budget=budget)
     return runs[0].info.run_id if runs else None
 
 
-@dataclass
 class TrialArtifacts:
-    """The trial side: writes figures and files into the trial's own run (no DB writes)."""
+    """The trial side: its files (figures, Parquet samples, models) for its own run, through an outbox of its own
+    (`outbox`, in the sweep's outbox folder), so that a trial neither waits for nor fails on a store that is away.
+    The driver makes the run; files written before it exists wait for it."""
 
-    tracking_uri: str
-    experiment_id: str
-    trial_id: str
-    _run_id: str | None = None
-
-    def run_id(self, wait_s: float = 60.0) -> str:
-        """The driver creates the child run when the trial starts; wait for it briefly."""
-        if self._run_id is None:
-            client = _client(self.tracking_uri)
-            deadline = time.monotonic() + wait_s
-            while (run_id := find_trial_run(client, self.experiment_id, self.trial_id)) is None:
-                if time.monotonic() > deadline:
-                    raise OrchestratorError(f"MLflow: no run for trial {self.trial_id} after {wait_s:.0f} s")
-                time.sleep(0.5)
-            self._run_id = run_id
-        return self._run_id
+    def __init__(self, tracking_uri: str, experiment_id: str, trial_id: str, outbox: str | Path | None = None):
+        self.trial_id = trial_id
+        self.tracker = SweepTracker(tracking_uri, None, outbox, experiment_id=experiment_id)
 
     def log_files(self, files: dict[str, Callable[[Path], None]], artifact_dir: str, step: int | None = None) -> int:
-        """`files` maps a file name to a function that writes it; all land in `artifact_dir`. With `step`, each PNG
-        is also logged as a step-keyed image (`step_images`), which the MLflow UI shows with a step slider and
-        compares across runs. Returns the number of such images."""
-        client = _client(self.tracking_uri)
-        run_id = self.run_id()
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp) / "out"
-            folder.mkdir()
-            for name, write in files.items():
-                write(folder / name)
-            _retry(lambda: client.log_artifacts(run_id, str(folder), artifact_dir), f"logging {artifact_dir}")
+        """`files` maps a name to a function that writes it (a file or a folder); all land in `artifact_dir`. With
+        `step`, each PNG is also logged as a step-keyed image (`step_images`), which the MLflow UI shows with a step
+        slider and compares across runs. Returns the number of such images."""
+        images = 0
+
+        def write(folder: Path) -> None:
+            nonlocal images
+            for name, writer in files.items():
+                writer(folder / name)
             pngs = sorted(folder.glob("*.png")) if step is not None else []
             if pngs:
-                images = Path(tmp) / "images"
-                step_images(pngs, step, images)
-                _retry(lambda: client.log_artifacts(run_id, str(images), "images"), "logging step images")
-        return len(pngs)
+                step_images(pngs, step, folder.parent / f"{folder.name}.images")
+            images = len(pngs)
+
+        run = trial_ref(self.trial_id)
+        outbox = self.tracker.outbox
+        with tempfile.TemporaryDirectory(dir=outbox.folder) as staging:
+            folder = Path(staging) / "files"
+            folder.mkdir()
+            write(folder)
+            outbox.put({"op": "artifacts", "run": run, "path": artifact_dir}, partial(_move, folder))
+            if images:
+                outbox.put({"op": "artifacts", "run": run, "path": "images"}, partial(_move, Path(f"{folder}.images")))
+        self.tracker.send()
+        return images
+
+    def flush(self, budget_s: float | None = None) -> int:
+        """Send what waits; returns how many writes still wait (for the sweep's end, `resume` or `sync`)."""
+        return self.tracker.flush(budget_s)
+
+
+def _move(source: Path, folder: Path) -> None:
+    """An outbox `files` writer: the contents of `source` moved into `folder`."""
+    for item in source.iterdir():
+        os.replace(item, folder / item.name)
 
 
 LOGGED_IMAGES_TAG = "mlflow.loggedImages"

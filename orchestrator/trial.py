@@ -34,6 +34,8 @@ from orchestrator.tracking import IMAGES_KEY, PLACEMENT_KEY, TrialArtifacts
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
+FINAL_SEND_S = 10.0
+"""How long a trial's end waits for a store that is away, before leaving its files to the sweep's end."""
 MAX_RECOVERIES = 5
 NUMPY_ARRAY = "__numpy_array__"
 NUMPY_SCALAR = "__numpy_scalar__"
@@ -110,13 +112,18 @@ def run_trial(point: dict[str, Any], spec: SweepSpec, tracking: dict[str, str] |
     trial_id = context.get_trial_id()
     train_every = spec.train_every(config)
     ctx = TrialContext(spec, config, trial_seed(spec.seed, trial_id), trial_id, train_every)
-    artifacts = TrialArtifacts(tracking["tracking_uri"], tracking["experiment_id"], trial_id) if tracking else None
+    artifacts = None
+    if tracking:
+        outbox = Path(tracking["outbox"]) / trial_id if tracking.get("outbox") else None
+        artifacts = TrialArtifacts(tracking["tracking_uri"], tracking["experiment_id"], trial_id, outbox)
 
     driver = get_family(spec.workload).load_driver()(ctx)
     try:
         _train(driver, ctx, artifacts)
     finally:
         _stop_actors(driver)
+        if artifacts is not None:  # what the store did not take now is sent at the sweep's end
+            artifacts.flush(FINAL_SEND_S)
 
 
 def _stop_actors(driver: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,12 @@ from orchestrator.callbacks import MlflowCallback, ProgressCallback, trial_done
 from orchestrator.errors import OrchestratorError, SpecError, SweepFailed
 from orchestrator.placement import cluster_fit_error, trial_bundles
 from orchestrator.spec import Domain, SweepSpec
-from orchestrator.tracking import SweepTracker, check_store, provenance_tags
+from orchestrator.tracking import SweepTracker, check_store, flush_all, provenance_tags, retry_budget_s
 from orchestrator.trial import run_trial
 
 SWEEP_FILE = "orchestrator.json"
 """Written into the experiment folder: what `resume` needs (spec, MLflow store, parent run)."""
+OUTBOX_FOLDER = "mlflow-outbox"
 
 
 def tune_domain(domain: Domain) -> Any:
@@ -109,6 +111,8 @@ class SweepHandle:
     parent_run_id: str
     failed_trials: int = 0
     """Trials that ended in an error in the last `run_sweep` (not saved)."""
+    unsent: int = 0
+    """MLflow writes still waiting in the outbox when the last `run_sweep` ended (not saved)."""
 
     def save(self) -> None:
         storage.write_text(
@@ -124,6 +128,19 @@ class SweepHandle:
                 indent=2,
             ),
         )
+
+    @property
+    def outbox(self) -> Path:
+        """Where the sweep's MLflow writes wait for the store (orchestrator/outbox.py): `mlflow-outbox` in the
+        sweep's folder when that is a local folder (on a cluster, the shared one every node sees), else
+        `~/.cache/orchestrator/mlflow-outbox/<sweep folder's name>` on each node."""
+        if not storage.is_uri(self.path):
+            return Path(self.path) / OUTBOX_FOLDER
+        return Path.home() / ".cache" / "orchestrator" / OUTBOX_FOLDER / storage.name(self.path)
+
+    def flush(self, budget_s: float | None = None) -> tuple[int, int]:
+        """Send the MLflow writes that wait in the sweep's outboxes: (sent, left)."""
+        return flush_all(self.tracking_uri, self.spec.mlflow.experiment, self.outbox, budget_s)
 
     @classmethod
     def load(cls, path: str | Path) -> SweepHandle:
@@ -165,15 +182,18 @@ def _check_fits(spec: SweepSpec) -> None:
 
 def _tuner(handle: SweepHandle, tracker: SweepTracker, resume: bool) -> tune.Tuner:
     spec = handle.spec
-    tracking = {"tracking_uri": handle.tracking_uri, "experiment_id": handle.experiment_id}
+    tracking = {
+        "tracking_uri": handle.tracking_uri,
+        "experiment_id": handle.experiment_id,
+        "outbox": str(handle.outbox / "trials"),
+    }
     trainable = _trainable(spec, tracking)
     if resume:
         # The callbacks were pickled with the experiment and come back with it.
         return tune.Tuner.restore(handle.path, trainable, resume_unfinished=True, resume_errored=True)
-    callbacks = [
-        MlflowCallback(handle.tracking_uri, tracker.experiment_name, handle.parent_run_id, spec),
-        ProgressCallback(spec.tune.metric, spec.tune.mode, spec=spec),
-    ]
+    mlflow = MlflowCallback(handle.tracking_uri, tracker.experiment_name, handle.parent_run_id, spec,
+                            str(tracker.outbox.folder), handle.experiment_id)  # fmt: skip
+    callbacks = [mlflow, ProgressCallback(spec.tune.metric, spec.tune.mode, spec=spec, run_name=mlflow.run_name)]
     run_config = tune.RunConfig(
         name=storage.name(handle.path),
         storage_path=storage.parent(handle.path),
@@ -225,7 +245,8 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: str | Path | None
         handle = SweepHandle.load(resume_path)
         check_stores(handle.spec, handle.tracking_uri, handle.path)
         _check_fits(handle.spec)
-        tracker = SweepTracker(handle.tracking_uri, handle.spec.mlflow.experiment)
+        _report_flush(handle, *handle.flush())  # what waits from the interrupted run goes first
+        tracker = SweepTracker(handle.tracking_uri, handle.spec.mlflow.experiment, handle.outbox / "driver")
         tracker.start_parent(handle.spec.name, handle.spec.to_dict(), parent_run_id=handle.parent_run_id)
     else:
         path = storage.join(storage_root(spec), f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -236,6 +257,8 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: str | Path | None
             spec.name, spec.to_dict(), params=spec.description(), tags=provenance_tags(spec.source)
         )
         handle = SweepHandle(path, spec, tracker.tracking_uri, tracker.experiment_id, parent)
+        tracker = SweepTracker(tracker.tracking_uri, spec.mlflow.experiment, handle.outbox / "driver",
+                               experiment_id=tracker.experiment_id)  # fmt: skip
     status = "FAILED"  # until the sweep is seen to end otherwise
     try:
         if resume_path is None:
@@ -255,20 +278,38 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: str | Path | None
         else:
             status = "FINISHED"
         if status != "KILLED":  # the workload's figures over the finished trials, on the parent run
-            from orchestrator.summary import log_sweep_summary
-
-            log_sweep_summary(tracker, handle.spec.workload, handle.parent_run_id)
+            tracker.log_summary(handle.parent_run_id, handle.spec.workload)
     except KeyboardInterrupt:
         status = "KILLED"
     except OrchestratorError as error:
         raise SweepFailed(f"sweep {handle.spec.name} stopped: {error}") from error
     finally:
-        tracker.end_run(handle.parent_run_id, status)
         if status != "FINISHED":
             tracker.kill_running_trials(handle.parent_run_id)
+        tracker.end_run(handle.parent_run_id, status)
+        sent, handle.unsent = handle.flush()
+        _report_flush(handle, sent, handle.unsent)
     if status == "KILLED":
         print(f"sweep interrupted; continue it with: python -m orchestrator resume {handle.path}", flush=True)
     return handle, status
+
+
+def _report_flush(handle: SweepHandle, sent: int, left: int) -> None:
+    """Say what the outboxes sent after a wait, and what still waits and how to send it."""
+    if left:
+        print(
+            f"MLflow store {handle.tracking_uri} did not answer for {retry_budget_s():g} s: {left} writes wait in "
+            f"{handle.outbox} (nothing is lost). Send them when it is back with: python -m orchestrator sync "
+            f"{handle.path}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def sync_sweep(path: str | Path) -> tuple[SweepHandle, int, int]:
+    """`orchestrator sync`: send the sweep's waiting MLflow writes; (handle, sent, left)."""
+    handle = SweepHandle.load(path)
+    return handle, *handle.flush()
 
 
 def init_ray(address: str | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,70 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_token_auth():
+    """Ray's token authentication on, as on a cluster, for every Ray process and client the test starts (heads,
+    nodes, `ray job submit`, subprocesses): RAY_AUTH_MODE=token and a token of the test's own in RAY_AUTH_TOKEN,
+    set in this process's environment, which they inherit. Yields the token.
+
+    Stated rather than left to Ray's default: Ray 2.60 turns token authentication on by default only for a local
+    `ray.init()`; `ray start` turns it on only where ~/.ray/auth_token exists, and `ray.cluster_utils.Cluster` never
+    does. The token is not written to ~/.ray/auth_token: a clean machine needs none there, and other Rays on this
+    machine keep theirs."""
+    # Ray's helper for its own tests: once a Ray ran in this process (an earlier test's), its config and token are
+    # cached here; both are read again from the environment now, and after the test.
+    from ray._private.authentication_test_utils import reset_auth_token_state
+
+    token = secrets.token_hex(32)
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    saved = {name: os.environ.get(name) for name in auth}
+    os.environ.update(auth)
+    reset_auth_token_state()
+    yield token
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    reset_auth_token_state()
+
+
+def token_auth_checks(token: str, gcs_address: str, job_api: str | None = None) -> dict[str, bool]:
+    """Whether a Ray head enforces token authentication: its GCS (and, given its dashboard's address, the job API
+    that `ray job submit` uses) refuses a request without a token or with another one and answers one with `token`.
+    {check: passed}. Raw gRPC and HTTP requests, not Ray's client, which would send this process's own token."""
+    import urllib.error
+    import urllib.request
+
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    credentials = {"no token": None, "another token": secrets.token_hex(32), "the token": token}
+    checks = {}
+    with grpc.insecure_channel(gcs_address) as channel:
+        gcs = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        for name, sent in credentials.items():
+            metadata = None if sent is None else [("authorization", f"Bearer {sent}")]
+            try:
+                gcs.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), metadata=metadata, timeout=30)
+                answered = True
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAUTHENTICATED:
+                    raise
+                answered = False
+            checks[f"GCS {'answers' if sent == token else 'refuses'} {name}"] = answered == (sent == token)
+    if job_api is not None:
+        for name, sent in credentials.items():
+            headers = {} if sent is None else {"Authorization": f"Bearer {sent}"}
+            try:
+                with urllib.request.urlopen(urllib.request.Request(f"{job_api}/api/jobs/", headers=headers)) as answer:
+                    status = answer.status
+            except urllib.error.HTTPError as error:
+                status = error.code
+            checks[f"job API {'answers' if sent == token else 'refuses'} {name}"] = (status == 200) == (sent == token)
+    return checks
 
 
 def orchestrator_cli(*args: str, cwd: Path, timeout: float = 300, **popen) -> subprocess.CompletedProcess:

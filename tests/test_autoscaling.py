@@ -10,6 +10,10 @@ when it exits the kernel ends whatever it left. Other Ray instances on the machi
 namespaces are not available the test is skipped, unless ORCHESTRATOR_ALLOW_RAY_STOP=1 says that ending every
 Ray process on this machine is fine (it then runs without isolation).
 
+Ray's token authentication is on (`ray_token_auth`): the scenario inherits RAY_AUTH_MODE=token and the test's token,
+so do the head (`ray start --head`), the nodes the autoscaler adds and the scenario's own client; the scenario checks
+that the head refuses requests without the token.
+
 The wheel lacks Ray's `fake_multi_node/example.yaml`, so the config comes from `_config` below."""
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ def scenario(work: Path) -> dict:
     from orchestrator.spec import load_sweep
     from orchestrator.tracking import NODE_TAG, PARENT_TAG
     from orchestrator.tuner import run_sweep
+    from tests.conftest import token_auth_checks
 
     class Cluster(AutoscalingCluster):
         def _generate_config(self, head_resources, worker_node_types, autoscaler_v2=False, **config_kwargs):
@@ -101,7 +106,10 @@ def scenario(work: Path) -> dict:
     started = time.monotonic()
     cluster.start()
     try:
-        ray.init(address="auto", configure_logging=False, log_to_driver=False)
+        context = ray.init(address="auto", configure_logging=False, log_to_driver=False)
+        report["token_auth"] = token_auth_checks(
+            os.environ["RAY_AUTH_TOKEN"], ray.get_runtime_context().gcs_address, f"http://{context.dashboard_url}"
+        )
         alive = lambda: {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
         report["nodes_at_start"] = alive()
         spec = load_sweep(
@@ -184,7 +192,7 @@ def _isolated(command: list[str]) -> list[str] | None:
 
 
 @pytest.mark.slow
-def test_the_autoscaler_adds_an_accelerator_node_for_a_trial_and_removes_it_when_idle(tmp_path):
+def test_the_autoscaler_adds_an_accelerator_node_for_a_trial_and_removes_it_when_idle(tmp_path, ray_token_auth):
     work = Path(tempfile.mkdtemp(prefix="as", dir="/tmp"))  # short: Ray's socket paths have a length limit
     command = [sys.executable, str(Path(__file__).resolve()), str(work)]
     isolated = _isolated(command)
@@ -213,6 +221,7 @@ def test_the_autoscaler_adds_an_accelerator_node_for_a_trial_and_removes_it_when
         shutil.rmtree(work, ignore_errors=True)
 
     print(json.dumps(report, indent=1))  # shown with `pytest -s`: timings, nodes, the autoscaler's config
+    assert all(report["token_auth"].values()), report["token_auth"]
     (head,) = report["nodes_at_start"]  # the head alone, without the accelerator
     assert "FakeAccel" not in report["nodes_at_start"][head]
     # The fit check read the autoscaler's own config (its process's --autoscaling-config) and let the trial wait.

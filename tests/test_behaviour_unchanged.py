@@ -58,13 +58,14 @@ RUNS = {
 """Trial name -> its family, config (on top of the family's smoke config where `smoke`) and resources."""
 
 
-def build_driver(name: str, trial_id: str):
-    """The trial driver of `RUNS[name]` (small, fixed seed 7), its actors started on the running Ray."""
+def build_driver(name: str, trial_id: str, run: dict | None = None):
+    """The trial driver of `RUNS[name]`, or of `run` in the same form (small, fixed seed 7), its actors started on the
+    running Ray."""
     from orchestrator.placement import TrialContext
     from orchestrator.registry import get_family
     from orchestrator.spec import SweepSpec
 
-    run = RUNS[name]
+    run = run or RUNS[name]
     spec = SweepSpec.from_dict(
         {
             "name": name,

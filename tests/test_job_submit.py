@@ -1,4 +1,5 @@
-"""`ray job submit` against a local `ray start --head`, as on a cluster (slow: run with -m slow)."""
+"""`ray job submit` against a local `ray start --head`, as on a cluster, with Ray's token authentication on both
+sides (slow: run with -m slow)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.spec import load_sweep
-from tests.conftest import ROOT
+from tests.conftest import ROOT, token_auth_checks
 
 pytestmark = pytest.mark.slow
 
@@ -29,12 +30,12 @@ def _free_port() -> int:
 @pytest.mark.parametrize(
     "sweep, experiment", [("sweeps/torsional.yaml", "torsional"), ("sweeps/samplers.yaml", "samplers-25gmm")]
 )
-def test_smoke_sweep_through_ray_job_submit(tmp_path, sweep, experiment):
+def test_smoke_sweep_through_ray_job_submit(tmp_path, ray_token_auth, sweep, experiment):
     bin_dir = Path(sys.executable).parent
     ray_tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths have a length limit
-    # Token authentication on both sides, as on a cluster (Ray 2.60's default, stated so an environment cannot turn
-    # it off for the head alone).
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "token"}
+    # The head and `ray job submit` both get this environment, so both RAY_AUTH_MODE=token and the test's token
+    # (`ray_token_auth`): the submission can only succeed if the client sends the token the head asks for.
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_TMPDIR": ray_tmp}
     gcs_port, dashboard_port = _free_port(), _free_port()
     # --block keeps the head in this process group: terminating it stops only this head, not
     # other Ray instances on the machine (as `ray stop` would).
@@ -92,9 +93,7 @@ def test_smoke_sweep_through_ray_job_submit(tmp_path, sweep, experiment):
         ]
         deadline = time.monotonic() + 180
         while True:  # the job server and its agent need a while after the head starts
-            result = subprocess.run(
-                command, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=600
-            )
+            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
             if result.returncode == 0 or time.monotonic() > deadline or "succeeded" in result.stdout:
                 break
             output = result.stdout + result.stderr
@@ -104,6 +103,9 @@ def test_smoke_sweep_through_ray_job_submit(tmp_path, sweep, experiment):
         assert result.returncode == 0, (
             result.stdout[-3000:] + result.stderr[-3000:] + (tmp_path / "head.log").read_text()[-2000:]
         )
+        # The head enforced the token: its GCS and job API refuse a client without it.
+        checks = token_auth_checks(ray_token_auth, f"127.0.0.1:{gcs_port}", address)
+        assert all(checks.values()), checks
         client = MlflowClient(f"sqlite:///{db}")
         runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
         children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]

@@ -11,7 +11,8 @@ buffer (the samplers' local-search actor) for `cpu_spot`, so each lands on a nod
   and restarts the learner there, the trial reloads its last checkpoint and goes on, and MLflow holds every
   evaluation step exactly once.
 
-Each test starts and stops its own cluster (no `ray stop`: only this cluster's processes end). Both are slow
+Each test starts and stops its own cluster (no `ray stop`: only this cluster's processes end), with Ray's token
+authentication on (`ray_token_auth`), checked to refuse requests without the token. Both are slow
 (`pytest -m slow`): starting the 3-4 nodes takes ~30 s on 2 cores, the smoke sweep ~40 s, the node loss ~65 s."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ray.cluster_utils import Cluster
 from orchestrator.spec import load_sweep
 from orchestrator.tracking import NODE_TAG
 from orchestrator.tuner import run_sweep
-from tests.conftest import ROOT, run_sweep_with_fault, trial_runs, write_tiny_sweep
+from tests.conftest import ROOT, run_sweep_with_fault, token_auth_checks, trial_runs, write_tiny_sweep
 
 # Nodes declared dead 3 s after they stop answering (Ray's default is ~30 s).
 FAST_NODE_DEATH = {
@@ -41,7 +42,9 @@ PLACED = [
 ]
 
 
-def _cluster(accel_nodes: int) -> tuple[Cluster, dict[str, list[str]]]:
+def _cluster(accel_nodes: int, token: str) -> tuple[Cluster, dict[str, list[str]]]:
+    """The nodes start with this process's environment, so with `ray_token_auth`'s token, and this process joins as
+    their client with it."""
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
@@ -58,14 +61,16 @@ def _cluster(accel_nodes: int) -> tuple[Cluster, dict[str, list[str]]]:
         )
     kinds["cpu_spot"].append(cluster.add_node(num_cpus=1, resources={"cpu_spot": 1}, object_store_memory=STORE).node_id)
     cluster.wait_for_nodes()
+    checks = token_auth_checks(token, cluster.address)
+    assert all(checks.values()), checks
     ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
     return cluster, kinds
 
 
 def _cluster_fixture(accel_nodes: int):
     @pytest.fixture
-    def fixture():
-        cluster, kinds = _cluster(accel_nodes=accel_nodes)
+    def fixture(ray_token_auth):
+        cluster, kinds = _cluster(accel_nodes=accel_nodes, token=ray_token_auth)
         yield cluster, kinds
         ray.shutdown()
         cluster.shutdown()
@@ -119,9 +124,12 @@ def test_a_lost_node_moves_its_actor_and_the_trial_goes_on_from_its_checkpoint(s
     assert status == "FINISHED"
     (run,) = trial_runs(client, "nodeloss")
     assert run.info.status == "FINISHED"
-    # Every evaluation once: none lost with the node, none logged again after the restore.
-    for metric in ("eval/delta_log_z", "train/loss", "time_total_s"):
+    # Every evaluation once: none lost with the node, none logged again after the restore; the same for the training
+    # curve, whose points come every `train_every` iterations.
+    for metric in ("eval/delta_log_z", "time_total_s"):
         assert _steps(client, run.info.run_id, metric) == list(range(20, 201, 20)), metric
+    every = spec.train_every(spec.config)
+    assert _steps(client, run.info.run_id, "train/loss") == list(range(every, 201, every))
     assert client.get_metric_history(run.info.run_id, "recoveries")[-1].value >= 1
     # The learner now runs on the other accel node; the buffer and the trial function did not move.
     tags = client.get_run(run.info.run_id).data.tags

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator import storage
 from orchestrator.errors import OrchestratorError
 from orchestrator.spec import load_sweep
+from orchestrator.tracking import default_tracking_uri
 from orchestrator.tuner import SWEEP_FILE, SweepHandle, find_sweep, run_sweep, storage_root
 from tests.conftest import write_tiny_sweep
 
@@ -37,6 +38,30 @@ def test_the_default_storage_comes_from_the_environment(tmp_path, monkeypatch):
     assert storage_root(spec) == "gs://bucket/ray_results"
     explicit = load_sweep(write_tiny_sweep(tmp_path), ["storage_path=s3://mine/results"])
     assert storage_root(explicit) == "s3://mine/results"
+
+
+def test_under_ray_job_submit_the_default_storage_is_not_the_jobs_temporary_copy(tmp_path, monkeypatch):
+    # `ray job submit --working-dir .` runs the job in Ray's copy of the folder, which Ray deletes later.
+    copy = tmp_path / "session_2026-12-05_10-00-00_1_1" / "runtime_resources" / "working_dir_files" / "_ray_pkg_0a1b"
+    copy.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(storage.STORAGE_ENV, raising=False)
+    monkeypatch.chdir(copy)
+    assert storage.root(None) == str(tmp_path / "home" / "ray_results")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert default_tracking_uri() == f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"  # the MLflow store too
+    (copy / "sweeps").mkdir()
+    monkeypatch.chdir(copy / "sweeps")  # anywhere inside the copy
+    assert storage.root(None) == str(tmp_path / "home" / "ray_results")
+    assert storage.root("s3://mine/results") == "s3://mine/results"  # the sweep's storage_path still wins
+    monkeypatch.setenv(storage.STORAGE_ENV, "gs://bucket/ray_results")  # and so does the cluster's
+    assert storage.root(None) == "gs://bucket/ray_results"
+    monkeypatch.delenv(storage.STORAGE_ENV)
+    elsewhere = tmp_path / "working_dir_files" / "runtime_resources"  # the names alone, not Ray's layout
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    assert storage.root(None) == str(elsewhere / "ray_results")
+    assert default_tracking_uri() == f"sqlite:///{elsewhere / 'mlflow.db'}"
 
 
 def test_a_storage_pyarrow_cannot_open_fails_before_any_run_is_made(tmp_path):

@@ -77,7 +77,7 @@ def test_figures_are_logged_as_step_keyed_images(tmp_path):
     from orchestrator.tracking import TrialArtifacts
 
     tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "images")
-    run_id = tracker.trial_run(tracker.start_parent("images", {"name": "images"}), "t_00000", "t", {})
+    run_id = tracker.run_id(tracker.trial_run(tracker.start_parent("images", {"name": "images"}), "t_00000", "t", {}))
     figure = Figure(figsize=(2, 2))
     figure.subplots().plot([0, 1], [1, 0])
     artifacts = TrialArtifacts(tracker.tracking_uri, tracker.experiment_id, "t_00000")

@@ -38,8 +38,8 @@ def _learner(config, entries, seed=0):
 
 def test_dataset_splits(config, entries):
     assert [e.split for e in entries] == [
-        "train",
-        "train",
+        "train_structures",
+        "train_structures",
         "unseen_structures",
         "unseen_structures",
         "unseen_molecules",
@@ -169,7 +169,7 @@ def test_config_is_strict():
 def test_md_seeds_are_the_training_frames_torsions_with_their_energies(config, entries):
     learner = _learner(config, entries)
     seeds = learner.replay_seeds()
-    train = [i for i, e in enumerate(entries) if e.split == "train"]
+    train = [i for i, e in enumerate(entries) if e.split == "train_structures"]
     assert set(seeds.entry_index.tolist()) == set(train)
     for i in train:
         rows = seeds.entry_index == i

@@ -21,7 +21,7 @@ from orchestrator.families.torsional.driver import FINAL_EVAL_SAMPLES
 from orchestrator.spec import load_sweep
 from orchestrator.tuner import run_sweep
 from tests.conftest import ROOT, orchestrator_cli
-from workloads.torsional.data import build_dataset, zero_shot_entry
+from workloads.torsional.data import SPLITS, build_dataset, zero_shot_entry
 from workloads.torsional.molecule import find_torsions
 
 EVAL_FILES = ("samples.parquet", "structures.sdf", "torsions.json", "model.pt")
@@ -58,7 +58,7 @@ def trial(ray_cluster, tmp_path_factory):
 def test_smoke_trial_logs_metrics_by_split_figures_and_replay(trial):
     run = MlflowClient(trial.uri).get_run(trial.run_id)
     assert run.info.status == "FINISHED"
-    for split in ("train", "unseen_structures", "unseen_molecules"):
+    for split in SPLITS:
         assert 0 <= run.data.metrics[f"eval/{split}/jsd"] <= 1
     assert run.data.metrics["train/buffer_size"] > 0  # terminal states reached the replay-buffer actor
     assert run.data.metrics["train/replay_fraction"] > 0  # and replayed states came back into training batches

@@ -10,17 +10,19 @@ from orchestrator.tracking import STEP_METRIC, SweepTracker, flatten
 def test_a_reopened_trial_run_logs_each_step_once(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    first = SweepTracker(uri, "dedupe")
+    first = SweepTracker(uri, "dedupe", tmp_path / "outbox")  # a resumed sweep keeps its outbox folder
     parent = first.start_parent("dedupe", {"name": "dedupe"})
-    run_id = first.trial_run(parent, "trial_a", "trial_a", {"lr": 0.1})
+    run = first.trial_run(parent, "trial_a", "trial_a", {"lr": 0.1})
     for step in (20, 40, 60):
-        first.log_metrics(run_id, {"loss": float(step), STEP_METRIC: step / 10}, step=step)
+        first.log_metrics(run, {"loss": float(step), STEP_METRIC: step / 10}, step=step)
+    run_id = first.run_id(run)
 
     # The sweep is resumed from a checkpoint at step 40: the trial repeats step 60, then goes on.
-    resumed = SweepTracker(uri, "dedupe")
-    assert resumed.trial_run(parent, "trial_a", "trial_a", {"lr": 0.1}) == run_id
+    resumed = SweepTracker(uri, "dedupe", tmp_path / "outbox")
+    run = resumed.trial_run(parent, "trial_a", "trial_a", {"lr": 0.1})
+    assert resumed.run_id(run) == run_id
     for step in (60, 80):
-        resumed.log_metrics(run_id, {"loss": float(step) + 0.5, STEP_METRIC: step / 10}, step=step)
+        resumed.log_metrics(run, {"loss": float(step) + 0.5, STEP_METRIC: step / 10}, step=step)
 
     history = resumed.client.get_metric_history(run_id, "loss")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
@@ -32,7 +34,7 @@ def test_a_reopened_trial_run_logs_each_step_once(tmp_path, monkeypatch):
     # A new trial in the same sweep is not affected by another run's mark.
     other = resumed.trial_run(parent, "trial_b", "trial_b", {"lr": 0.2})
     resumed.log_metrics(other, {"loss": 1.0, STEP_METRIC: 0.1}, step=20)
-    assert len(resumed.client.get_metric_history(other, "loss")) == 1
+    assert len(resumed.client.get_metric_history(resumed.run_id(other), "loss")) == 1
 
 
 def test_a_mapping_keyed_by_free_text_is_one_json_param(tmp_path):

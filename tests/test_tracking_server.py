@@ -1,6 +1,5 @@
-"""Shared tracking: the tracking URI's precedence, a smoke sweep against a real `mlflow server` on loopback,
-and logging that rides out a store that is briefly unreachable (a real server stopped and restarted on
-its port, a real SQLite store whose folder is moved away), with no metric lost or logged twice."""
+"""Shared tracking: the tracking URI's precedence and a smoke sweep against a real `mlflow server` on loopback
+(a store that is away: tests/test_outbox.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -18,9 +16,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import _tracking_uri
-from orchestrator.errors import OrchestratorError
 from orchestrator.spec import load_sweep
-from orchestrator.tracking import RETRY_BUDGET_ENV, STEP_METRIC, SweepTracker, TrialArtifacts
+from orchestrator.tracking import STEP_METRIC
 from tests.conftest import ROOT, orchestrator_cli
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
@@ -115,121 +112,14 @@ def test_tracking_uri_precedence(tmp_path, monkeypatch):
     assert _tracking_uri("http://cli:5000", pinned) == "http://cli:5000"
 
 
-# ------------------------------------------------------------------ a store that is briefly unreachable
-
-
-def _loss_history(client: MlflowClient, run_id: str) -> list[tuple[int, float]]:
-    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, "loss"))
-
-
-def test_metrics_wait_while_the_store_is_unreachable_and_are_not_lost(tmp_path, monkeypatch):
-    """A real SQLite store whose folder is moved away cannot be written. Within the retry budget a report
-    waits for it; past the budget the report returns, its metrics wait and go out with the next one."""
-    store, away = tmp_path / "store", tmp_path / "away"
-    store.mkdir()
-    tracker = SweepTracker(f"sqlite:///{store / 'mlflow.db'}", "unreachable")
-    run_id = tracker.trial_run(tracker.start_parent("unreachable", {"name": "unreachable"}), "t_0", "t_0", {"lr": 0.1})
-    tracker.log_metrics(run_id, {"loss": 1.0, STEP_METRIC: 0.1}, step=1)
-
-    monkeypatch.setenv(RETRY_BUDGET_ENV, "1.5")
-    store.rename(away)
-    started = time.monotonic()
-    tracker.log_metrics(run_id, {"loss": 2.0, STEP_METRIC: 0.2}, step=2)  # past the budget: does not raise
-    assert 1.5 <= time.monotonic() - started < 10
-    assert tracker.unsent == 1
-    away.rename(store)
-    tracker.log_metrics(run_id, {"loss": 3.0, STEP_METRIC: 0.3}, step=3)
-    assert tracker.unsent == 0
-
-    monkeypatch.setenv(RETRY_BUDGET_ENV, "60")
-    store.rename(away)
-    back = threading.Timer(1.0, away.rename, args=(store,))
-    back.start()
-    started = time.monotonic()
-    tracker.log_metrics(run_id, {"loss": 4.0, STEP_METRIC: 0.4}, step=4)  # within the budget: waits, then logs
-    back.join()
-    assert 1.0 <= time.monotonic() - started < 30 and tracker.unsent == 0
-    tracker.end_run(run_id, "FINISHED")
-
-    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
-    assert _loss_history(client, run_id) == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
-    assert client.get_run(run_id).info.status == "FINISHED"
-
-
-def test_a_rejected_batch_fails_at_once_and_does_not_block_the_rest(tmp_path):
-    """A request the store refuses (here an invalid metric name) is not retried, and is not kept either."""
-    tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "rejected")
-    run_id = tracker.trial_run(tracker.start_parent("rejected", {"name": "rejected"}), "t_0", "t_0", {})
-    started = time.monotonic()
-    with pytest.raises(OrchestratorError, match="logging metrics"):
-        tracker.log_metrics(run_id, {"../not a metric name": 1.0}, step=1)
-    assert time.monotonic() - started < 5 and tracker.unsent == 0
-    tracker.log_metrics(run_id, {"loss": 2.0}, step=2)
-    assert _loss_history(tracker.client, run_id) == [(2, 2.0)]
-
-
-@pytest.mark.slow
-def test_logging_rides_out_a_server_restart(tmp_path, monkeypatch):
-    """A real `mlflow server`, stopped and started again on its port: the driver's metrics and a trial's
-    artifacts wait for it, nothing fails, and every step is in the store exactly once."""
-    server = MlflowServer(tmp_path / "server", free_port())
-    server.start()
-    try:
-        tracker = SweepTracker(server.uri, "restart")
-        run_id = tracker.trial_run(tracker.start_parent("restart", {"name": "restart"}), "t_0", "t_0", {"lr": 0.1})
-        tracker.log_metrics(run_id, {"loss": 1.0, STEP_METRIC: 0.1}, step=1)
-
-        # Down for longer than the retry budget: the report returns, its metrics wait for the next one.
-        monkeypatch.setenv(RETRY_BUDGET_ENV, "2")
-        server.stop()
-        tracker.log_metrics(run_id, {"loss": 2.0, STEP_METRIC: 0.2}, step=2)
-        assert tracker.unsent == 1
-        server.start()
-        tracker.log_metrics(run_id, {"loss": 3.0, STEP_METRIC: 0.3}, step=3)
-        assert tracker.unsent == 0
-
-        # Down while a report and a trial's artifact upload are made: both wait for the restart, then land.
-        monkeypatch.setenv(RETRY_BUDGET_ENV, "120")
-        server.stop()
-        restart = threading.Timer(3.0, server.start)
-        restart.start()
-        uploaded: list[BaseException | None] = []
-
-        def upload() -> None:
-            try:
-                TrialArtifacts(server.uri, tracker.experiment_id, "t_0").log_files(
-                    {"note.txt": lambda path: path.write_text("logged during a restart")}, "eval/step_0000004"
-                )
-                uploaded.append(None)
-            except BaseException as error:  # reported by the assert below
-                uploaded.append(error)
-
-        uploader = threading.Thread(target=upload)
-        uploader.start()
-        started = time.monotonic()
-        tracker.log_metrics(run_id, {"loss": 4.0, STEP_METRIC: 0.4}, step=4)
-        waited = time.monotonic() - started
-        restart.join()
-        uploader.join(timeout=150)
-        assert waited >= 3.0 and tracker.unsent == 0
-        assert uploaded == [None]
-        tracker.end_run(run_id, "FINISHED")
-
-        client = MlflowClient(server.uri)
-        assert _loss_history(client, run_id) == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
-        assert client.get_run(run_id).info.status == "FINISHED"
-        assert [a.path for a in client.list_artifacts(run_id, "eval/step_0000004")] == ["eval/step_0000004/note.txt"]
-    finally:
-        server.stop()
-
-
 # ------------------------------------------------------------------ a sweep against a tracking server
 
 
 @pytest.mark.slow
-def test_smoke_sweep_logs_to_an_mlflow_server(tmp_path, mlflow_server):
+def test_smoke_sweep_logs_to_an_mlflow_server(tmp_path, mlflow_server, ray_token_auth):
     """`orchestrator run --tracking-uri http://...`: the sweep's parent run, its trials' runs, their metrics
-    by step and their artifacts (uploaded by the trials through the server) are in the server's store."""
+    by step and their artifacts (uploaded by the trials through the server) are in the server's store. Its local
+    Ray runs with token authentication on (`ray_token_auth`), as on a cluster."""
     result = orchestrator_cli(
         "run",
         str(ROOT / "sweeps" / "samplers.yaml"),

@@ -81,7 +81,7 @@ class TorsionalConfig(StrictConfig):
     reward_floor_kcal_mol: float = Field(10.0, gt=0)
     """Training's log R' = -min(E - E_L, this) / kT: bounded residuals (learner.py docstring)."""
     num_train_structures: int = Field(4, gt=0)
-    """MD frames per training molecule used for training (split train)."""
+    """MD frames per training molecule used for training (split train_structures)."""
     num_heldout_structures: int = Field(2, gt=0)
     """Later MD frames per training molecule never trained on (split unseen_structures)."""
     num_val_structures: int = Field(2, gt=0)

@@ -1,7 +1,7 @@
 """The Torsional-GFN data set: (molecule, local structure) entries in three splits.
 
 For every training SMILES, one cached OpenMM MD trajectory (md.py) gives
-    train:              its first `num_train_structures` frames (the local structures trained on)
+    train_structures:   its first `num_train_structures` frames (the local structures trained on)
     unseen_structures:  its last `num_heldout_structures` frames (same molecule, never trained on)
 and for every validation SMILES the first `num_val_structures` frames of its own MD (split unseen_molecules:
 molecule and structures never trained on, evaluated zero-shot). Every SMILES is loaded (and rejected with a
@@ -23,8 +23,9 @@ from workloads.torsional.ground_truth import grid_torsion_problem
 from workloads.torsional.md import MDSettings, md_frames, train_and_heldout_frames
 from workloads.torsional.molecule import Molecule, MoleculeError, load_molecule
 
-Split = Literal["train", "unseen_structures", "unseen_molecules"]
-SPLITS: tuple[Split, ...] = ("train", "unseen_structures", "unseen_molecules")
+# Not "train": an evaluation metric eval/<split>/<name> must not read like the optimizer's train/<name>.
+Split = Literal["train_structures", "unseen_structures", "unseen_molecules"]
+SPLITS: tuple[Split, ...] = ("train_structures", "unseen_structures", "unseen_molecules")
 POSITION_DECIMALS = 6
 """Local structures are rounded to 1e-6 A, the precision of an SDF V3000 file (export.py): the structure written to
 structures.sdf is then exactly the one trained and evaluated on (MD frames are not minima: 1e-4 A, V2000's precision,
@@ -95,7 +96,7 @@ def build_dataset(config: TorsionalConfig, md_settings: MDSettings = MDSettings(
         tr, ho = train_and_heldout_frames(
             m, c.num_train_structures, c.num_heldout_structures, c.md_seed, c.variant, c.cache_dir, settings
         )
-        train += [_entry(m, f, f"md{i}", "train") for i, f in enumerate(tr)]
+        train += [_entry(m, f, f"md{i}", "train_structures") for i, f in enumerate(tr)]
         heldout += [_entry(m, f, f"md{len(tr) + i}", "unseen_structures") for i, f in enumerate(ho)]
     for m in val_molecules:
         frames = md_frames(m, c.num_val_structures, c.md_seed, c.variant, c.cache_dir, settings)

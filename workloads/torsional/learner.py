@@ -217,7 +217,7 @@ class TorsionalLearner:
         c = self.config = config
         self.seed, self.device = seed, torch.device(device)
         self.entries = entries if entries is not None else build_dataset(config)
-        self.train_entries = [i for i, e in enumerate(self.entries) if e.split == "train"]
+        self.train_entries = [i for i, e in enumerate(self.entries) if e.split == "train_structures"]
         self._structure_files: dict[str, bytes] | None = None
         self.rdkit = RDKitEnergies(c.variant)
         self.energy_fn = energy_fn or self.rdkit

@@ -10,4 +10,5 @@ FAMILY = Family(
     driver="orchestrator.families.sed.driver:SEDDriver",
     worker_roles={"ensemble_member": None},
     summary="orchestrator.families.sed.summary:sed_summary",
+    datasets="orchestrator.families.sed.datasets:image_sets",
 )

@@ -44,19 +44,19 @@ class SEDDriver(ActorDriver):
                 f"resources.workers.{ROLE}.count {count} exceeds num_members {config.num_members}: "
                 f"an actor would hold no member"
             )
-        train = train_set(config)
-        self.coordinator = Coordinator(config, train, ctx.seed)
         self.members = [list(range(k, config.num_members, count)) for k in range(count)]
         heads = config.mode == "heads"
-        # Held for the trial's lifetime: Ray re-runs a restarted actor's constructor with these arguments.
-        self.train_ref = ray.put(train) if heads else None
         role = ray.remote(EnsembleMemberRole)
+        # Actor 0 builds the training set it pretrains on from the config (while this process builds its own): a
+        # restart re-runs the constructor with these arguments, and Ray keeps no ObjectRef among them for that
+        # (ray-project/ray#53727).
         self.hosts = [
             role.options(**ctx.actor_options(ROLE, k)).remote(
-                config, members, ctx.seed, ctx.cpus(ROLE), self.train_ref if k == 0 else None
+                config, members, ctx.seed, ctx.cpus(ROLE), pretrain=heads and k == 0
             )
             for k, members in enumerate(self.members)
         ]
+        self.coordinator = Coordinator(config, train_set(config), ctx.seed)
         if heads:  # one extractor for every head: actor 0's pretrained one
             extractor = self.hosts[0].weights.remote()
             ray.get([host.load_weights.remote(extractor) for host in self.hosts[1:]])

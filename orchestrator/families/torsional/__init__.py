@@ -9,5 +9,6 @@ FAMILY = Family(
     config_model=TorsionalConfig,
     driver="orchestrator.families.torsional.driver:TorsionalDriver",
     worker_roles={"energy": None, "replay_buffer": 1},
+    datasets="orchestrator.families.torsional.datasets:molecule_sets",
     commands=("orchestrator.families.torsional.sample_command",),
 )

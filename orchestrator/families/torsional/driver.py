@@ -9,8 +9,9 @@ come from the `replay_buffer` actor (StructureReplayBuffer, per-structure capaci
 terminal states go back to it through a bounded channel (at most MAX_IN_FLIGHT batches in the object store).
 
 Each evaluation's artifacts (workloads/torsional/export.py): samples.parquet, structures.sdf,
-torsions.json, model.pt and one density figure per molecule. The final evaluation draws at least
-FINAL_EVAL_SAMPLES per (molecule, local structure), smoke runs included (a few seconds there).
+torsions.json, model.pt and one density figure per molecule; the final one also model/, model.pt as an MLflow
+pyfunc model (pyfunc.py). The final evaluation draws at least FINAL_EVAL_SAMPLES per (molecule, local
+structure), smoke runs included (a few seconds there).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import ray
 from actors.channel import BoundedInFlight
 from actors.energy import EnergyWorker, PoolEnergyFn
 from orchestrator.driver import LearnerBufferDriver, bytes_writers, mean_metrics, start_learner
-from orchestrator.placement import TrialContext
+from orchestrator.families.torsional.pyfunc import save_pyfunc
+from orchestrator.placement import ACTOR_NAMESPACE, TrialContext
 from orchestrator.tracking import TRAIN_HISTORY_KEY
 from workloads.torsional.export import save_model, write_samples_parquet
 from workloads.torsional.learner import TorsionalLearner
@@ -48,7 +50,9 @@ class TorsionalDriver(LearnerBufferDriver):
             .remote(self.config.energy_backend, self.config.variant, 1e6, ctx.seed, ctx.cpus("energy"))
             for i in range(count)
         ]
-        self.learner = start_learner(ctx, TorsionalLearner, energy_fn=PoolEnergyFn(self.energy_workers))
+        # By name, not handle: a restarted learner must find the energy actors again (PoolEnergyFn).
+        names = [ctx.actor_name("energy", i) for i in range(count)]
+        self.learner = start_learner(ctx, TorsionalLearner, energy_fn=PoolEnergyFn(names, namespace=ACTOR_NAMESPACE))
         self.buffer = (
             ray.remote(StructureReplayBuffer)
             .options(**ctx.actor_options("replay_buffer"))
@@ -91,6 +95,8 @@ class TorsionalDriver(LearnerBufferDriver):
         artifacts = {
             "samples.parquet": lambda path: write_samples_parquet(path, rows),
             "model.pt": lambda path: save_model(path, learner_state),
+            # The loadable MLflow model only at the final evaluation, the one a researcher loads (docs/design.md).
+            **({"model": lambda path: save_pyfunc(path, learner_state)} if final else {}),
             **bytes_writers(evaluation.files),
             **bytes_writers(evaluation.figures_png),
         }

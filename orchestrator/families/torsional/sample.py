@@ -30,12 +30,26 @@ from workloads.torsional.export import (
     write_samples_parquet,
     write_samples_sdf,
 )
-from workloads.torsional.learner import SampleRow
+from workloads.torsional.learner import SampleRow, TorsionalLearner
 from workloads.torsional.molecule import MoleculeError
 
 FORMATS = (".parquet", ".sdf")
 ENERGY_CHUNK = 4096
 """Conformers built at once for their energies ([chunk, atoms, 3])."""
+
+
+def draw(learner: TorsionalLearner, index: int, num_samples: int, seed: int) -> list[SampleRow]:
+    """num_samples on-policy samples of learner.entries[index] with their RDKit MMFF energies (not clamped). The
+    generator is seeded per call, so a structure's samples do not depend on the learner's other entries."""
+    entry = learner.entries[index]
+    angles, log_pf, _ = learner.sample(index, num_samples, torch.Generator().manual_seed(seed))  # [n, K], [n]
+    energies = np.concatenate(
+        [learner.rdkit.energies(entry, angles[i : i + ENERGY_CHUNK]) for i in range(0, num_samples, ENERGY_CHUNK)]
+    )  # [n] kcal/mol
+    return [
+        SampleRow(entry.smiles, entry.structure_id, a, e, lp)
+        for a, e, lp in zip(angles.tolist(), energies.tolist(), log_pf.tolist())
+    ]
 
 
 def sample(
@@ -62,15 +76,8 @@ def sample(
     except MoleculeError as error:
         raise OrchestratorError(f"sample --smiles: {error}") from error
 
-    learner = learner_from_model(model, [entry])
-    angles, log_pf, _ = learner.sample(0, num_samples, torch.Generator().manual_seed(seed))  # [n, K], [n]
-    energies = np.concatenate(
-        [learner.rdkit.energies(entry, angles[i : i + ENERGY_CHUNK]) for i in range(0, num_samples, ENERGY_CHUNK)]
-    )  # [n] kcal/mol
-    rows = [
-        SampleRow(entry.smiles, entry.structure_id, a, e, lp)
-        for a, e, lp in zip(angles.tolist(), energies.tolist(), log_pf.tolist())
-    ]
+    rows = draw(learner_from_model(model, [entry]), 0, num_samples, seed)
+    energies = np.array([row.energy_kcal_mol for row in rows])
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".sdf":
         write_samples_sdf(out, entry, rows)

@@ -8,4 +8,5 @@ FAMILY = Family(
     config_model=WcstConfig,
     driver="orchestrator.families.wcst.driver:WcstDriver",
     summary="orchestrator.families.wcst.summary:wcst_summary",
+    datasets="orchestrator.families.wcst.datasets:cue_conflict_sets",
 )

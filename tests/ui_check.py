@@ -1,0 +1,144 @@
+"""What a researcher sees of a sweep in the MLflow UI, checked in a real browser (headless Chromium).
+
+    python tests/ui_check.py [--smoke SWEEP.yaml | --tracking-uri URI --experiment NAME] [--out FOLDER]
+    make ui-check                       # the same, on a smoke run of sweeps/samplers.yaml
+
+It serves the store with `mlflow ui` on a free loopback port, opens the experiment's runs table, the sweep's
+parent run and its best trial's run in Chromium (`chromium --headless --dump-dom`: the page as rendered after its
+scripts ran), saves each page's HTML and a screenshot in --out, and checks that the rendered pages show what the
+store holds: the parent run's description links the best trial and lists every trial by name, the git commit is
+shown, the best trial's metrics and data sets are on its page, the runs table lists the trials. Exit 0 when every
+check holds, else 1 with the failed checks. Needs Chromium (Debian: `apt-get install chromium`); not part of
+`make test`, whose machines may lack it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def render(url: str, out: Path, name: str, wait_ms: int = 20_000, height: int = 1400) -> str:
+    """The page's DOM after its scripts ran for `wait_ms` of virtual time; its HTML and a screenshot (a window
+    `height` pixels tall: charts below the window are not drawn) go to `out`."""
+    flags = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             f"--window-size=1600,{height}", f"--virtual-time-budget={wait_ms}"]  # fmt: skip
+    html = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+    (out / f"{name}.html").write_text(html)
+    subprocess.run([*flags, f"--screenshot={out / f'{name}.png'}", url], capture_output=True, timeout=180)
+    return html
+
+
+def smoke_store(sweep: str, folder: Path) -> tuple[str, str]:
+    """Run `sweep` with --smoke into a store in `folder`; (tracking URI, experiment name)."""
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    command = [sys.executable, "-m", "orchestrator", "run", sweep, "--smoke", "--tracking-uri", uri,
+               "--set", f"storage_path={folder / 'ray_results'}"]  # fmt: skip
+    subprocess.run(command, cwd=ROOT, check=True, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    client = MlflowClient(uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name != "Default"]
+    return uri, experiment.name
+
+
+def checks(uri: str, experiment_name: str, base: str, out: Path) -> list[tuple[str, bool]]:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+    parent = next(r for r in runs if r.data.tags.get("orchestrator.role") == "sweep")
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    best_id = parent.data.tags.get("orchestrator.best_run_id")
+    best = next((t for t in trials if t.info.run_id == best_id), None)
+    page = f"{base}/#/experiments/{experiment.experiment_id}"
+
+    table = render(f"{page}/runs", out, "runs_table")
+    parent_page = render(f"{page}/runs/{parent.info.run_id}", out, "parent_run")
+    found = [
+        ("the runs table shows the sweep's parent run", parent.info.run_name in table),
+        ("the parent run names the best trial", best is not None and best.info.run_name in parent_page),
+        ("the parent run links the best trial", best_id is not None and best_id in parent_page),
+        ("the parent run lists every trial by name", all(t.info.run_name in parent_page for t in trials)),
+        (
+            "the parent run shows the git commit",
+            parent.data.tags.get("mlflow.source.git.commit", "?")[:7] in parent_page,
+        ),
+        ("the parent run shows the best trial's metrics", all(k in parent_page for k in list(parent.data.metrics)[:5])),
+    ]
+    if best is not None:
+        best_page = render(f"{page}/runs/{best.info.run_id}", out, "best_trial")
+        metrics_page = render(f"{page}/runs/{best.info.run_id}/model-metrics", out, "best_trial_metrics", 30_000, 4000)
+        inputs = best.inputs.dataset_inputs if best.inputs else []
+        found += [
+            ("the best trial's page shows its searched values", all(
+                k in best_page for k in best.data.params if k.startswith("sampled."))),
+            ("the best trial's data sets are shown", all(d.dataset.name in best_page for d in inputs)),
+            ("the best trial's metric charts are drawn", "eval/" in metrics_page and "main-svg" in metrics_page),
+            ("the best trial's figures have a step slider", best.data.tags.get("mlflow.loggedImages") != "true" or
+             'role="slider"' in metrics_page),
+        ]  # fmt: skip
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", help="run this sweep file with --smoke into a new store, and check that")
+    parser.add_argument("--tracking-uri", help="an existing store (with --experiment)")
+    parser.add_argument("--experiment")
+    parser.add_argument("--out", type=Path, default=Path("ui-check"), help="where pages and screenshots go")
+    args = parser.parse_args()
+    if BROWSER is None:
+        print("ui_check: no Chromium on the PATH (Debian: apt-get install chromium)", file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.smoke:  # the store stays in --out, to be opened with `mlflow ui` afterwards
+        uri, experiment = smoke_store(args.smoke, args.out.resolve())
+    elif args.tracking_uri and args.experiment:
+        uri, experiment = args.tracking_uri, args.experiment
+    else:
+        parser.error("give --smoke SWEEP, or --tracking-uri and --experiment")
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "ui", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", uri],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        results = checks(uri, experiment, base, args.out)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    for what, ok in results:
+        print(f"{'ok  ' if ok else 'FAIL'} {what}")
+    print(f"pages and screenshots: {args.out.resolve()}")
+    return 0 if all(ok for _, ok in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
