@@ -29,7 +29,7 @@ ui: $(VENV)/.installed
 # The MLflow UI as a researcher sees it, in headless Chromium (apt-get install chromium): a smoke sweep, its pages
 # rendered and checked; pages, screenshots and the store in ./ui-check (tests/ui_check.py).
 ui-check: $(VENV)/.installed
-	$(PYTHON) tests/ui_check.py --smoke sweeps/torsional.yaml --out ui-check
+	$(PYTHON) -m tests.ui_check --smoke sweeps/torsional.yaml --out ui-check
 
 validate: $(VENV)/.installed
 	$(PYTHON) -m orchestrator validate sweeps/*.yaml

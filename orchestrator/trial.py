@@ -121,12 +121,12 @@ def run_trial(point: dict[str, Any], spec: SweepSpec, tracking: dict[str, str] |
     try:
         _train(driver, ctx, artifacts)
     finally:
-        _stop_actors(driver)
+        stop_actors(driver)
         if artifacts is not None:  # what the store did not take now is sent at the sweep's end
             artifacts.flush(FINAL_SEND_S)
 
 
-def _stop_actors(driver: Any) -> None:
+def stop_actors(driver: Any) -> None:
     """End the trial's actors now, at once. Left to Ray, they are ended when the trial's process exits, by a SIGTERM
     that Ray turns into SystemExit inside whatever runs then (e.g. `ActorHandle.__del__` in a learner that holds other
     actors' handles): a traceback on a clean finish."""

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -92,6 +96,95 @@ def token_auth_checks(token: str, gcs_address: str, job_api: str | None = None) 
                 status = error.code
             checks[f"job API {'answers' if sent == token else 'refuses'} {name}"] = (status == 200) == (sent == token)
     return checks
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 with a SQLite store and proxied artifacts in `folder`, in its own process
+    group (stopped with it, children included); `start` again reuses the port and the store."""
+
+    def __init__(self, folder: Path, port: int):
+        self.folder, self.port = folder, port
+        self.uri = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+        with open(self.folder / "server.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("mlflow")),
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                    "--backend-store-uri",
+                    f"sqlite:///{self.folder / 'mlflow.db'}",
+                    "--artifacts-destination",
+                    str(self.folder / "artifacts"),
+                ],
+                cwd=self.folder,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            wait_until_up(self.uri, self.process, timeout_s)
+        except RuntimeError as error:
+            self.stop()
+            raise RuntimeError(f"{error}: {(self.folder / 'server.log').read_text()[-2000:]}") from None
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+
+def family_driver(name: str, workload: str, config: dict, metric: str, mode: str = "min", resources: dict | None = None,
+                  seed: int = 0, smoke: bool = False, trial_id: str | None = None):  # fmt: skip
+    """The trial driver of a one-trial sweep of `workload` with `config` (on the family's smoke config when
+    `smoke`), its actors started on the running Ray; trial id `<name>_00000` unless given."""
+    from orchestrator.placement import TrialContext
+    from orchestrator.registry import get_family
+    from orchestrator.spec import SweepSpec
+
+    sweep = {"name": name, "workload": workload, "config": config, "tune": {"metric": metric, "mode": mode}}
+    spec = SweepSpec.from_dict({**sweep, "resources": resources} if resources else sweep)
+    trial_config = spec.config.smoke().model_copy(update=config) if smoke else spec.config
+    context = TrialContext(spec=spec, config=trial_config, seed=seed, trial_id=trial_id or f"{name}_00000")
+    return get_family(workload).load_driver()(context)
+
+
+def wait_until_up(url: str, process: subprocess.Popen, timeout_s: float) -> None:
+    """Until the MLflow server (or UI) at `url` answers its health check; RuntimeError when `process` exits or
+    `timeout_s` passes first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the MLflow server at {url} exited")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the MLflow server at {url} did not answer within {timeout_s:.0f} s")
 
 
 def orchestrator_cli(*args: str, cwd: Path, timeout: float = 300, **popen) -> subprocess.CompletedProcess:

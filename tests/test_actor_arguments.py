@@ -18,6 +18,7 @@ import ray
 import ray.actor
 
 from orchestrator.placement import ACTOR_ERRORS
+from orchestrator.trial import stop_actors
 from tests.test_behaviour_unchanged import RUNS, build_driver
 
 INLINE_LIMIT = 100 * 1024
@@ -49,8 +50,7 @@ def created(monkeypatch) -> list[tuple[str, list, dict]]:
 @pytest.mark.parametrize("name", list(DRIVERS))
 def test_restartable_actors_get_only_small_self_contained_arguments(ray_cluster, created, name):
     driver = build_driver(name, f"{name}_args", DRIVERS[name])
-    for actor in driver.actors():
-        ray.kill(actor)
+    stop_actors(driver)
     restartable = [(cls, args) for cls, args, options in created if options.get("max_restarts", 0) != 0]
     assert len(restartable) == len(driver.actors()), [cls for cls, _ in restartable]
     context = ray._private.worker.global_worker.get_serialization_context()
@@ -73,8 +73,7 @@ def test_a_restarted_torsional_learner_finds_its_energy_actors(ray_cluster):
         metrics, _ = driver.advance()
         assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["eval/jsd"])
     finally:
-        for actor in driver.actors():
-            ray.kill(actor)
+        stop_actors(driver)
 
 
 def _until_it_fails(actor, timeout_s: float = 60) -> None:

@@ -3,7 +3,7 @@ change (tests/golden/behaviour.json): moving code between packages must not move
 
 Every trial runs through its family's driver on a real local Ray, as `orchestrator run` runs it, for its whole
 budget. Timing metrics (seconds, backpressure) are left out. To record anew after a change that is meant to
-change the figures: `python tests/test_behaviour_unchanged.py --record [NAME ...]`, and say why in the commit.
+change the figures: `python -m tests.test_behaviour_unchanged --record [NAME ...]`, and say why in the commit.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from orchestrator.trial import stop_actors
+from tests.conftest import family_driver
 
 GOLDEN = Path(__file__).parent / "golden" / "behaviour.json"
 TIMING = ("_s", "backpressure_s", "epoch_s")
@@ -61,28 +64,13 @@ RUNS = {
 def build_driver(name: str, trial_id: str, run: dict | None = None):
     """The trial driver of `RUNS[name]`, or of `run` in the same form (small, fixed seed 7), its actors started on the
     running Ray."""
-    from orchestrator.placement import TrialContext
-    from orchestrator.registry import get_family
-    from orchestrator.spec import SweepSpec
-
     run = run or RUNS[name]
-    spec = SweepSpec.from_dict(
-        {
-            "name": name,
-            "workload": run["workload"],
-            "config": run.get("config", {}),
-            "resources": run["resources"],
-            "tune": {"metric": "train/loss", "mode": "min"},
-        }
-    )
-    config = spec.config.smoke().model_copy(update=run.get("config", {})) if run.get("smoke") else spec.config
-    return get_family(spec.workload).load_driver()(TrialContext(spec=spec, config=config, seed=7, trial_id=trial_id))
+    return family_driver(name, run["workload"], run.get("config", {}), "train/loss", resources=run["resources"],
+                         seed=7, smoke=bool(run.get("smoke")), trial_id=trial_id)  # fmt: skip
 
 
 def run_family(name: str) -> dict[str, float]:
     """The trial's metrics at every report, {'<step>/<metric>': value}, timing left out."""
-    import ray
-
     driver = build_driver(name, f"{name}_00000")
     found: dict[str, float] = {}
     try:
@@ -92,8 +80,7 @@ def run_family(name: str) -> dict[str, float]:
                 if not key.endswith(TIMING) and isinstance(value, (int, float)):
                     found[f"{driver.step}/{key}"] = float(value)
     finally:
-        for actor in driver.actors():
-            ray.kill(actor)
+        stop_actors(driver)
     return found
 
 

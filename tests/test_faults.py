@@ -32,7 +32,7 @@ from orchestrator.cli import main
 from orchestrator.errors import OrchestratorError, SweepFailed
 from orchestrator.spec import load_sweep
 from orchestrator.tracking import RETRY_BUDGET_ENV, SweepTracker, _retry, _transient
-from orchestrator.trial import from_checkpoint, load_state, save_state, to_checkpoint
+from orchestrator.trial import from_checkpoint, load_state, save_state, stop_actors, to_checkpoint
 from orchestrator.tuner import SweepHandle, run_sweep
 from tests.conftest import ROOT, orchestrator_cli, smoke_run, write_tiny_sweep
 from tests.test_behaviour_unchanged import build_driver
@@ -322,18 +322,12 @@ def test_the_parent_run_says_when_a_sweep_did_not_finish(ray_cluster, tmp_path, 
 def test_every_familys_state_round_trips_through_a_weights_only_checkpoint(ray_cluster, tmp_path, name):
     """A driver's state after one report, saved and read back weights-only, loads into a new driver of the trial,
     whose state is then the same to the last bit (replay buffers' numpy arrays and RNG states included)."""
-    import ray
-
-    def stop(driver) -> None:  # its actors hold the CPUs the next driver needs
-        for actor in driver.actors():
-            ray.kill(actor)
-
     first = build_driver(name, f"{name}_00000")
     try:
         first.advance()
         state = first.state()
     finally:
-        stop(first)
+        stop_actors(first)
     save_state(state, tmp_path / "state.pt")
     torch.load(tmp_path / "state.pt", weights_only=True)  # what a weights-only reader sees loads as it is
     second = build_driver(name, f"{name}_00001")
@@ -342,4 +336,4 @@ def test_every_familys_state_round_trips_through_a_weights_only_checkpoint(ray_c
         assert second.step == first.step
         _assert_same(second.state(), state)
     finally:
-        stop(second)
+        stop_actors(second)

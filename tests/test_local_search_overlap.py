@@ -12,9 +12,8 @@ import time
 
 import ray
 
-from orchestrator.families.samplers.driver import SamplerDriver
-from orchestrator.placement import TrialContext
-from orchestrator.spec import SweepSpec
+from orchestrator.trial import stop_actors
+from tests.conftest import family_driver
 
 SUB_CHUNKS = 4
 # Sizes chosen so that, on 2 cores, a training sub-chunk (~0.3 s) outlasts a local-search round (~0.1 s): the round
@@ -57,22 +56,13 @@ def _overlap_s(interval: tuple[float, float], others: list[tuple[float, float]])
 
 
 def test_local_search_rounds_run_while_the_learner_trains(ray_cluster):
-    spec = SweepSpec.from_dict(
-        {
-            "name": "overlap",
-            "workload": "samplers",
-            "config": CONFIG,
-            "tune": {"metric": "eval/delta_log_z_rw", "mode": "min"},
-        }
-    )
-    driver = SamplerDriver(TrialContext(spec=spec, config=spec.config, seed=0, trial_id="overlap_00000"))
+    driver = family_driver("overlap", "samplers", CONFIG, "eval/delta_log_z_rw")
     started = time.time()
     try:
         metrics, _ = driver.advance()
         calls = _intervals(started)  # before the actors end: a killed worker's unreported events are lost
     finally:
-        for actor in driver.actors():
-            ray.kill(actor)
+        stop_actors(driver)
     assert driver.step == CONFIG["total_iters"] and metrics["train/mala_acceptance"] > 0
     trains, searches = calls[TRAIN], calls[SEARCH]
     # One training call per sub-chunk, each followed by a round on the buffer actor (none inside `train`).

@@ -17,8 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.outbox import REJECTED, Later, Outbox
 from orchestrator.tracking import RETRY_BUDGET_ENV, STEP_METRIC, SweepTracker, TrialArtifacts
-from tests.conftest import ROOT, orchestrator_cli, trial_runs, write_tiny_sweep
-from tests.test_tracking_server import MlflowServer, free_port
+from tests.conftest import ROOT, MlflowServer, free_port, orchestrator_cli, trial_runs, write_tiny_sweep
 
 # ------------------------------------------------------------------ the queue
 

@@ -5,11 +5,9 @@ start and two actor processes): `pytest -m slow tests/test_samplers_driver.py`."
 import math
 
 import pytest
-import ray
 
-from orchestrator.families.samplers.driver import SamplerDriver
-from orchestrator.placement import TrialContext
-from orchestrator.spec import SweepSpec
+from orchestrator.trial import stop_actors
+from tests.conftest import family_driver
 
 REPLAY = {"enabled": True, "local_search_every": 10, "local_search_batch": 32, "mala_steps": 10, "mala_burn_in": 5}
 CONFIG = {
@@ -31,20 +29,11 @@ def test_one_report_with_asynchronous_local_search_and_staleness(ray_cluster):
     learner trains sub-chunk k + 1, and its states first serve sub-chunk k + 2. Sub-chunk 2 trains on
     round 0's states at odd steps 21..29 (staleness 25 - 10 = 15); sub-chunk 3 on rounds 0 and 1
     (staleness 35 - 10 = 25 or 35 - 20 = 15). The reported mean over those two sub-chunks is in [15, 20]."""
-    spec = SweepSpec.from_dict(
-        {
-            "name": "staleness",
-            "workload": "samplers",
-            "config": CONFIG,
-            "tune": {"metric": "eval/delta_log_z_rw", "mode": "min"},
-        }
-    )
-    driver = SamplerDriver(TrialContext(spec=spec, config=spec.config, seed=0, trial_id="staleness_00000"))
+    driver = family_driver("staleness", "samplers", CONFIG, "eval/delta_log_z_rw")
     try:
         metrics, artifacts = driver.advance()
     finally:
-        for actor in driver.actors():
-            ray.kill(actor)
+        stop_actors(driver)
     assert driver.step == 40 and driver.finished
     assert 15.0 <= metrics["train/replay_staleness_iters"] <= 20.0, metrics["train/replay_staleness_iters"]
     assert 0.0 < metrics["train/mala_acceptance"] <= 1.0

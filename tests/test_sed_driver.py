@@ -11,9 +11,8 @@ import pytest
 import ray
 import torch
 
-from orchestrator.families.sed.driver import SEDDriver
-from orchestrator.placement import TrialContext
-from orchestrator.spec import SweepSpec
+from orchestrator.trial import stop_actors
+from tests.conftest import family_driver
 from workloads.ensembles.a2d import sed_loss
 from workloads.ensembles.members import make_host
 
@@ -36,19 +35,10 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def driver(ray_cluster):
-    spec = SweepSpec.from_dict(
-        {
-            "name": "sed-test",
-            "workload": "sed",
-            "config": CONFIG,
-            "tune": {"metric": "eval/ood_auroc_pds", "mode": "max"},
-            "resources": {"learner": {"cpus": 0.4}, "workers": {"ensemble_member": {"count": 2, "cpus": 0.4}}},
-        }
-    )
-    driver = SEDDriver(TrialContext(spec=spec, config=spec.config, seed=0, trial_id="sed_00000"))
+    resources = {"learner": {"cpus": 0.4}, "workers": {"ensemble_member": {"count": 2, "cpus": 0.4}}}
+    driver = family_driver("sed", "sed", CONFIG, "eval/ood_auroc_pds", "max", resources)
     yield driver
-    for actor in driver.actors():
-        ray.kill(actor)
+    stop_actors(driver)
 
 
 def test_gradients_from_member_actors_equal_the_whole_loss_gradient(driver):

@@ -24,6 +24,7 @@ from rdkit import Chem
 
 from orchestrator import cli
 from orchestrator.families.torsional.pyfunc import REQUIREMENTS, save_pyfunc
+from orchestrator.trial import stop_actors
 from tests.test_torsional_sample import NEW_SMILES, _mmff94s, _set_dihedrals
 from workloads.torsional.config import TorsionalConfig
 from workloads.torsional.data import zero_shot_entry
@@ -141,7 +142,6 @@ def test_predict_refuses_a_bad_molecule_naming_it(logged):
 
 def test_the_driver_writes_the_model_at_the_final_evaluation_only(ray_cluster, tmp_path):
     import mlflow
-    import ray
 
     from tests.test_behaviour_unchanged import build_driver
 
@@ -152,8 +152,7 @@ def test_the_driver_writes_the_model_at_the_final_evaluation_only(ray_cluster, t
             _, files = driver.advance()
             written[driver.step] = files
     finally:
-        for actor in driver.actors():
-            ray.kill(actor)
+        stop_actors(driver)
     final = max(written)
     assert [step for step, files in written.items() if "model" in files] == [final] and len(written) >= 2
     assert all("model.pt" in files for files in written.values())

@@ -6,13 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 import ray
@@ -22,7 +17,7 @@ from orchestrator.placement import ACTOR_NAMESPACE
 from orchestrator.spec import load_sweep
 from orchestrator.tracking import TRIAL_TAG
 from orchestrator.tuner import run_sweep
-from tests.conftest import run_sweep_with_fault, trial_runs, write_tiny_sweep
+from tests.conftest import MlflowServer, free_port, run_sweep_with_fault, trial_runs, write_tiny_sweep
 
 
 def test_killed_learner_is_restarted_and_the_trial_goes_on(ray_cluster, tmp_path):
@@ -78,50 +73,12 @@ def test_a_crashed_trial_is_failed_in_mlflow_and_the_sweep_goes_on(ray_cluster, 
     assert status == "FINISHED"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    mlflow = str(Path(sys.executable).parent / "mlflow")
-    server = subprocess.Popen(
-        [
-            mlflow,
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail("mlflow server did not start")
-            time.sleep(0.5)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
+    server = MlflowServer(tmp_path / "server", free_port())
+    server.start(timeout_s=90)
+    yield server.uri
+    server.stop()
 
 
 def test_sweep_logs_to_an_mlflow_server(ray_cluster, tmp_path, mlflow_server):

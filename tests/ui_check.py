@@ -1,6 +1,6 @@
 """What a researcher sees of a sweep in the MLflow UI, checked in a real browser (headless Chromium).
 
-    python tests/ui_check.py [--smoke SWEEP.yaml | --tracking-uri URI --experiment NAME] [--out FOLDER]
+    python -m tests.ui_check [--smoke SWEEP.yaml | --tracking-uri URI --experiment NAME] [--out FOLDER]
     make ui-check                       # the same, on a smoke run of sweeps/samplers.yaml
 
 It serves the store with `mlflow ui` on a free loopback port, opens the experiment's runs table, the sweep's
@@ -17,23 +17,16 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import free_port, wait_until_up
+
 ROOT = Path(__file__).resolve().parents[1]
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def render(url: str, out: Path, name: str, wait_ms: int = 20_000, height: int = 1400) -> str:
@@ -128,15 +121,7 @@ def main() -> int:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
+        wait_until_up(base, server, 120)
         results = checks(uri, experiment, base, args.out)
     finally:
         server.terminate()
