@@ -245,7 +245,7 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: str | Path | None
         handle = SweepHandle.load(resume_path)
         check_stores(handle.spec, handle.tracking_uri, handle.path)
         _check_fits(handle.spec)
-        _report_flush(handle, *handle.flush())  # what waits from the interrupted run goes first
+        _report_flush(handle, handle.flush()[1])  # what waits from the interrupted run goes first
         tracker = SweepTracker(handle.tracking_uri, handle.spec.mlflow.experiment, handle.outbox / "driver")
         tracker.start_parent(handle.spec.name, handle.spec.to_dict(), parent_run_id=handle.parent_run_id)
     else:
@@ -287,15 +287,15 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: str | Path | None
         if status != "FINISHED":
             tracker.kill_running_trials(handle.parent_run_id)
         tracker.end_run(handle.parent_run_id, status)
-        sent, handle.unsent = handle.flush()
-        _report_flush(handle, sent, handle.unsent)
+        handle.unsent = handle.flush()[1]
+        _report_flush(handle, handle.unsent)
     if status == "KILLED":
         print(f"sweep interrupted; continue it with: python -m orchestrator resume {handle.path}", flush=True)
     return handle, status
 
 
-def _report_flush(handle: SweepHandle, sent: int, left: int) -> None:
-    """Say what the outboxes sent after a wait, and what still waits and how to send it."""
+def _report_flush(handle: SweepHandle, left: int) -> None:
+    """When writes still wait for the store: how many, where, and the command that sends them."""
     if left:
         print(
             f"MLflow store {handle.tracking_uri} did not answer for {retry_budget_s():g} s: {left} writes wait in "
