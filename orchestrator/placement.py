@@ -210,8 +210,11 @@ def autoscaler() -> Autoscaler | None:
     if types := _gcs_cluster_config():
         found = Autoscaler(types, "the cluster config in the GCS")
     status = _autoscaler_status()
-    running = found is not None or _autoscaling(status)
-    for path in _monitor_config_paths(status) if running and found is None else []:
+    # Only an autoscaler that can add nodes is started with a config file, so its process counts even
+    # before its first status report (a cluster just started has none yet).
+    monitor_configs = [] if found is not None else _monitor_config_paths(status)
+    running = found is not None or _autoscaling(status) or bool(monitor_configs)
+    for path in monitor_configs:
         if (config := _read_config(path)) is not None:
             found = Autoscaler(_types_from_config(config), path)
             break

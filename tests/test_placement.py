@@ -114,6 +114,37 @@ def test_the_launchers_bootstrap_config_on_the_head_is_the_autoscalers(ray_clust
     assert "L4" in cluster_fit_error(_spec("resources.learner={cpus: 1, gpus: 1, custom: {L4: 1}}"))
 
 
+def test_an_autoscaler_process_counts_before_its_first_status_report(ray_cluster, tmp_path, monkeypatch):
+    """Just after `ray start --head --autoscaling-config=...` the autoscaler has not reported a status yet; its
+    process, found by its command line (monitor.py for this cluster's GCS), tells its node types already."""
+    import subprocess
+    import sys
+
+    import ray
+    from ray.autoscaler._private.util import prepare_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/ray_bootstrap_config.yaml here
+    assert autoscaler() is None
+    config_path = tmp_path / "autoscaling.yaml"
+    config_path.write_text(
+        yaml.safe_dump(prepare_config(yaml.safe_load((ROOT / "cluster" / "gcp-gpu.yaml").read_text())))
+    )
+    gcs_port = ray.get_runtime_context().gcs_address.rsplit(":", 1)[-1]
+    monitor = subprocess.Popen(  # argv as Ray's services.start_monitor writes it; the process only waits
+        [sys.executable, "-c", "import time; time.sleep(120)", "/ray/autoscaler/_private/monitor.py",
+         f"--gcs-address=127.0.0.1:{gcs_port}", f"--autoscaling-config={config_path}"]
+    )  # fmt: skip
+    try:
+        found = autoscaler()
+        problem = cluster_fit_error(_spec("resources.learner={cpus: 1, gpus: 1, custom: {L4: 1}}"))
+    finally:
+        monitor.kill()
+        monitor.wait()
+    assert found is not None and found.source == str(config_path)
+    assert {t.name for t in found.node_types} == {"gpu_learner", "cpu_spot"}
+    assert problem is None
+
+
 def test_node_types_of_unknown_size_turn_the_check_off(ray_cluster, tmp_path, monkeypatch):
     """A launcher config may leave a type's resources to the cloud to fill in: then nothing is refused."""
     monkeypatch.setenv("HOME", str(tmp_path))
