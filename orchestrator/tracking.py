@@ -678,6 +678,8 @@ class TrialArtifacts:
             nonlocal images
             for name, writer in files.items():
                 writer(folder / name)
+            for table in folder.glob("*.parquet"):
+                write_head_csv(table)
             pngs = sorted(folder.glob("*.png")) if step is not None else []
             if pngs:
                 step_images(pngs, step, folder.parent / f"{folder.name}.images")
@@ -698,6 +700,19 @@ class TrialArtifacts:
     def flush(self, budget_s: float | None = None) -> int:
         """Send what waits; returns how many writes still wait (for the sweep's end, `resume` or `sync`)."""
         return self.tracker.flush(budget_s)
+
+
+PREVIEW_ROWS = 100
+
+
+def write_head_csv(table: Path) -> None:
+    """`<name>.head.csv` beside `<name>.parquet`: its first PREVIEW_ROWS rows, which the MLflow UI previews as a
+    table (it has no Parquet viewer)."""
+    import pyarrow.parquet as pq
+
+    rows = next(pq.ParquetFile(table).iter_batches(batch_size=PREVIEW_ROWS), None)
+    if rows is not None:
+        rows.to_pandas().to_csv(table.with_suffix(".head.csv"), index=False)
 
 
 def _move(source: Path, folder: Path) -> None:

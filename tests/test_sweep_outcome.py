@@ -3,6 +3,10 @@ values, and the outcome table with the best trial, on a real SQLite store."""
 
 from __future__ import annotations
 
+from functools import partial
+
+import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 
@@ -66,7 +70,7 @@ def test_the_outcome_lands_on_the_parent_run(tmp_path):
     assert len(run.data.tags["mlflow.source.git.commit"]) == 40
 
 
-def test_figures_are_logged_as_step_keyed_images(tmp_path):
+def test_figures_are_logged_as_step_keyed_images_and_tables_with_a_preview(tmp_path):
     """A trial's PNGs land in its evaluation folder and, named as MLflow's log_image(key, step) names them, under
     images/, so the UI shows them with a step slider; the trial writes files only."""
     import matplotlib
@@ -82,7 +86,8 @@ def test_figures_are_logged_as_step_keyed_images(tmp_path):
     figure.subplots().plot([0, 1], [1, 0])
     artifacts = TrialArtifacts(tracker.tracking_uri, tracker.experiment_id, "t_00000")
     for step in (10, 20):
-        files = {"samples.png": figure.savefig, "samples.parquet": lambda path: path.write_bytes(b"x")}
+        samples = pa.table({"x": list(range(150)), "log_pf": [float(-i) for i in range(150)]})
+        files = {"samples.png": figure.savefig, "samples.parquet": partial(pq.write_table, samples)}
         assert artifacts.log_files(files, f"eval/step_{step:07d}", step=step) == 1
     names = [
         f.path.removeprefix("images/") for f in MlflowClient(tracker.tracking_uri).list_artifacts(run_id, "images")
@@ -90,6 +95,11 @@ def test_figures_are_logged_as_step_keyed_images(tmp_path):
     pngs = sorted(n for n in names if n.endswith(".png"))
     assert [n.split("+")[:3] for n in pngs] == [["samples", "step", "10"], ["samples", "step", "20"]]
     assert sum(n.endswith("+compressed.webp") for n in names) == 2
+    # The UI has no Parquet viewer: its first rows beside it as CSV, which the UI shows as a table.
+    head = MlflowClient(tracker.tracking_uri).download_artifacts(
+        run_id, "eval/step_0000020/samples.head.csv", str(tmp_path)
+    )
+    assert pd.read_csv(head).equals(samples.slice(0, 100).to_pandas())
 
 
 def test_history_thinning_keeps_the_last_point_of_each_interval():
