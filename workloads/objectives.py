@@ -61,6 +61,21 @@ def relative_tb_loss(
     return (log_z + log_p_post - log_p_prior - beta * log_reward).pow(2).mean()
 
 
+def clipped_relative_tb_loss(
+    log_p_post: Tensor, log_p_prior: Tensor, log_reward: Tensor, log_z: Tensor, beta: float, threshold: float
+) -> Tensor:
+    """Relative trajectory balance with loss clipping (arXiv:2405.20971; its reference code's image fine-tuning
+    uses c = 0.1):
+
+        delta_b = log Z + sum log p_post(tau_b) - sum log p_prior(tau_b) - beta log r(x_b)
+        L = mean_b relu(delta_b^2 - c)
+
+    Trajectories already balanced to |delta_b| <= sqrt(c) add neither loss nor gradient; c = 0 is `relative_tb_loss`.
+    """
+    delta = log_z + log_p_post - log_p_prior - beta * log_reward  # [B]
+    return F.relu(delta.pow(2) - threshold).mean()
+
+
 def pis_loss(log_pf: Tensor, log_pb: Tensor, log_reward: Tensor) -> Tensor:
     """Path integral sampler (Zhang & Chen 2022, arXiv:2111.15141), reparameterized KL:
 
