@@ -15,6 +15,7 @@ import ray
 
 from actors.learner import Learner
 from orchestrator.placement import TrialContext, wait_until_alive
+from orchestrator.tracking import TRAIN_HISTORY_KEY
 
 
 class ActorDriver:
@@ -66,6 +67,14 @@ def bytes_writers(files: dict[str, bytes]) -> dict[str, Callable[[Path], None]]:
     return {name: (lambda path, data=data: path.write_bytes(data)) for name, data in files.items()}
 
 
+def write_points(path: Path, points: np.ndarray) -> None:
+    """Points [N, D] as a Parquet table with columns x0 .. x{D-1}."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({f"x{i}": points[:, i] for i in range(points.shape[1])}), path)
+
+
 def mean_metrics(dicts: list[dict[str, float]]) -> dict[str, float]:
     """Per key, the mean over the chunks of training between two reports that logged it."""
     keys = {k for d in dicts for k in d}
@@ -78,6 +87,33 @@ class LearnerBufferDriver(ActorDriver):
 
     buffer: Any
     to_buffer: Any  # actors.channel.BoundedInFlight
+
+    def next_chunks(self, sub_chunk: int) -> list[int]:
+        """The iterations from `step` to the next evaluation (every `eval_every`) or the budget, in sub-chunks of at
+        most `sub_chunk`: one `train` call each."""
+        chunk = min(self.config.eval_every, self.config.total_iters - self.step)
+        return [min(sub_chunk, chunk - start) for start in range(0, chunk, sub_chunk)]
+
+    def evaluate_into(
+        self, metrics: dict[str, Any], chunk_metrics: list[dict[str, float]], chunk_ends: list[int]
+    ) -> tuple[dict[str, Any], dict[str, Callable[[Path], None]]]:
+        """After a report's training: drains the channel, evaluates, and adds to `metrics` the evaluation, the
+        buffer's size, the channel's backpressure and the history of the chunks (their metrics and end steps).
+        Artifacts: samples.parquet (the points), the figures and the evaluation's files."""
+        self.to_buffer.drain()
+        evaluation = ray.get(self.learner.evaluate.remote())
+        self.step = ray.get(self.learner.step.remote())
+        metrics.update(evaluation.metrics)
+        metrics["train/buffer_size"] = float(ray.get(self.buffer.size.remote()))
+        metrics["train/backpressure_s"] = self.to_buffer.blocked_s
+        metrics[TRAIN_HISTORY_KEY] = [[end, m] for end, m in zip(chunk_ends, chunk_metrics)]
+        samples = evaluation.samples
+        artifacts = {
+            "samples.parquet": lambda path: write_points(path, samples),
+            **bytes_writers(evaluation.figures_png),
+            **bytes_writers(evaluation.files),
+        }
+        return metrics, artifacts
 
     def state(self) -> dict[str, Any]:
         return {

@@ -297,6 +297,8 @@ class TrialContext:
     train_every: int | None = None
     """Iterations between two points of the training metrics' history (`tracking.TRAIN_HISTORY_KEY`); None: a driver
     trains in the chunks it would anyway."""
+    tracking_uri: str | None = None
+    """The sweep's MLflow store (None outside a sweep): where cached shared models are (`model_cache.py`)."""
     _bundle_index: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -21,6 +21,7 @@ FAMILIES: dict[str, str] = {
     "torsional": "orchestrator.families.torsional",
     "sed": "orchestrator.families.sed",
     "wcst": "orchestrator.families.wcst",
+    "rtb": "orchestrator.families.rtb",
 }
 """Family name (a sweep's `workload:`) -> the package that defines its `FAMILY`."""
 
@@ -51,6 +52,10 @@ class Family:
     datasets: str | None = None
     """"module:function" (the trial's resolved config) -> [InputData]: the data a trial reads, logged as MLflow
     dataset inputs of its run (lists of inputs, image sets)."""
+    prepare: str | None = None
+    """"module:function" (the validated sweep, its MLflow tracking URI) called once when the sweep runs or resumes,
+    with Ray up, before its parent run exists: fits what its trials share (`model_cache.py`), or raises
+    OrchestratorError for input only the store can judge (a cached model the sweep requires but lacks)."""
     commands: tuple[str, ...] = ()
     """Modules that each add one subcommand to `python -m orchestrator` (see `cli.py`: COMMAND, HELP,
     add_arguments(parser), run(args) -> exit code)."""
@@ -63,6 +68,10 @@ class Family:
 
     def load_report_table(self) -> Any:
         return None if self.report_table is None else import_path(self.report_table)
+
+    def run_prepare(self, spec: Any, tracking_uri: str) -> None:
+        if self.prepare is not None:
+            import_path(self.prepare)(spec, tracking_uri)
 
     def input_data(self, config: Any) -> list[InputData]:
         return [] if self.datasets is None else list(import_path(self.datasets)(config))

@@ -492,6 +492,13 @@ class SweepSpec(_Spec):
         except ValidationError as error:
             raise _spec_error(error, {"workload": self.workload}, self.source, prefix=("config",)) from None
 
+    def discrete_configs(self) -> list[BaseModel]:
+        """The config of every combination of the search space's choice and grid values (variants included),
+        continuous domains left at the base config's values: e.g. what models a sweep's trials may share."""
+        keys = [key for key, domain in self.search_space.items() if domain.kind in ("choice", "grid")]
+        combinations = itertools.product(*[self.search_space[key].values for key in keys])
+        return [self.resolved_config(dict(zip(keys, values))) for values in combinations]
+
     def searched_paths(self) -> set[str]:
         """Config paths that differ between trials: sampled by `search_space` or set by a variant."""
         paths = {key for key in self.search_space if not key.startswith(f"{VARIANTS}.")}

@@ -175,6 +175,26 @@ def _retry(fn: Callable[[], T], what: str, budget_s: float | None = None) -> T:
             attempt += 1
 
 
+def open_experiment(client: MlflowClient, tracking_uri: str, name: str) -> str:
+    """The id of experiment `name`, created if missing (artifacts beside a SQLite store, tagged for the runs view)."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    artifact_location = None
+    if tracking_uri.startswith("sqlite:///"):
+        # Keep artifacts beside the database rather than in whatever directory we run from.
+        db_path = Path(tracking_uri[len("sqlite:///") :])
+        artifact_location = (db_path.parent / "mlartifacts").as_uri()
+    try:
+        # Tagged as model development, MLflow 3's UI opens the experiment on its runs table, not its GenAI view.
+        return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
+    except MlflowException as error:
+        # Another sweep, or our own earlier attempt whose answer was lost, created it meanwhile.
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
+
+
 def check_store(tracking_uri: str, experiment: str) -> None:
     """Fail now, with one paragraph naming the store and the reason, when the MLflow store cannot take the sweep:
     a local SQLite file is opened and written (in a transaction rolled back) with sqlite3 first, as MLflow would
@@ -292,22 +312,7 @@ class SweepTracker:
         self._opened: set[str] = set()  # trial ids whose run this tracker has opened
 
     def _experiment(self, name: str) -> str:
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        artifact_location = None
-        if self.tracking_uri.startswith("sqlite:///"):
-            # Keep artifacts beside the database rather than in whatever directory we run from.
-            db_path = Path(self.tracking_uri[len("sqlite:///") :])
-            artifact_location = (db_path.parent / "mlartifacts").as_uri()
-        try:
-            # Tagged as model development, MLflow 3's UI opens the experiment on its runs table, not its GenAI view.
-            return self.client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
-        except MlflowException as error:
-            # Another sweep, or our own earlier attempt whose answer was lost, created it meanwhile.
-            if error.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            return self.client.get_experiment_by_name(name).experiment_id
+        return open_experiment(self.client, self.tracking_uri, name)
 
     # -- parent run -----------------------------------------------------------------------
     def start_parent(

@@ -111,7 +111,8 @@ def run_trial(point: dict[str, Any], spec: SweepSpec, tracking: dict[str, str] |
     context = tune.get_context()
     trial_id = context.get_trial_id()
     train_every = spec.train_every(config)
-    ctx = TrialContext(spec, config, trial_seed(spec.seed, trial_id), trial_id, train_every)
+    tracking_uri = tracking["tracking_uri"] if tracking else None
+    ctx = TrialContext(spec, config, trial_seed(spec.seed, trial_id), trial_id, train_every, tracking_uri)
     artifacts = None
     if tracking:
         outbox = Path(tracking["outbox"]) / trial_id if tracking.get("outbox") else None

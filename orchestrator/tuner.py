@@ -23,6 +23,7 @@ from orchestrator import storage
 from orchestrator.callbacks import MlflowCallback, ProgressCallback, trial_done
 from orchestrator.errors import OrchestratorError, SpecError, SweepFailed
 from orchestrator.placement import cluster_fit_error, trial_bundles
+from orchestrator.registry import get_family
 from orchestrator.spec import Domain, SweepSpec
 from orchestrator.tracking import SweepTracker, check_store, flush_all, provenance_tags, retry_budget_s
 from orchestrator.trial import run_trial
@@ -245,6 +246,7 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: str | Path | None
         handle = SweepHandle.load(resume_path)
         check_stores(handle.spec, handle.tracking_uri, handle.path)
         _check_fits(handle.spec)
+        get_family(handle.spec.workload).run_prepare(handle.spec, handle.tracking_uri)
         _report_flush(handle, handle.flush()[1])  # what waits from the interrupted run goes first
         tracker = SweepTracker(handle.tracking_uri, handle.spec.mlflow.experiment, handle.outbox / "driver")
         tracker.start_parent(handle.spec.name, handle.spec.to_dict(), parent_run_id=handle.parent_run_id)
@@ -252,6 +254,7 @@ def run_sweep(spec: SweepSpec, tracking_uri: str, resume_path: str | Path | None
         path = storage.join(storage_root(spec), f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         check_stores(spec, tracking_uri, path)
         _check_fits(spec)
+        get_family(spec.workload).run_prepare(spec, tracking_uri)
         tracker = SweepTracker(tracking_uri, spec.mlflow.experiment)
         parent = tracker.start_parent(
             spec.name, spec.to_dict(), params=spec.description(), tags=provenance_tags(spec.source)

@@ -170,6 +170,16 @@ def family_driver(name: str, workload: str, config: dict, metric: str, mode: str
     return get_family(workload).load_driver()(context)
 
 
+def one_report(driver) -> tuple[dict, dict]:
+    """(metrics, artifact writers) of the driver's next report; its actors stopped afterwards, whatever happens."""
+    from orchestrator.trial import stop_actors
+
+    try:
+        return driver.advance()
+    finally:
+        stop_actors(driver)
+
+
 def wait_until_up(url: str, process: subprocess.Popen, timeout_s: float) -> None:
     """Until the MLflow server (or UI) at `url` answers its health check; RuntimeError when `process` exits or
     `timeout_s` passes first."""

@@ -17,6 +17,7 @@ import pytest
 
 from orchestrator.trial import stop_actors
 from tests.conftest import family_driver
+from workloads.rtb.config import SMOKE_MODEL, SMOKE_RUN
 
 GOLDEN = Path(__file__).parent / "golden" / "behaviour.json"
 TIMING = ("_s", "backpressure_s", "epoch_s")
@@ -50,6 +51,11 @@ RUNS = {
         "smoke": True,
         "config": {"dataset": "digits", "architecture": "mlp", "resolution": 8},
         "resources": {"learner": {"cpus": 0.5}, "workers": {"ensemble_member": {"count": 2, "cpus": 0.5}}},
+    },
+    "rtb-replay": {
+        "workload": "rtb",
+        "config": SMOKE_MODEL | SMOKE_RUN | {"batch_size": 32, "replay": {"enabled": True, "draw_every": 5}},
+        "resources": {"learner": {"cpus": 1}, "workers": {"replay_buffer": {"cpus": 0.5}}},
     },
     "wcst": {
         "workload": "wcst",

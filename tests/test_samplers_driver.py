@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from orchestrator.trial import stop_actors
-from tests.conftest import family_driver
+from tests.conftest import family_driver, one_report
 
 REPLAY = {"enabled": True, "local_search_every": 10, "local_search_batch": 32, "mala_steps": 10, "mala_burn_in": 5}
 CONFIG = {
@@ -30,10 +29,7 @@ def test_one_report_with_asynchronous_local_search_and_staleness(ray_cluster):
     round 0's states at odd steps 21..29 (staleness 25 - 10 = 15); sub-chunk 3 on rounds 0 and 1
     (staleness 35 - 10 = 25 or 35 - 20 = 15). The reported mean over those two sub-chunks is in [15, 20]."""
     driver = family_driver("staleness", "samplers", CONFIG, "eval/delta_log_z_rw")
-    try:
-        metrics, artifacts = driver.advance()
-    finally:
-        stop_actors(driver)
+    metrics, artifacts = one_report(driver)
     assert driver.step == 40 and driver.finished
     assert 15.0 <= metrics["train/replay_staleness_iters"] <= 20.0, metrics["train/replay_staleness_iters"]
     assert 0.0 < metrics["train/mala_acceptance"] <= 1.0

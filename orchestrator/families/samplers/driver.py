@@ -17,16 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
 from actors.channel import BoundedInFlight
 from actors.replay_buffer import ReplayBufferRole
-from orchestrator.driver import LearnerBufferDriver, bytes_writers, mean_metrics, start_learner
+from orchestrator.driver import LearnerBufferDriver, mean_metrics, start_learner
 from orchestrator.placement import TrialContext
-from orchestrator.tracking import TRAIN_HISTORY_KEY
 from workloads.samplers.learner import SamplerLearner
 
 MAX_IN_FLIGHT = 2
@@ -49,10 +45,10 @@ class SamplerDriver(LearnerBufferDriver):
     def advance(self) -> tuple[dict[str, float], dict[str, Callable[[Path], None]]]:
         """Train up to the next evaluation, evaluate; return metrics and artifact writers."""
         cfg = self.config
-        chunk = min(cfg.eval_every, cfg.total_iters - self.step)
         # With replay, local search runs between sub-chunks; without, sub-chunks only give training curves points.
-        sub_chunk = cfg.replay.local_search_every if cfg.replay.enabled else min(chunk, self.ctx.train_every or chunk)
-        sizes = [min(sub_chunk, chunk - start) for start in range(0, chunk, sub_chunk)]
+        sizes = self.next_chunks(
+            cfg.replay.local_search_every if cfg.replay.enabled else self.ctx.train_every or cfg.eval_every
+        )
         metric_refs, search_refs = [], []
         replay = self._replay_batch(sizes[0])
         step = self.step
@@ -70,19 +66,7 @@ class SamplerDriver(LearnerBufferDriver):
         train_metrics = ray.get(metric_refs)
         metrics = mean_metrics(train_metrics + [m for m in ray.get(search_refs) if m])
         ends = [self.step + sum(sizes[: k + 1]) for k in range(len(sizes))]
-        self.to_buffer.drain()
-        evaluation = ray.get(self.learner.evaluate.remote())
-        self.step = ray.get(self.learner.step.remote())
-        metrics.update(evaluation.metrics)
-        metrics["train/buffer_size"] = float(ray.get(self.buffer.size.remote()))
-        metrics["train/backpressure_s"] = self.to_buffer.blocked_s
-        metrics[TRAIN_HISTORY_KEY] = [[end, m] for end, m in zip(ends, train_metrics)]
-        samples = evaluation.samples
-        artifacts = {
-            "samples.parquet": lambda path: _write_samples(path, samples),
-            **bytes_writers(evaluation.figures_png),
-        }
-        return metrics, artifacts
+        return self.evaluate_into(metrics, train_metrics, ends)
 
     def _replay_batch(self, num_iters: int) -> Any:
         """States for the odd (backward-trajectory) iterations of the next `num_iters`."""
@@ -92,8 +76,3 @@ class SamplerDriver(LearnerBufferDriver):
 
     def actors(self) -> list[Any]:
         return [self.learner, self.buffer]
-
-
-def _write_samples(path: Path, samples: np.ndarray) -> None:
-    columns = {f"x{i}": samples[:, i] for i in range(samples.shape[1])}
-    pq.write_table(pa.table(columns), path)
