@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from workloads.rtb.config import RTBConfig
 from workloads.rtb.learner import RTBLearner
+from workloads.rtb.prior import fitted_prior_state
 
 CLI_FIELDS = ("method", "total_iters", "eval_every", "batch_size", "loss", "beta", "prior_iters")
 """Config fields with an option of their own; --set reaches the others."""
@@ -26,9 +27,11 @@ CLI_FIELDS = ("method", "total_iters", "eval_every", "batch_size", "loss", "beta
 
 def run(config: RTBConfig, seed: int, prior_state: dict | None = None, log=print) -> list[dict[str, float]]:
     """Trains to total_iters, evaluating at step 0 and every eval_every; returns the evaluation rows."""
-    learner = RTBLearner(config, seed=seed, prior_state=prior_state)
     t0 = time.time()
-    learner.train(0)  # fits the prior when none was given
+    if prior_state is None:
+        progress = lambda s, nll: log(json.dumps({"prior_iteration": s, "nll_bound": round(nll, 4)}))  # noqa: E731
+        prior_state = fitted_prior_state(config, progress=progress)
+    learner = RTBLearner(config, seed=seed, prior_state=prior_state)
     history, metrics = [], {}
     while True:
         ev = learner.evaluate()
@@ -68,8 +71,7 @@ def main() -> None:
         config = config.smoke()
     prior_state = torch.load(a.load_prior, weights_only=True) if a.load_prior else None
     if a.save_prior:
-        learner = RTBLearner(config, seed=a.seed, prior_state=prior_state)
-        prior_state = learner.prior_state_dict()
+        prior_state = prior_state or fitted_prior_state(config, progress=lambda s, nll: print(f"prior {s}: {nll:.4f}"))
         torch.save(prior_state, a.save_prior)
         print(json.dumps({"prior_fit": prior_state["fit"]}))
     history = run(config, a.seed, prior_state)
