@@ -121,4 +121,5 @@ def test_report_table_of_a_family_without_one(tmp_path, capsys):
     tracker = SweepTracker(uri, spec.mlflow.experiment)
     tracker.end_run(tracker.start_parent(spec.name, spec.to_dict()), "FINISHED")
     assert main(["report", spec.mlflow.experiment, "--tracking-uri", uri, "--table"]) == EXIT_USER_ERROR
-    assert "workload 'wcst', which has no results table (workloads with one: samplers)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "workload 'wcst', which has no results table (workloads with one: samplers, rtb)" in err
