@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from workloads.rtb.image_config import ImagePosteriorConfig
-from workloads.rtb.image_learner import ImageRTBLearner, MeanIntensityReward, subset_gradient_sum
+from workloads.rtb.image_learner import ImageRTBLearner, MeanIntensityReward
+from workloads.rtb.trajectories import subset_gradient_sum
 
 SMOKE = ImagePosteriorConfig(reward="mean_intensity", targets=(5,), loss_clip=0.0).smoke()
 """A 30-step 8 x 8 prior with K = 10; target 5 asks for mean pixel 0 (MeanIntensityReward)."""

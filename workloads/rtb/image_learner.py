@@ -38,7 +38,6 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,6 +54,7 @@ from workloads.diffusion.ddpm import Guidance, predict_eps
 from workloads.objectives import clipped_relative_tb_loss, relative_tb_loss
 from workloads.rtb.image_config import ImagePosteriorConfig
 from workloads.rtb.losses import kl_regularized_advantage, reinforce_loss, reward_advantage
+from workloads.rtb.trajectories import subset_gradient_sum
 from workloads.samplers.learner import keep_freed_memory
 
 PRIOR_SAMPLES_SEED_OFFSET = 7_000_001
@@ -112,23 +112,6 @@ class ImageEvaluation:
     """'samples_c<c>': a grid of the first samples of each target c."""
     files: dict[str, bytes] = field(default_factory=dict)
     """'per_target.json': log Z (learned, Monte Carlo, importance-weighted) and mean log r of each target."""
-
-
-def subset_gradient_sum(
-    values: Tensor, log_p_at: Callable[[Tensor], Tensor], fraction: float, generator: torch.Generator
-) -> Tensor:
-    """sum_j log p_j [B] with the gradient through a random subset S of the L steps (arXiv:2405.20971, Sec. 3):
-
-        sum_j sg(log p_j) + (L / |S|) sum_{j in S} (log p_j - sg(log p_j)),     |S| = ceil(fraction L)
-
-    The value is the full sum of `values` [B, L] (computed without gradient); the gradient (L / |S|) sum_{j in S}
-    grad log p_j is unbiased for that of the sum (each step is in S with probability |S| / L). log_p_at(steps [S])
-    -> [B, S] recomputes the chosen steps with gradient."""
-    L = values.shape[1]
-    S = max(1, math.ceil(fraction * L))
-    steps = torch.randperm(L, generator=generator, device=generator.device)[:S].sort().values.to(values.device)
-    with_grad = log_p_at(steps)  # [B, S]
-    return values.detach().sum(-1) + (L / S) * (with_grad - with_grad.detach()).sum(-1)
 
 
 class ClassInputConv(nn.Module):

@@ -25,12 +25,15 @@ CLI_FIELDS = ("method", "total_iters", "eval_every", "batch_size", "loss", "beta
 """Config fields with an option of their own; --set reaches the others."""
 
 
+def print_prior_progress(iteration: int, nll_bound: float) -> None:
+    print(json.dumps({"prior_iteration": iteration, "nll_bound": round(nll_bound, 4)}), flush=True)
+
+
 def run(config: RTBConfig, seed: int, prior_state: dict | None = None, log=print) -> list[dict[str, float]]:
     """Trains to total_iters, evaluating at step 0 and every eval_every; returns the evaluation rows."""
     t0 = time.time()
     if prior_state is None:
-        progress = lambda s, nll: log(json.dumps({"prior_iteration": s, "nll_bound": round(nll, 4)}))  # noqa: E731
-        prior_state = fitted_prior_state(config, progress=progress)
+        prior_state = fitted_prior_state(config, progress=print_prior_progress)
     learner = RTBLearner(config, seed=seed, prior_state=prior_state)
     history, metrics = [], {}
     while True:
@@ -71,7 +74,7 @@ def main() -> None:
         config = config.smoke()
     prior_state = torch.load(a.load_prior, weights_only=True) if a.load_prior else None
     if a.save_prior:
-        prior_state = prior_state or fitted_prior_state(config, progress=lambda s, nll: print(f"prior {s}: {nll:.4f}"))
+        prior_state = prior_state or fitted_prior_state(config, progress=print_prior_progress)
         torch.save(prior_state, a.save_prior)
         print(json.dumps({"prior_fit": prior_state["fit"]}))
     history = run(config, a.seed, prior_state)

@@ -11,6 +11,7 @@ estimate of grad sum_i log PF_i (each step is in S with probability |S| / T).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -30,6 +31,20 @@ def log_pf_at_steps(policy: DriftPolicy, states: Tensor, steps: Tensor, sigma2: 
     return -0.5 * ((x_next - mean) ** 2).sum(-1) / var - 0.5 * D * (LOG_2PI + math.log(var))  # [B, S]
 
 
+def subset_gradient_sum(
+    values: Tensor, log_p_at: Callable[[Tensor], Tensor], fraction: float, generator: torch.Generator
+) -> Tensor:
+    """sum_i log p_i [B] with the gradient through a random subset S of the L steps, |S| = ceil(fraction L).
+
+    `values` [B, L] are the per-step values (any gradient is dropped); log_p_at(steps [S]) -> [B, S] recomputes the
+    chosen steps with gradient. The value is the full sum; the gradient is (L / |S|) sum_{i in S} grad log p_i."""
+    L = values.shape[1]
+    S = max(1, math.ceil(fraction * L))
+    steps = torch.randperm(L, generator=generator, device=generator.device)[:S].sort().values.to(values.device)
+    with_grad = log_p_at(steps)  # [B, S]
+    return values.detach().sum(-1) + (L / S) * (with_grad - with_grad.detach()).sum(-1)
+
+
 def subset_gradient_log_pf(
     policy: DriftPolicy,
     states: Tensor,
@@ -38,11 +53,8 @@ def subset_gradient_log_pf(
     fraction: float,
     generator: torch.Generator,
 ) -> Tensor:
-    """log p_post(tau) [B] with the gradient through ceil(fraction T) random steps; `log_pf_steps` [B, T] are the
-    per-step values computed without gradient (the same policy and states [B, T+1, D])."""
-    T = log_pf_steps.shape[1]
-    num_steps = max(1, math.ceil(fraction * T))
-    steps = torch.randperm(T, generator=generator, device=generator.device)[:num_steps].sort().values  # [S]
-    with_grad = log_pf_at_steps(policy, states, steps, sigma2)  # [B, S]
-    correction = (T / num_steps) * (with_grad - with_grad.detach()).sum(-1)  # [B], value 0, gradient only
-    return log_pf_steps.detach().sum(-1) + correction
+    """log p_post(tau) [B] of a 2-D toy trajectory with the gradient through ceil(fraction T) random steps;
+    `log_pf_steps` [B, T] are the per-step values computed without gradient (the same policy and states [B, T+1, D])."""
+    return subset_gradient_sum(
+        log_pf_steps, lambda steps: log_pf_at_steps(policy, states, steps, sigma2), fraction, generator
+    )

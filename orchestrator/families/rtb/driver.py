@@ -15,11 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ray
+import torch
 
 from actors.channel import BoundedInFlight
 from actors.sample_buffer import SampleBufferRole
-from orchestrator.driver import LearnerBufferDriver, bytes_writers, mean_metrics, start_learner
-from orchestrator.families.rtb.priors import CachedPriorLearner, cached_prior, torch_bytes
+from orchestrator.driver import LearnerBufferDriver, mean_metrics, start_learner
+from orchestrator.families.rtb.priors import CachedPriorLearner, cached_prior
 from orchestrator.placement import TrialContext
 
 MAX_IN_FLIGHT = 2
@@ -62,7 +63,8 @@ class RTBDriver(LearnerBufferDriver):
         train_metrics = ray.get(metric_refs)
         metrics, artifacts = self.evaluate_into(mean_metrics(train_metrics), train_metrics, ends)
         if self.finished:
-            artifacts |= bytes_writers({"posterior.pt": torch_bytes(ray.get(self.learner.get_state.remote()))})
+            posterior = ray.get(self.learner.get_state.remote())
+            artifacts["posterior.pt"] = lambda path: torch.save(posterior, path)
         return metrics, artifacts
 
     def actors(self) -> list:
