@@ -3,7 +3,8 @@ actors in its placement group and runs the loop between two reports; `orchestrat
 family shares (restore, report, checkpoint, recovery from a dead actor).
 
 A driver is built with a `placement.TrialContext` and has `step`, `finished`, `device`, `advance()` ->
-(metrics, {artifact file name: writer(path)}), `state()`, `load_state(state)`, `recover(state)` and `actors()`.
+(metrics, {artifact file name: writer(path)}; `model:<name>`: writer(folder) of an MLflow LoggedModel of the
+trial's run, tracking.MODEL_PREFIX), `state()`, `load_state(state)`, `recover(state)` and `actors()`.
 """
 
 from collections.abc import Callable

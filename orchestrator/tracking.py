@@ -58,6 +58,9 @@ TRAIN_HISTORY_KEY = "train_history"
 own steps (thinned to `mlflow.train_points` per run), so training curves have more than one point per report."""
 PLACEMENT_KEY = "placement"
 IMAGES_KEY = "step_images"
+MODEL_PREFIX = "model:"
+"""A driver's artifact named `model:<name>` writes a folder that is logged as an MLflow LoggedModel <name> of the
+trial's run (tagged with the step), not as files: e.g. a trained posterior, listed on the run's Models tab."""
 """A trial's report: how many step-keyed images it logged with this report (the callback tags the run)."""
 """A trial's report {'trial': node id, 'learner.0': node id, ...}: where it and its actors run."""
 NODE_TAG = "orchestrator.node."
@@ -495,6 +498,8 @@ class SweepTracker:
         elif op == "artifacts":
             run_id = self.run_id(record["run"])
             call(partial(client.log_artifacts, run_id, str(files), record["path"]), f"logging {record['path']}")
+        elif op == "model":
+            self._log_model(record, files, call)
         elif op == "end_run":
             run_id = self.run_id(record["run"])
             call(partial(client.set_terminated, run_id, record["status"]), f"setting run status {record['status']}")
@@ -510,6 +515,16 @@ class SweepTracker:
                 call(partial(client.set_terminated, run.info.run_id, "KILLED"), "ending a trial run")
         else:
             raise OrchestratorError(f"unknown outbox write {op!r}")
+
+    def _log_model(self, record: dict[str, Any], files: Path, call: Callable) -> None:
+        """A READY LoggedModel `record['name']` of the run, holding the folder's files (a resend logs it again)."""
+        from mlflow.entities import LoggedModelStatus
+
+        run_id, tags = self.run_id(record["run"]), {"step": str(record["step"])}
+        create = partial(self.client.create_logged_model, self.experiment_id, record["name"], run_id, tags=tags)
+        model = call(create, f"creating model {record['name']}")
+        call(partial(self.client.log_model_artifacts, model.model_id, str(files)), f"logging model {record['name']}")
+        call(partial(self.client.finalize_logged_model, model.model_id, LoggedModelStatus.READY), "finalizing a model")
 
     def _open_trial_run(self, record: dict[str, Any], call: Callable) -> None:
         ref = trial_ref(record["trial"])
@@ -674,10 +689,13 @@ class TrialArtifacts:
         self.tracker = SweepTracker(tracking_uri, None, outbox, experiment_id=experiment_id)
 
     def log_files(self, files: dict[str, Callable[[Path], None]], artifact_dir: str, step: int | None = None) -> int:
-        """`files` maps a name to a function that writes it (a file or a folder); all land in `artifact_dir`. With
+        """`files` maps a name to a function that writes it (a file or a folder); all land in `artifact_dir`, but
+        `model:<name>` entries, whose folders become LoggedModels of the run (MODEL_PREFIX). With
         `step`, each PNG is also logged as a step-keyed image (`step_images`), which the MLflow UI shows with a step
         slider and compares across runs. Returns the number of such images."""
         images = 0
+        models = {name.removeprefix(MODEL_PREFIX): w for name, w in files.items() if name.startswith(MODEL_PREFIX)}
+        files = {name: writer for name, writer in files.items() if not name.startswith(MODEL_PREFIX)}
 
         def write(folder: Path) -> None:
             nonlocal images
@@ -699,6 +717,11 @@ class TrialArtifacts:
             outbox.put({"op": "artifacts", "run": run, "path": artifact_dir}, partial(_move, folder))
             if images:
                 outbox.put({"op": "artifacts", "run": run, "path": "images"}, partial(_move, Path(f"{folder}.images")))
+            for name, writer in models.items():
+                model_folder = Path(staging) / f"model-{name}"
+                model_folder.mkdir()
+                writer(model_folder)
+                outbox.put({"op": "model", "run": run, "name": name, "step": step}, partial(_move, model_folder))
         self.tracker.send()
         return images
 

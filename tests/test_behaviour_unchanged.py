@@ -54,7 +54,7 @@ RUNS = {
     },
     "rtb-replay": {
         "workload": "rtb",
-        "config": SMOKE_MODEL | SMOKE_RUN | {"batch_size": 32, "replay": {"enabled": True, "draw_every": 5}},
+        "config": {"toy2d": SMOKE_MODEL | SMOKE_RUN | {"batch_size": 32, "replay": {"enabled": True, "draw_every": 5}}},
         "resources": {"learner": {"cpus": 1}, "workers": {"replay_buffer": {"cpus": 0.5}}},
     },
     "wcst": {

@@ -1,19 +1,25 @@
-"""The RTB family in the orchestrator: models cached in a real MLflow store by content hash, the prior fitted once
-before a sweep's trials and reused by a second sweep (not refitted), `prior_missing: fail` stopping before the
-sweep starts, and the driver's report on a real local Ray (replay through the buffer actor)."""
+"""The RTB family in the orchestrator: models cached in a real MLflow store by content hash, the prior trained once
+before a sweep's trials and reused by a second sweep (not retrained), `prior_missing: fail` stopping before the
+sweep starts, bad targets refused at validation, and the driver's report on a real local Ray (replay through the
+buffer actor)."""
 
 from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import pandas as pd
 import pytest
 import torch
+import yaml
+from mlflow.entities import LoggedModelStatus
 
 from orchestrator import model_cache
-from tests.conftest import family_driver, one_report, smoke_run
+from orchestrator.families.rtb.report import results_table
+from tests.conftest import ROOT, family_driver, one_report, orchestrator_cli
 from workloads.rtb.config import SMOKE_MODEL, SMOKE_RUN
 
 
@@ -41,46 +47,92 @@ def _trial_runs(client, experiment: str) -> list:
     return [run for run in runs if "mlflow.parentRunId" in run.data.tags]
 
 
-def test_smoke_sweep_fits_the_prior_once_and_a_second_sweep_reuses_it(tmp_path):
+def _rtb_sweep(folder: Path, task: str, method: str, **digits) -> Path:
+    """sweeps/rtb.yaml with one task variant and one method variant (its --smoke would pick them at random), and
+    `digits` settings on top of its digits block."""
+    sweep = yaml.safe_load((ROOT / "sweeps" / "rtb.yaml").read_text())
+    sweep["variants"]["task"] = {task: sweep["variants"]["task"][task]}
+    sweep["variants"]["method"] = {method: sweep["variants"]["method"][method]}
+    sweep["config"]["digits"] |= digits
+    path = folder / f"rtb-{len(list(folder.glob('rtb-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    return path
+
+
+def _smoke(sweep: Path, folder: Path, *overrides: str):
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    return orchestrator_cli("run", str(sweep), "--smoke", "--tracking-uri", f"sqlite:///{folder / 'm.db'}",
+                            "--set", f"storage_path={folder / 'ray_results'}", *sets, cwd=folder)  # fmt: skip
+
+
+def test_smoke_sweep_trains_the_digits_prior_once_and_a_second_sweep_reuses_it(tmp_path):
+    """Digits, RTB with backtracking from the replay-buffer actor: the DDPM prior is trained before the trials and
+    cached; a second sweep loads it (not retrained), and both sweeps' posteriors start from the same prior."""
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    first = smoke_run("rtb.yaml", tmp_path)
+    sweep = _rtb_sweep(tmp_path, "digit 3", "RTB", replay={"enabled": True, "draw_every": 2})
+    first = _smoke(sweep, tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "not cached, fitting it" in first.stdout
+    assert "not cached, training the ddpm-prior" in first.stdout
     client = mlflow.MlflowClient(uri)
     cache = client.get_experiment_by_name(model_cache.CACHE_EXPERIMENT)
     assert len(client.search_runs([cache.experiment_id])) == 1
     trials = _trial_runs(client, "rtb")
     assert len(trials) == 2 and all(run.info.status == "FINISHED" for run in trials)
+    last = "eval/step_0000006"
     for run in trials:
-        assert math.isfinite(run.data.metrics["eval/tv_to_prior_posterior"])
-        files = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, "eval/step_0000020")}
-        assert {"samples.parquet", "samples.png", "mode_masses.png", "mode_masses.json", "posterior.pt"} <= files
-    samples = pd.read_parquet(client.download_artifacts(trials[0].info.run_id, "eval/step_0000020/samples.parquet"))
-    assert list(samples.columns) == ["x0", "x1"] and len(samples) == 500
+        m = run.data.metrics
+        assert all(math.isfinite(m[k]) for k in ("eval/mean_log_r", "eval/fd", "eval/diversity_ratio", "eval/log_z"))
+        assert m["train/buffer_size"] > 0 and m["train/replay_fraction"] > 0  # backtracking from buffer samples
+        files = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, last)}
+        assert {"samples.parquet", "samples.npz", "samples_c3.png", "per_target.json", "posterior.pt"} <= files
+    samples = pd.read_parquet(client.download_artifacts(trials[0].info.run_id, f"{last}/samples.parquet"))
+    assert samples.shape == (4, 64)  # the smoke's 4 samples of target 3, 8 x 8 pixels each
+    # the posterior is also each trial run's LoggedModel, with the same state as the posterior.pt file
+    models = client.search_logged_models([trials[0].info.experiment_id])
+    posteriors = {m.source_run_id: m for m in models if m.name == "posterior"}
+    assert set(posteriors) == {run.info.run_id for run in trials}
+    model = posteriors[trials[0].info.run_id]
+    assert model.status == LoggedModelStatus.READY and model.tags["step"] == "6"
+    state = torch.load(io.BytesIO(model_cache.load_files(uri, model.model_id)["posterior.pt"]), weights_only=False)
+    path = client.download_artifacts(trials[0].info.run_id, f"{last}/posterior.pt")
+    file_state = torch.load(path, weights_only=False)
+    assert state["step"] == file_state["step"] == 6
+    assert all(torch.equal(tensor, file_state["prior"][name]) for name, tensor in state["prior"].items())
 
-    second = smoke_run("rtb.yaml", tmp_path, "name=rtb-again", "mlflow.experiment=rtb-again")
+    second = _smoke(sweep, tmp_path, "name=rtb-again", "mlflow.experiment=rtb-again")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "cached (MLflow model" in second.stdout and "fitting" not in second.stdout
-    assert len(client.search_runs([cache.experiment_id])) == 1  # reused, not refitted
-    # the trials of both sweeps started from the same prior
+    assert "cached (MLflow model" in second.stdout and "training the" not in second.stdout
+    assert len(client.search_runs([cache.experiment_id])) == 1  # reused, not retrained
     posteriors = [
-        torch.load(io.BytesIO(open(client.download_artifacts(run.info.run_id, path), "rb").read()), weights_only=False)
-        for run, path in [
-            (_trial_runs(client, name)[0], "eval/step_0000020/posterior.pt") for name in ("rtb", "rtb-again")
-        ]
-    ]
+        torch.load(io.BytesIO(open(client.download_artifacts(_trial_runs(client, name)[0].info.run_id,
+                                                             f"{last}/posterior.pt"), "rb").read()), weights_only=False)
+        for name in ("rtb", "rtb-again")
+    ]  # fmt: skip
     for name, tensor in posteriors[0]["prior"].items():
         torch.testing.assert_close(posteriors[1]["prior"][name], tensor, rtol=0, atol=0)
 
 
 def test_a_missing_prior_with_prior_missing_fail_stops_before_the_sweep(tmp_path):
-    result = smoke_run("rtb.yaml", tmp_path, "config.prior_missing=fail")
+    result = _smoke(_rtb_sweep(tmp_path, "2-D toy", "RTB"), tmp_path, "config.prior_missing=fail")
     assert result.returncode != 0
-    assert "config.prior_missing" in result.stderr and "no fitted prior" in result.stderr, result.stderr[-2000:]
+    assert "config.prior_missing" in result.stderr and "no trained rtb-toy-prior" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
     experiment = client.get_experiment_by_name("rtb")
     assert experiment is None or not client.search_runs([experiment.experiment_id])  # no parent run was made
+
+
+def test_a_target_class_out_of_range_and_a_method_of_no_task_are_refused_at_validation(tmp_path):
+    bad_class = _rtb_sweep(tmp_path, "digit 3", "RTB", targets=[3, 12])
+    result = orchestrator_cli("validate", str(bad_class), cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "config.digits.targets" in result.stderr and "0 .. 11" in result.stderr
+    assert "Traceback" not in result.stderr
+    sweep = yaml.safe_load(bad_class.read_text())
+    sweep["config"]["digits"]["targets"] = [3]
+    sweep["variants"]["task"]["digit 3"]["digits.targets"] = [-1]
+    bad_class.write_text(yaml.safe_dump(sweep))
+    result = orchestrator_cli("validate", str(bad_class), cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "variants.task.digit 3" in result.stderr, result.stderr
 
 
 @pytest.mark.slow
@@ -89,7 +141,7 @@ def test_driver_report_with_replay_through_the_buffer_actor(ray_cluster):
     odd iterations on bridges to buffer states; the buffer holds every forward sample."""
     config = SMOKE_MODEL | SMOKE_RUN | {"total_iters": 20, "eval_every": 20, "batch_size": 32}
     config["replay"] = {"enabled": True, "draw_every": 5}
-    driver = family_driver("rtb-replay", "rtb", config, "eval/tv_to_prior_posterior")
+    driver = family_driver("rtb-replay", "rtb", {"toy2d": config}, "eval/tv_to_prior_posterior")
     metrics, artifacts = one_report(driver)
     assert driver.step == 20 and driver.finished
     # sub-chunk 0 (steps 0-4): forward only; then steps 5-9, 10-14, 15-19 replay their odd steps: 3, 2, 3 of 5
@@ -97,3 +149,22 @@ def test_driver_report_with_replay_through_the_buffer_actor(ray_cluster):
     assert metrics["train/replay_fraction"] == pytest.approx((0 + 3 + 2 + 3) / 20)
     assert math.isfinite(metrics["eval/tv_to_prior_posterior"]) and metrics["eval/prior_nll_bound"] > 0
     assert {"samples.parquet", "samples.png", "mode_masses.png", "mode_masses.json", "posterior.pt"} <= set(artifacts)
+
+
+def test_results_table_has_a_row_per_task_and_method_and_leaves_other_tasks_metrics_blank():
+    def trial(task: str, method: str, **finals: float) -> SimpleNamespace:
+        params = {"sampled.variants.task": task, "sampled.variants.method": method}
+        return SimpleNamespace(params=params, finals={f"eval/{k}": v for k, v in finals.items()})
+
+    trials = [
+        trial("2-D toy", "RTB", tv_to_prior_posterior=0.01, mean_log_r=-1.0),
+        trial("2-D toy", "RTB", tv_to_prior_posterior=0.03, mean_log_r=-1.2),
+        trial("digit 3", "RTB", fd=4.0, mean_log_r=-0.5),
+        trial("digit 3", "DPS", fd=6.0, mean_log_r=-0.2),
+    ]
+    table, _ = results_table(trials, "method")
+    header, rows = table[0], {(row[0], row[1]): dict(zip(table[0], row)) for row in table[1:]}
+    assert header[:3] == ["task", "method", "seeds"] and len(rows) == 3
+    toy = rows[("2-D toy", "RTB")]
+    assert toy["seeds"] == "2" and toy["TV to exact posterior"].startswith("0.02 ±") and toy["FD to class data"] == "-"
+    assert rows[("digit 3", "DPS")]["FD to class data"] == "6" and rows[("digit 3", "DPS")]["TV to N9"] == "-"

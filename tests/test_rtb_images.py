@@ -5,6 +5,7 @@ backtracking builds the two partial trajectories of a replayed sample. Rewards a
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -13,6 +14,8 @@ import torch
 from pydantic import ValidationError
 from torch import Tensor
 
+from workloads.diffusion.classifier import labelled_training_images
+from workloads.diffusion.image_metrics import frechet_distance
 from workloads.rtb.image_config import ImagePosteriorConfig
 from workloads.rtb.image_learner import ImageRTBLearner, MeanIntensityReward
 from workloads.rtb.trajectories import subset_gradient_sum
@@ -86,7 +89,7 @@ def test_rtb_loss_is_zero_when_the_posterior_is_the_prior_and_log_z_is_beta_log_
         metrics, x0 = rtb.train(1)
         grad_norms.append(metrics["train/grad_norm"])
         if not grad_norms[1:]:
-            assert x0.shape == (SMOKE.batch_size, 1, 8, 8)
+            assert x0.x.shape == (SMOKE.batch_size, 64) and x0.log_reward.shape == (SMOKE.batch_size,)
             assert metrics["train/loss"] < 1e-8 and metrics["train/log_ratio"] == pytest.approx(0.0, abs=1e-5)
     assert grad_norms[0] < 1e-3 * grad_norms[1]  # float32 round-off only, against a residual of 1
 
@@ -175,7 +178,10 @@ def test_a_short_rtb_run_trains_the_posterior_and_log_z(prior_state):
     assert ev.metrics["eval/log_z_error"] < before_metrics["eval/log_z_error"]
     assert 0 < ev.metrics["eval/log_ratio"] < 5 and after > before - 0.1
     assert any(p.abs().sum() > 0 for n, p in rtb.posterior.named_parameters() if "lora_B" in n)
-    assert set(ev.figures) == {"samples_c5"} and ev.samples.shape == (8, 1, 8, 8)
+    assert set(ev.figures) == {"samples_c5"} and ev.samples.shape == (8, 64)
+    with np.load(io.BytesIO(ev.files["samples.npz"])) as npz:
+        assert npz["images"].shape == (8, 1, 8, 8) and (npz["targets"] == 5).all()
+        np.testing.assert_array_equal(npz["images"].reshape(8, 64), ev.samples)
     assert ev.metrics["eval/prior_mean_log_r"] < ev.metrics["eval/exact_mean_log_r"]
 
 
@@ -189,7 +195,7 @@ def test_state_dict_round_trip_continues_bit_identically(prior_state):
     metrics_a, x_a = a.train(2)
     b = ImageRTBLearner.from_state_dict(snapshot, reward=MeanIntensityReward())
     metrics_b, x_b = b.train(2)
-    assert metrics_a == metrics_b and torch.equal(x_a, x_b) and b.step == a.step == 4
+    assert metrics_a == metrics_b and np.array_equal(x_a.x, x_b.x) and b.step == a.step == 4
     assert all(torch.equal(p, q) for p, q in zip(a.posterior.state_dict().values(), b.posterior.state_dict().values()))
     assert torch.equal(a.log_z.weight, b.log_z.weight)
     assert a.evaluate(4).metrics == b.evaluate(4).metrics
@@ -201,13 +207,15 @@ def test_state_dict_round_trip_continues_bit_identically(prior_state):
 @pytest.mark.parametrize("method", ["rl", "rl_kl", "classifier_guidance", "dps"])
 def test_each_baseline_runs(prior_state, method):
     base = learner(prior_state, method=method, guidance_scale=0.0)
-    guided = learner(prior_state, method=method, guidance_scale=0.05)
+    guided = learner(prior_state, method=method, guidance_scale=0.2)
     metrics, x0 = guided.train(2)
     if guided.config.trains:
-        assert np.isfinite(list(metrics.values())).all() and x0.shape == (2 * SMOKE.batch_size, 1, 8, 8)
+        assert np.isfinite(list(metrics.values())).all() and x0.x.shape == (2 * SMOKE.batch_size, 64)
+        reward = guided.log_r(torch.as_tensor(x0.x).view(-1, 1, 8, 8), guided.class_index(2 * SMOKE.batch_size))
+        np.testing.assert_allclose(x0.log_reward, reward.numpy(), rtol=1e-5, atol=1e-5)
         assert "train/log_z" not in metrics
     else:
-        assert metrics == {} and len(x0) == 0 and guided.step == 2
+        assert metrics == {} and len(x0.x) == 0 and guided.step == 2
         # a small push towards mean pixel 0 raises mean log r over the unguided prior (the same noise)
         unguided = base.evaluate(16).metrics["eval/mean_log_r"]
         assert guided.evaluate(16).metrics["eval/mean_log_r"] > unguided
@@ -242,19 +250,26 @@ def test_backtracking_re_denoises_the_replayed_sample_and_trains_on_the_pair(pri
     distance = torch.cdist(redenoised.x0.flatten(1), replay[:4].flatten(1))  # [4, 4]
     assert (distance.argmin(1) == torch.arange(4)).all()  # k = 3 of K = 10 levels: x' stays nearest to its x
     metrics, x0 = rtb.train(4, replay=replay)  # steps 1 and 3 backtrack
-    assert metrics["train/replay_fraction"] == 0.5 and len(x0) == 2 * SMOKE.batch_size
+    assert metrics["train/replay_fraction"] == 0.5 and len(x0.x) == 2 * SMOKE.batch_size
     assert np.isfinite(list(metrics.values())).all()
 
 
-def test_the_classifier_reward_is_built_on_first_use(prior_state):
-    """reward='classifier' trains workloads/diffusion/classifier.py's classifier of the prior's images (skipped while
-    that module is absent); targets 10 and 11 are the even and odd digits."""
-    pytest.importorskip("workloads.diffusion.classifier")
+def test_the_classifier_reward_is_built_on_first_use_and_scores_samples_against_the_class_data(prior_state):
+    """reward='classifier' trains workloads/diffusion/classifier.py's classifier of the prior's images; targets 10 and
+    11 are the even and odd digits. FD and diversity are taken on its features against the class's own images."""
     rtb = learner(prior_state, reward="classifier", targets=(3, 11))
     log_r = rtb.log_r(rtb.ddpm.sample(rtb.prior, 4, generator=0).x0, rtb.class_index(4))
     assert log_r.shape == (4,) and (log_r <= 0).all()
     metrics, _ = rtb.train(1)
     assert np.isfinite(list(metrics.values())).all()
+    _, labels = labelled_training_images(rtb.config.prior)
+    threes, odd = rtb.data_features()
+    assert len(threes) == (labels == 3).sum() and len(odd) == (labels % 2 == 1).sum()
+    assert frechet_distance(threes, threes) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(threes, odd) > 1.0  # one digit against five: far apart
+    ev = rtb.evaluate(16).metrics
+    assert ev["eval/fd"] > 0 and 0 < ev["eval/diversity"] <= 2 and 0 < ev["eval/data_diversity"] <= 2
+    assert ev["eval/diversity_ratio"] == pytest.approx(ev["eval/diversity"] / ev["eval/data_diversity"])
 
 
 @pytest.mark.slow

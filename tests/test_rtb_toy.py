@@ -2,7 +2,8 @@
 the exact posterior's mode weights, the Monte Carlo log Z on closed forms, the RTB loss at an exact posterior pair
 (a tilted Brownian motion), relative VarGrad and clipping, the gradient through a subset of steps, mode masses and
 TV on known mixtures; a short seeded prior fit + RTB run improves on the prior; checkpoints resume identically;
-classifier guidance and the RL baselines run. One slow test holds RTB to the paper-level checks."""
+classifier guidance, DPS and the RL baselines run, DPS's drift against an independent Jacobian. One slow test holds
+RTB to the paper-level checks."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 
 from workloads.objectives import clipped_relative_tb_loss, relative_tb_loss, vargrad_loss
 from workloads.rtb.config import RTBConfig
+from workloads.rtb.guidance import GuidedPolicy, classifier_guidance, dps_guidance
 from workloads.rtb.learner import RTBLearner
 from workloads.rtb.losses import kl_regularized_advantage, reinforce_loss, reward_advantage
 from workloads.rtb.metrics import exact_posterior, mode_masses, total_variation
@@ -295,6 +297,66 @@ def test_classifier_guidance_and_rl_run(small_prior):
         metrics, _ = learner.train(5)
         assert all(math.isfinite(v) for v in metrics.values()) and metrics["train/exploration_std"] == 0.0
         assert not torch.equal(_flat(learner), weights)
+
+
+@pytest.fixture(scope="module")
+def smoke_prior() -> dict:
+    return RTBLearner(RTBConfig().smoke(), seed=0).prior_state_dict()
+
+
+def test_dps_runs_training_free(smoke_prior):
+    """DPS, like CG, trains nothing and learns no log Z; its samples evaluate finite."""
+    dps = RTBLearner(RTBConfig(method="dps").smoke(), seed=0, prior_state=smoke_prior)
+    weights = _flat(dps)
+    metrics, terminals = dps.train(3)
+    assert dps.step == 3 and metrics == {} and terminals.x.shape == (0, 2)
+    torch.testing.assert_close(_flat(dps), weights, rtol=0, atol=0)
+    m = dps.evaluate().metrics
+    assert "eval/log_z" not in m and all(math.isfinite(v) for v in m.values()), m
+
+
+@pytest.mark.parametrize("method", ["classifier_guidance", "dps"])
+def test_guidance_at_scale_zero_samples_the_prior(smoke_prior, method):
+    """lambda = 0: the guided sampler's trajectories and log q are the prior's, bit for bit."""
+    config = RTBConfig(method=method, guidance_scale=0.0).smoke()
+    learner = RTBLearner(config, seed=0, prior_state=smoke_prior)
+    x, log_q, log_p = learner.sample(300, torch.Generator().manual_seed(4))
+    prior = sample_forward(
+        learner.prior, 300, config.num_steps, config.sigma2, 0.0, 2, torch.Generator().manual_seed(4)
+    )
+    torch.testing.assert_close(x, prior.terminal, rtol=0, atol=0)
+    torch.testing.assert_close(log_q, prior.log_pf, rtol=0, atol=0)
+    torch.testing.assert_close(log_p, prior.log_pf, rtol=0, atol=0)
+
+
+def test_dps_drift_evaluates_r_at_the_one_step_estimate_of_x1():
+    """For a hand-set drift f, DPS's drift is f + lambda_i J^T grad log r(x1_hat), x1_hat = x + (1 - t) f(x, t) and
+    J = d x1_hat / dx by torch.autograd.functional.jacobian, per state; at both the rollout's scalar t and the log-prob
+    pass's [n] times. CG's drift (r at x) differs from it by far more than the tolerance."""
+    torch.manual_seed(0)
+    task, T, scale, sigma2 = Toy2D(), 10, 0.7, 5.0
+    prior = DriftPolicy(2, hidden_dim=16, time_embedding_dim=8).requires_grad_(False)
+    with torch.no_grad():
+        prior.nn1.out.weight.normal_(0, 1.0)  # a non-zero drift with a non-trivial Jacobian
+    dps = GuidedPolicy(prior, dps_guidance(prior, task.grad_log_r), scale, sigma2, T)
+    cg = GuidedPolicy(prior, classifier_guidance(task.grad_log_r), scale, sigma2, T)
+    x = task.means[:6] + torch.randn(6, 2)  # [B, 2], near modes
+    t = torch.tensor([1, 4, 7]) / T  # [n]
+
+    def expected(x_b: torch.Tensor, t_k: torch.Tensor) -> torch.Tensor:
+        x1_hat = lambda y: y + (1 - t_k) * prior(y, t_k)
+        J = torch.autograd.functional.jacobian(x1_hat, x_b)  # [2, 2], J[a, b] = d x1_hat_a / d x_b
+        i = round(t_k.item() * T)
+        return prior(x_b, t_k) + scale * sigma2 * i / (i + 1) * J.T @ task.grad_log_r(x1_hat(x_b))
+
+    want = torch.stack([torch.stack([expected(x_b, t_k) for t_k in t]) for x_b in x])  # [B, n, 2]
+    with torch.no_grad():
+        got = dps.drift(x[:, None].expand(-1, 3, -1), dps.time_embedding(t))  # [B, n, 2], as in forward_log_prob
+        got_rollout = torch.stack([dps.drift(x, dps.time_embedding(t_k)) for t_k in t], dim=1)  # as in a rollout
+        got_cg = cg.drift(x[:, None].expand(-1, 3, -1), cg.time_embedding(t))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_rollout, want, rtol=1e-4, atol=1e-4)
+    assert (got_cg - want).abs().max() > 1.0
 
 
 def test_smoke_config_runs():

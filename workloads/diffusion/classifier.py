@@ -111,13 +111,14 @@ def train_classifier(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, 0, total_steps))
     model.train()
     loss = torch.tensor(float("nan"))
-    for _ in range(c.epochs):
-        for batch in torch.randperm(len(train), generator=generator).to(device).split(c.batch_size):
-            loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+    with torch.enable_grad():  # also when called under no_grad (a reward built lazily inside an evaluation)
+        for _ in range(c.epochs):
+            for batch in torch.randperm(len(train), generator=generator).to(device).split(c.batch_size):
+                loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
     model.eval().requires_grad_(False)
     stats = {
         "heldout_accuracy": accuracy(model, images[heldout].to(device), labels[heldout].to(device)),

@@ -5,6 +5,9 @@
 
 `LinearGaussianConfig`: the calibration toy (linear_gaussian.py, amortized.py): a Gaussian prior in R^d, linear
 measurements, its analytic DDPM prior and the y-conditioned posterior trained with relative trajectory balance.
+
+`ImageInverseConfig`: an operator on digits under a DDPM prior on pixels or on a VAE's latents, and the amortized
+posterior p_phi(x | y) of image_posterior.py (RTB, or the DPS baseline).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from workloads.diffusion.config import DDPMConfig
+from workloads.diffusion.latent import LatentDDPMConfig
+from workloads.diffusion.vae import VAEConfig
 from workloads.typed_config import StrictConfig
 
 
@@ -172,3 +177,134 @@ class LinearGaussianConfig(StrictConfig):
             variance=self.variance,
             clip_x0_hat=False,
         )
+
+
+PIXEL_PRIOR = DDPMConfig(
+    image_size=8, block_out_channels=(32, 64), train_iters=2000, batch_size=64, variance="fixed_large"
+)
+"""8 x 8 digits, a (32, 64) UNet with attention, 2,000 steps: the prior of workloads/rtb/image_config.py's
+DEFAULT_PRIOR (the same prior_key, so one trained prior serves both)."""
+LATENT_PRIOR = LatentDDPMConfig(variance="fixed_large")
+"""A DDPM on the default VAE's 4 x 4 x 4 latents of 16 x 16 digits."""
+IMAGE_SMOKE_RUN = {"total_iters": 6, "batch_size": 4, "eval_every": 3, "eval_pairs": 4, "eval_samples_per_pair": 2}
+"""What `ImageInverseConfig.smoke()` changes besides the priors' own smoke(): a few iterations at a tiny batch."""
+SMOKE_VAE = {"hidden_channels": (16, 32), "train_iters": 100, "batch_size": 32, "lr": 3e-3, "warmup_iters": 10}
+"""The VAE of `ImageInverseConfig.smoke()`: a few seconds on one CPU thread."""
+
+
+class ImageInverseConfig(StrictConfig):
+    """An image inverse problem y = A(x) + sigma_y n under a DDPM prior (on pixels, or on a VAE's latents) and its
+    posterior p_phi(x | y) ~ p(x) r_y(x), amortized over y and trained with relative trajectory balance, or DPS.
+
+    image_posterior.py holds the method; defaults in one place. A sweep's `config:` block may only override fields
+    that exist here.
+    """
+
+    # ---------------------------------------------------------------- the measurement
+    operator: OperatorConfig = OperatorConfig()
+    """A and sigma_y (operators.py); A acts on images, also under a latent prior (on the decoded image)."""
+
+    # ---------------------------------------------------------------- the prior
+    prior_space: Literal["pixel", "latent"] = "pixel"
+    """pixel: a DDPM on images (`prior`). latent: a DDPM on the latents of a VAE (`vae`, `latent_prior`); the posterior
+    runs in latent space and r_y is scored on the decoded image Dec(z)."""
+    prior: DDPMConfig = PIXEL_PRIOR
+    """The pixel prior (prior_space = pixel): data, UNet, schedule, its training and the K strided steps."""
+    vae: VAEConfig = VAEConfig()
+    """The VAE (prior_space = latent): its data set and image size are the problem's images."""
+    latent_prior: LatentDDPMConfig = LATENT_PRIOR
+    """The latent DDPM (prior_space = latent); its latent_channels and image_size must be the VAE's latent's."""
+    prior_seed: int = 0
+    """Seed of the prior's (and VAE's) training: one prior for every trial seed."""
+
+    # ---------------------------------------------------------------- the method
+    method: Literal["rtb", "dps"] = "rtb"
+    """rtb: the amortized posterior, trained with relative trajectory balance. dps: diffusion posterior sampling
+    (Chung et al. 2023) with the prior, training-free."""
+    parameterization: Literal["copy", "lora"] = "lora"
+    """The posterior network (workloads/rtb/image_learner.build_posterior): copy = a full fine-tune of a copy of the
+    prior; lora = the frozen prior with LoRA adapters on its attention projections. Either way the measurement enters
+    as extra input channels through a zero-initialised conv that trains (ClassInputConv)."""
+    lora_rank: int = Field(8, gt=0)
+    lora_alpha: float = Field(8.0, gt=0)
+    log_z_hidden: int = Field(64, gt=0)
+    """Width of the log Z_psi(y) MLP (amortized.log_z_network: two hidden layers, output layer at 0)."""
+
+    # ---------------------------------------------------------------- RTB training
+    total_iters: int = Field(1000, gt=0)
+    """Posterior iterations (the prior's training is not counted)."""
+    batch_size: int = Field(16, gt=0)
+    """Trajectories per iteration: batch_size / samples_per_y pairs (x*, y), x* from the prior's training images."""
+    samples_per_y: int = Field(1, gt=0)
+    """k trajectories per y. k = 1: delta uses the learned log Z_psi(y). k > 1: the posterior's delta uses instead the
+    k rows' own estimate mean_k (log r - log p_phi + log p), detached (VarGrad, a per-y baseline of far lower
+    variance than an early log Z_psi), while log Z_psi(y) is fitted by the RTB loss with the posterior detached."""
+    lr: float = Field(3e-3, gt=0)
+    """Adam learning rate of the posterior's trainable parameters (LoRA adapters and the measurement conv; a copy
+    wants far less, as image_config's `lr` says)."""
+    lr_log_z: float = Field(0.03, gt=0)
+    """Adam learning rate of the log Z_psi(y) network."""
+    loss_clip: float = Field(0.1, ge=0)
+    """c of the clipped loss mean relu(delta^2 - c) (0: the plain squared residual)."""
+    grad_clip: float | None = Field(1.0, gt=0)
+    """Largest global gradient norm of a step; None: no clipping."""
+    exploration_std: float = Field(0.0, ge=0)
+    """sigma_e: extra std of the training rollouts (drawn with variance var_j + sigma_e^2, scored under var_j)."""
+    exploration_decay_fraction: float = Field(0.5, gt=0, le=1)
+    """sigma_e decays linearly to 0 at this fraction of total_iters."""
+
+    # ---------------------------------------------------------------- DPS
+    guidance_scale: float = Field(1.0, ge=0)
+    """zeta' of DPS's step: the reverse mean moves by -zeta' grad_{x_j} |y - A(x0_hat)|^2 / |y - A(x0_hat)|."""
+
+    # ---------------------------------------------------------------- evaluation
+    eval_every: int = Field(100, gt=0)
+    """Iterations between evaluations (a driver's; the learner evaluates when asked)."""
+    eval_pairs: int = Field(32, gt=0)
+    """P held-out pairs (x*, y): the first P images of the data set's test split, y drawn with `eval_seed`."""
+    eval_samples_per_pair: int = Field(8, gt=1)
+    """n posterior samples per y: their mean is the posterior-mean reconstruction."""
+    eval_seed: int = 0
+    """Seed of the held-out measurements' noise: every learner (any seed, any method) sees the same pairs."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ImageInverseConfig:
+        problem = operator_problem(self.operator, self.image_shape)
+        if problem is not None:
+            raise ValueError(f"operator: {problem}")
+        if self.prior_space == "latent":
+            latent = (self.latent_prior.latent_channels, self.latent_prior.image_size, self.latent_prior.image_size)
+            if latent != self.vae.latent_shape:
+                raise ValueError(
+                    f"latent_prior models latents {latent}, but the VAE's are {self.vae.latent_shape}: set "
+                    "latent_prior.latent_channels and image_size to them"
+                )
+        if self.batch_size % self.samples_per_y:
+            raise ValueError(f"samples_per_y={self.samples_per_y} must divide batch_size={self.batch_size}")
+        return self
+
+    @property
+    def diffusion(self) -> DDPMConfig:
+        """The DDPM whose chain the posterior runs: `prior`, or `latent_prior` under a latent prior."""
+        return self.latent_prior if self.prior_space == "latent" else self.prior
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images that A measures."""
+        c = self.vae if self.prior_space == "latent" else self.prior
+        return (c.channels, c.image_size, c.image_size)
+
+    def exploration(self, step: int) -> float:
+        """sigma_e at posterior iteration `step` (rtb only)."""
+        decay = max(0.0, 1.0 - step / (self.exploration_decay_fraction * self.total_iters))
+        return self.exploration_std * decay if self.method == "rtb" else 0.0
+
+    def smoke(self) -> ImageInverseConfig:
+        """The same problem and method, tiny: the priors' smoke() (8 x 8 pixels, or a small VAE on 16 x 16 digits
+        with a (16, 32) latent UNet), a few iterations at batch 4, 4 evaluation pairs of 2 samples."""
+        update = IMAGE_SMOKE_RUN | {
+            "prior": self.prior.smoke(),
+            "latent_prior": self.latent_prior.smoke(),
+            "vae": self.vae.model_dump() | SMOKE_VAE,
+        }
+        return ImageInverseConfig.model_validate(self.model_dump() | update)

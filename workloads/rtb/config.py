@@ -55,9 +55,11 @@ class RTBConfig(StrictConfig):
 
     task: Literal["toy2d"] = "toy2d"
     """The prior and constraint r: toy2d = 25-mode GMM prior, r keeping 9 of its modes (workloads/rtb/toy.py)."""
-    method: Literal["rtb", "classifier_guidance", "rl", "rl_kl"] = "rtb"
+    method: Literal["rtb", "classifier_guidance", "dps", "rl", "rl_kl"] = "rtb"
     """rtb: relative trajectory balance (off-policy, learned log Z). classifier_guidance: the prior's drift plus
-    scale sigma^2 i/(i+1) grad log r (training-free). rl: reward-only REINFORCE (DDPO-like, on-policy). rl_kl:
+    scale sigma^2 i/(i+1) grad log r at the noisy state x_t (training-free). dps: the same with r evaluated at the
+    estimate x1_hat = x_t + (1 - t) f_prior(x_t, t) of the clean sample, the gradient taken through f_prior
+    (diffusion posterior sampling, training-free). rl: reward-only REINFORCE (DDPO-like, on-policy). rl_kl:
     KL-regularized REINFORCE with the centred advantage log r - kl_weight (log q - log p) (DPOK-like, as corrected
     in arXiv:2509.01632; on-policy)."""
     beta: float = Field(1.0, gt=0)
@@ -81,9 +83,6 @@ class RTBConfig(StrictConfig):
     prior_seed: int = 0
     """Seed of the prior's initialization, data and bridges: one prior for every trial seed (the reference ships
     one pretrained prior), so a sweep fits it once per prior key."""
-    prior_missing: Literal["fit", "fail"] = "fit"
-    """When the sweep's MLflow store has no fitted prior of this prior key: fit: fit it before the trials start
-    (and cache it for later sweeps); fail: stop before the sweep starts, naming the prior."""
 
     # ---------------------------------------------------------------- posterior training
     total_iters: int = Field(5_000, gt=0)
@@ -115,7 +114,8 @@ class RTBConfig(StrictConfig):
     exploration_end_fraction: float = Field(0.9, gt=0, le=1)
     """... and is sigma_e max(0, 1 - s / (this * total_iters)) afterwards (the reference: 0 at 4,500 of 5,000)."""
     guidance_scale: float = Field(1.0, ge=0)
-    """s of classifier guidance: drift f_prior + s sigma^2 i / (i + 1) grad log r (the reference: 1.0)."""
+    """s of classifier_guidance and dps: drift f_prior + s sigma^2 i / (i + 1) grad log r (at x_t or x1_hat; the
+    reference's classifier guidance: 1.0)."""
     rl_advantage: Literal["reward", "log_reward"] = "reward"
     """rl's advantage: r - mean r (the reference's fwd_rl) or log r - mean log r."""
     kl_weight: float | None = Field(None, ge=0)
@@ -143,6 +143,11 @@ class RTBConfig(StrictConfig):
                 f"exploration_hold_fraction ({self.exploration_hold_fraction})"
             )
         return self
+
+    @property
+    def trains(self) -> bool:
+        """False for the training-free baselines (classifier_guidance, dps): no posterior network, no log Z."""
+        return self.method not in ("classifier_guidance", "dps")
 
     @property
     def kl_alpha(self) -> float:

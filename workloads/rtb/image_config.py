@@ -3,7 +3,11 @@ prior p on scikit-learn digits into class-conditional posteriors p_post(x | c) ~
 place.
 
 The prior defaults to 8 x 8 digits (the data set's own size), a (32, 64) UNet with attention (the LoRA targets), 2,000
-AdamW steps at batch 64 (about 5 min on one CPU thread) and K = 20 strided sampling steps. The posterior defaults
+AdamW steps at batch 64 (about 5 min on one CPU thread) and K = 20 strided sampling steps with the `fixed_large`
+reverse variance, as the reference forces: with `fixed_small`, the step to t_1 = 0 has std 0.01 while its mean moves
+by 0.16 eps, so its score term (x - mean) / var d mean / d phi, and with it RTB's gradient, is ~16 times noisier
+than any other step's (measured: LoRA reached mean log r -3.1 in 600 iterations with fixed_small, -1.8 in 300 with
+fixed_large; docs/rtb.md). The posterior defaults
 follow the reference's `inverse_diffusion/` where they fit a CPU: LoRA on the attention projections, the loss
 clipped at c = 0.1, log Z lr 0.1, no exploration; the batch and the rank are smaller. A sweep's `config:` block may
 only override fields that exist here.
@@ -13,13 +17,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from workloads.diffusion.config import DDPMConfig
+from workloads.rtb.config import PosteriorReplayConfig
 from workloads.typed_config import StrictConfig
 
-DEFAULT_PRIOR = DDPMConfig(image_size=8, block_out_channels=(32, 64), train_iters=2000, batch_size=64)
+DEFAULT_PRIOR = DDPMConfig(
+    image_size=8, block_out_channels=(32, 64), train_iters=2000, batch_size=64, variance="fixed_large"
+)
 """8 x 8 digits (no upsampling), 0.70 M parameters, 2,000 steps: 150 ms a step at batch 64 on one thread."""
+NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "color_dsprites": 3}
+"""Classes of each data set's labels (workloads/data/images.py): the classifier reward's digits / classes."""
 
 SMOKE_RUN = {"total_iters": 6, "batch_size": 4, "eval_every": 3, "eval_samples": 4, "prior_eval_samples": 32}
 """What `smoke()` changes besides the prior's own smoke(): a few iterations at a tiny batch."""
@@ -35,13 +44,15 @@ class ImagePosteriorConfig(StrictConfig):
     """Seed of the prior's training: one prior for every trial seed, cached under its `prior_key`."""
 
     # ---------------------------------------------------------------- the posterior and its constraint
-    targets: tuple[int, ...] = (0,)
-    """Classes c with a posterior each. One target: an unconditional posterior for it (the reference trains one model
-    per class). Several: one posterior conditioned on the target's one-hot code, given as extra input channels."""
     reward: Literal["classifier", "mean_intensity"] = "classifier"
     """log r(x, c): classifier = log p_phi(c | x) of a classifier of the prior's training images, trained on first
     use (workloads/diffusion/classifier.py; c = 10 / 11: the even / odd digits; or pass `reward=` to the learner);
     mean_intensity = the analytic -(mean pixel - level_c)^2 / (2 s^2) of image_learner.MeanIntensityReward."""
+    targets: tuple[int, ...] = (0,)
+    """Classes c with a posterior each: 0 .. K - 1 the data set's classes, K the even ones, K + 1 the odd ones
+    (classifier reward; K = NUM_CLASSES); 0 .. 10 for mean_intensity. One target: an unconditional posterior for
+    it (the reference trains one model per class). Several: one posterior conditioned on the target's one-hot code,
+    given as extra input channels."""
     method: Literal["rtb", "rl", "rl_kl", "classifier_guidance", "dps"] = "rtb"
     """rtb: relative trajectory balance (off-policy, learned log Z(c)). rl: reward-only REINFORCE (DDPO-like).
     rl_kl: REINFORCE with the centred advantage log r - alpha (log q - log p) (DPOK-like, as corrected by
@@ -103,10 +114,26 @@ class ImagePosteriorConfig(StrictConfig):
     prior_eval_samples: int = Field(512, gt=1)
     """M prior samples behind the Monte Carlo log Z(c) = log mean_m r(x_m, c)^beta; drawn once per learner."""
 
+    # ---------------------------------------------------------------- the replay-buffer actor (rtb, in a sweep)
+    replay: PosteriorReplayConfig = PosteriorReplayConfig(capacity=10_000, draw_every=10)
+    """A buffer of the posterior's own samples (the replay-buffer actor of the rtb family), backtracked from every
+    replay_every-th iteration of a sub-chunk of draw_every iterations."""
+
+    @field_validator("targets")
+    @classmethod
+    def _classes_of_the_reward(cls, targets: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
+        if "prior" not in info.data or "reward" not in info.data:  # their own errors are reported instead
+            return targets
+        most = NUM_CLASSES[info.data["prior"].dataset] + 1 if info.data["reward"] == "classifier" else 10
+        if not targets or len(set(targets)) != len(targets) or min(targets) < 0 or max(targets) > most:
+            sets = f" ({most - 1}: the even classes, {most}: the odd)" if info.data["reward"] == "classifier" else ""
+            raise ValueError(
+                f"distinct classes 0 .. {most} of reward {info.data['reward']} on {info.data['prior'].dataset}{sets}"
+            )
+        return targets
+
     @model_validator(mode="after")
     def _consistent(self) -> ImagePosteriorConfig:
-        if not self.targets or len(set(self.targets)) != len(self.targets) or min(self.targets) < 0:
-            raise ValueError(f"targets must be distinct non-negative classes, got {self.targets}")
         if self.backtrack_steps > self.prior.sampling_steps:
             raise ValueError(
                 f"backtrack_steps={self.backtrack_steps} exceeds the prior's sampling_steps={self.prior.sampling_steps}"

@@ -35,9 +35,11 @@ A plain class (no Ray), with the surface of RTBLearner: `train(num_iters, replay
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,13 +51,24 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from workloads.checkpoint import restore_training_state, training_state
-from workloads.diffusion import DDPM, LORA_TARGETS, Trajectory, make_unet, prior_key, train_ddpm, training_images
+from workloads.diffusion import (
+    DDPM,
+    LORA_TARGETS,
+    Trajectory,
+    classifier,
+    make_unet,
+    prior_key,
+    train_ddpm,
+    training_images,
+)
 from workloads.diffusion.ddpm import Guidance, predict_eps
+from workloads.diffusion.image_metrics import feature_diversity, frechet_distance, image_features
 from workloads.objectives import clipped_relative_tb_loss, relative_tb_loss
 from workloads.rtb.image_config import ImagePosteriorConfig
 from workloads.rtb.losses import kl_regularized_advantage, reinforce_loss, reward_advantage
 from workloads.rtb.trajectories import subset_gradient_sum
 from workloads.samplers.learner import keep_freed_memory
+from workloads.samplers.replay import TerminalBatch
 
 PRIOR_SAMPLES_SEED_OFFSET = 7_000_001
 """The prior samples behind the Monte Carlo log Z use prior_seed + this: every trial sharing a prior shares them."""
@@ -63,6 +76,8 @@ EVAL_CHUNK = 128
 """Trajectories sampled at once in evaluation (re-scoring them is one model call over chunk * K rows)."""
 GRID_SAMPLES = 32
 """Samples shown per target in the evaluation figures."""
+PROGRESS_EVERY = 200
+"""Prior training steps between two progress calls of `trained_prior_state`."""
 
 
 class ImageReward(Protocol):
@@ -91,8 +106,6 @@ def make_reward(config: ImagePosteriorConfig, device: torch.device) -> ImageRewa
     the digits, 10 even, 11 odd)."""
     if config.reward == "mean_intensity":
         return MeanIntensityReward()
-    from workloads.diffusion import classifier  # imported here: the analytic reward needs none of it
-
     images, labels = classifier.labelled_training_images(config.prior)
     model, _ = classifier.train_classifier(classifier.ClassifierConfig(), images, labels, config.prior_seed, device)
     return classifier.ClassifierReward(model, int(labels.max()) + 1).to(device)
@@ -102,16 +115,20 @@ def make_reward(config: ImagePosteriorConfig, device: torch.device) -> ImageRewa
 class ImageEvaluation:
     metrics: dict[str, float]
     """eval/...: mean_log_r, prior_mean_log_r, exact_mean_log_r (E_post[log r] by reweighting prior samples),
-    log_z_mc, log_z_iw, elbo, log_ratio, diversity (averages over the targets; mean_log_r_c<c> per target when
-    conditional), and for rtb log_z and log_z_error."""
+    log_z_mc, log_z_iw, elbo, log_ratio, pixel_diversity (mean pairwise L2), and with a classifier reward fd (the
+    Fréchet distance to the class's training images on the classifier's features), diversity (mean pairwise cosine
+    distance of those features), data_diversity (that of the class's images) and diversity_ratio; averages over
+    the targets (mean_log_r_c<c> per target when conditional); for rtb log_z and log_z_error."""
     samples: np.ndarray
-    """[N, C, H, W] in [-1, 1]: eval_samples on-policy samples per target, target by target (`sample_targets`)."""
+    """[N, C * H * W] in [-1, 1]: eval_samples on-policy samples per target, target by target (`sample_targets`),
+    flattened (samples.npz in `files` holds them as images)."""
     sample_targets: np.ndarray
     """[N] the class each sample was drawn for."""
     figures: dict[str, Figure]
     """'samples_c<c>': a grid of the first samples of each target c."""
     files: dict[str, bytes] = field(default_factory=dict)
-    """'per_target.json': log Z (learned, Monte Carlo, importance-weighted) and mean log r of each target."""
+    """'per_target.json': log Z (learned, Monte Carlo, importance-weighted), mean log r, FD and diversities of each
+    target; 'samples.npz': images [N, C, H, W] and targets [N]."""
 
 
 class ClassInputConv(nn.Module):
@@ -171,6 +188,26 @@ def sample_grid(images: np.ndarray, title: str, columns: int = 8) -> Figure:
     return fig
 
 
+def trained_prior_state(
+    config: ImagePosteriorConfig,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """{'key': prior_key, 'unet': the trained prior's state dict, 'fit': {fit_s, final_loss}}: what a learner
+    takes as `prior_state`. progress(step, loss) is called every PROGRESS_EVERY steps."""
+    p, losses, start = config.prior, [], time.time()
+
+    def record(step: int, loss: float) -> None:
+        losses.append(loss)
+        if progress is not None and (step + 1) % PROGRESS_EVERY == 0:
+            progress(step + 1, float(np.mean(losses[-PROGRESS_EVERY:])))
+
+    unet = train_ddpm(p, training_images(p), config.prior_seed, record, device=device)
+    tail = losses[-max(1, len(losses) // 10) :] or [math.nan]
+    fit = {"fit_s": time.time() - start, "final_loss": float(np.mean(tail))}
+    return {"key": prior_key(p, config.prior_seed), "unet": unet.state_dict(), "fit": fit}
+
+
 class ImageRTBLearner:
     def __init__(self, config: ImagePosteriorConfig, seed: int, device: str = "cpu", prior_state: dict | None = None):
         self.config, self.seed, self.device = config, seed, torch.device(device)
@@ -192,6 +229,8 @@ class ImageRTBLearner:
         """Statistics of the prior's training; None until it is trained (on first use) or loaded."""
         self._prior_reference: tuple[Tensor, Tensor, Tensor] | None = None
         """`prior_reference()`, computed on the first evaluation."""
+        self._data_features: list[Tensor] | None = None
+        """`data_features()`, computed on the first evaluation."""
         if prior_state is not None:
             self._set_prior(prior_state)
 
@@ -216,12 +255,7 @@ class ImageRTBLearner:
         """Trains the prior on first use: a learner is cheap to build (and to restore, its checkpoint holds the
         prior)."""
         if self.prior_fit is None:
-            p, losses = self.config.prior, []
-            start = time.time()
-            unet = train_ddpm(p, training_images(p), self.config.prior_seed, lambda s, loss: losses.append(loss))
-            tail = losses[-max(1, len(losses) // 10) :] or [math.nan]
-            fit = {"train_s": time.time() - start, "final_loss": float(np.mean(tail))}
-            self._set_prior({"key": self._prior_key(), "unet": unet.state_dict(), "fit": fit})
+            self._set_prior(trained_prior_state(self.config, self.device))
 
     def prior_state_dict(self) -> dict[str, Any]:
         """{'key': prior_key, 'unet': the prior's state dict, 'fit': its training statistics}, to pass as
@@ -346,11 +380,12 @@ class ImageRTBLearner:
         if replay is None or self.config.method != "rtb":
             return None
         x = getattr(replay, "x", replay)
-        x = torch.as_tensor(x if isinstance(x, Tensor) else np.asarray(x), dtype=torch.float32, device=self.device)
+        x = torch.as_tensor(x if isinstance(x, Tensor) else np.array(x), dtype=torch.float32, device=self.device)
         return x.reshape(-1, *self.ddpm.shape) if x.numel() else None
 
-    def train(self, num_iters: int, replay: Any = None) -> tuple[dict[str, float], Tensor]:
-        """`num_iters` iterations; (chunk-mean metrics 'train/...', forward terminal states [n, C, H, W] on the CPU).
+    def train(self, num_iters: int, replay: Any = None) -> tuple[dict[str, float], TerminalBatch]:
+        """`num_iters` iterations; (chunk-mean metrics 'train/...', the forward terminal states flattened to
+        [n, C * H * W] with their log r, for a replay buffer).
 
         `replay`: samples for rtb to backtrack from every replay_every-th iteration; ignored by the other methods.
         classifier_guidance and dps only advance the step."""
@@ -358,10 +393,10 @@ class ImageRTBLearner:
         c = self.config
         if not c.trains:
             self.step += num_iters
-            return {}, torch.zeros(0, *self.ddpm.shape)
+            return {}, self._terminal_batch([], [])
         replay_x = self._replay_images(replay)
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        logs, forward_logs, terminals, cursor, replay_iters = [], [], [], 0, 0
+        logs, forward_logs, terminals, terminal_log_r, cursor, replay_iters = [], [], [], [], 0, 0
         for _ in range(num_iters):
             expl = c.exploration(self.step)
             if replay_x is not None and self.step % c.replay_every == c.replay_every - 1:
@@ -370,7 +405,8 @@ class ImageRTBLearner:
                 cursor, replay_iters = cursor + c.batch_size, replay_iters + 1
             else:
                 loss, x0, log_r, log_ratio = self._forward_loss(expl)
-                terminals.append(x0.cpu())
+                terminals.append(x0.detach())
+                terminal_log_r.append(log_r)
                 forward_logs.append(torch.stack([log_r.mean(), log_ratio.mean(), log_r.new_tensor(expl)]))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -387,7 +423,13 @@ class ImageRTBLearner:
             metrics["train/replay_fraction"] = replay_iters / max(num_iters, 1)
         else:  # no log Z, no exploration
             del metrics["train/log_z"], metrics["train/exploration_std"]
-        return metrics, torch.cat(terminals) if terminals else torch.zeros(0, *self.ddpm.shape)
+        return metrics, self._terminal_batch(terminals, terminal_log_r)
+
+    def _terminal_batch(self, x0: list[Tensor], log_r: list[Tensor]) -> TerminalBatch:
+        """Forward samples [n, C, H, W] and their log r [n], chunk by chunk, as one batch of flat states."""
+        if not x0:
+            return TerminalBatch(np.zeros((0, math.prod(self.ddpm.shape)), np.float32), np.zeros(0, np.float32))
+        return TerminalBatch(torch.cat(x0).flatten(1).cpu().numpy(), torch.cat(log_r).cpu().numpy())
 
     # ---------------------------------------------------------------- sampling and evaluation
     def guidance(self, class_index: Tensor) -> Guidance:
@@ -457,6 +499,20 @@ class ImageRTBLearner:
         return self._prior_reference
 
     @torch.no_grad()
+    def data_features(self) -> list[Tensor] | None:
+        """Per target, the classifier's features [N_c, F] of the prior's training images of that class (or class
+        set): the true class-conditional data that FD and the diversity ratio compare with (computed once). None
+        when the reward is not a classifier (no features)."""
+        if not isinstance(self.reward, classifier.ClassifierReward):
+            return None
+        if self._data_features is None:
+            images, labels = classifier.labelled_training_images(self.config.prior)
+            members = classifier.class_sets(self.reward.num_classes)[self.target_classes.cpu()][:, labels]  # [n_c, N]
+            features = image_features(self.reward.classifier, images.to(self.device))  # [N, F]
+            self._data_features = [features[m.to(self.device)] for m in members]
+        return self._data_features
+
+    @torch.no_grad()
     def evaluate(self, num_samples: int | None = None) -> ImageEvaluation:
         """Metrics of num_samples (default eval_samples) on-policy samples per target; deterministic in (seed, step)."""
         c, n_c = self.config, len(self.config.targets)
@@ -469,7 +525,7 @@ class ImageRTBLearner:
         log_w = log_p.double().view(n_c, n) + c.beta * log_r - log_q.double().view(n_c, n)  # [n_c, n]
         log_z_iw = torch.logsumexp(log_w, 1) - math.log(n)  # [n_c]
         flat = x.flatten(1).double().view(n_c, n, -1)
-        diversity = torch.cdist(flat, flat).sum((1, 2)) / (n * (n - 1))  # [n_c] mean pairwise L2 distance
+        pixel_diversity = torch.cdist(flat, flat).sum((1, 2)) / (n * (n - 1))  # [n_c] mean pairwise L2 distance
         metrics = {
             "eval/mean_log_r": log_r.mean().item(),
             "eval/prior_mean_log_r": prior_mean_log_r.mean().item(),
@@ -478,10 +534,19 @@ class ImageRTBLearner:
             "eval/log_z_iw": log_z_iw.mean().item(),
             "eval/elbo": log_w.mean().item(),
             "eval/log_ratio": (log_q - log_p).double().mean().item(),
-            "eval/diversity": diversity.mean().item(),
+            "eval/pixel_diversity": pixel_diversity.mean().item(),
         }
         per_target = {"targets": list(c.targets), "log_z_mc": log_z_mc.tolist(), "log_z_iw": log_z_iw.tolist()}
         per_target["mean_log_r"] = log_r.mean(1).tolist()
+        data_features = self.data_features()
+        if data_features is not None:  # FD and diversity on the classifier's features, against the class's data
+            features = image_features(self.reward.classifier, x).view(n_c, n, -1)  # [n_c, n, F]
+            per_target["fd"] = [frechet_distance(d, f) for d, f in zip(data_features, features)]
+            per_target["diversity"] = [feature_diversity(f) for f in features]
+            per_target["data_diversity"] = [feature_diversity(d) for d in data_features]
+            for name in ("fd", "diversity", "data_diversity"):
+                metrics[f"eval/{name}"] = float(np.mean(per_target[name]))
+            metrics["eval/diversity_ratio"] = metrics["eval/diversity"] / metrics["eval/data_diversity"]
         if c.conditional:
             metrics |= {f"eval/mean_log_r_c{t}": m for t, m in zip(c.targets, per_target["mean_log_r"])}
         if c.method == "rtb":
@@ -497,7 +562,10 @@ class ImageRTBLearner:
             for i, t in enumerate(c.targets)
         }
         targets = np.repeat(np.asarray(c.targets), n)
-        return ImageEvaluation(metrics, samples, targets, figures, {"per_target.json": json.dumps(per_target).encode()})
+        npz = io.BytesIO()
+        np.savez_compressed(npz, images=samples, targets=targets)
+        files = {"per_target.json": json.dumps(per_target).encode(), "samples.npz": npz.getvalue()}
+        return ImageEvaluation(metrics, samples.reshape(len(samples), -1), targets, figures, files)
 
     # ---------------------------------------------------------------- checkpointing
     def _checkpointed(self) -> dict[str, nn.Module]:

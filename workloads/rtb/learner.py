@@ -12,7 +12,7 @@ as a copy of it and is fully fine-tuned. One training iteration s:
         loss  = mean delta^2 | mean relu(delta^2 - c)                               shared: only forward terms enter)
         log Z learned (loss tb) or the detached batch mean of log p_theta + beta log r - log p_post (vargrad)
     rl / rl_kl:               tau ~ p_post on-policy; REINFORCE (losses.py)
-    classifier_guidance:      no training (guidance.py samples the prior with a guided drift)
+    classifier_guidance, dps: no training (guidance.py samples the prior with a guided drift)
 
 Evaluation (metrics.py): N on-policy samples against the exact posterior of the fitted prior (M prior samples
 weighted by r^beta, computed once per learner) and against N9, the exact posterior of the true prior. Every method is
@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from workloads.checkpoint import restore_training_state, training_state
 from workloads.objectives import clipped_relative_tb_loss, relative_tb_loss
 from workloads.rtb.config import RTBConfig
-from workloads.rtb.guidance import ClassifierGuidedPolicy
+from workloads.rtb.guidance import GuidedPolicy, classifier_guidance, dps_guidance
 from workloads.rtb.losses import kl_regularized_advantage, reinforce_loss, reward_advantage
 from workloads.rtb.metrics import ExactPosterior, exact_posterior, log_weights, mode_masses, total_variation
 from workloads.rtb.plots import evaluation_figures
@@ -122,12 +122,16 @@ class RTBLearner:
         self._ensure_prior()
         return copy.deepcopy({"key": self.config.prior_key(), "policy": self.prior.state_dict(), "fit": self.prior_fit})
 
-    def sampler(self) -> DriftPolicy | ClassifierGuidedPolicy:
-        """The posterior sampler: the fine-tuned drift, or the prior with classifier guidance."""
+    def sampler(self) -> DriftPolicy | GuidedPolicy:
+        """The posterior sampler: the fine-tuned drift, or the prior with classifier guidance or DPS."""
         c = self.config
         if c.method == "classifier_guidance":
-            return ClassifierGuidedPolicy(self.prior, self.task.grad_log_r, c.guidance_scale, c.sigma2, c.num_steps)
-        return self.posterior
+            guidance = classifier_guidance(self.task.grad_log_r)
+        elif c.method == "dps":
+            guidance = dps_guidance(self.prior, self.task.grad_log_r)
+        else:
+            return self.posterior
+        return GuidedPolicy(self.prior, guidance, c.guidance_scale, c.sigma2, c.num_steps)
 
     # ---------------------------------------------------------------- training
     def _trajectories(self, replay_x: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -174,10 +178,10 @@ class RTBLearner:
         log r, for a replay buffer).
 
         `replay`: terminal states to train rtb on (backward bridges to them on odd steps); ignored by the on-policy
-        methods. classifier_guidance only advances the step."""
+        methods. classifier_guidance and dps only advance the step."""
         self._ensure_prior()
         c = self.config
-        if c.method == "classifier_guidance":
+        if not c.trains:
             self.step += num_iters
             return {}, _terminal_batch([], [], self.task.dim)
         replay_x = self._replay_states(replay)

@@ -3,11 +3,11 @@ with classifier guidance and RL baselines (workloads/rtb/). Priors are fitted on
 the sweep's MLflow store (priors.py)."""
 
 from orchestrator.registry import Family
-from workloads.rtb.config import RTBConfig
+from workloads.rtb.trial_config import RTBTrialConfig
 
 FAMILY = Family(
     name="rtb",
-    config_model=RTBConfig,
+    config_model=RTBTrialConfig,
     driver="orchestrator.families.rtb.driver:RTBDriver",
     worker_roles={"replay_buffer": 1},
     prepare="orchestrator.families.rtb.priors:prepare",

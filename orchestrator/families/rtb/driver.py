@@ -1,11 +1,12 @@
-"""RTB trial: a learner (the posterior, its prior loaded from the sweep's MLflow store) and a replay-buffer actor of
-the posterior's own samples, batches passed as ObjectRefs.
+"""RTB trial: a learner of the trial's task (the posterior, its prior loaded from the sweep's MLflow store) and a
+replay-buffer actor of the posterior's own samples, batches passed as ObjectRefs.
 
 Between two reports the learner trains `eval_every` iterations in sub-chunks (`replay.draw_every` with replay on).
 Each sub-chunk's forward samples, with their log r, go to the buffer through a bounded channel; with replay on,
-each sub-chunk trains its odd iterations on Brownian bridges to one prioritized draw from the buffer (none while
-the buffer is empty). The last evaluation also writes the posterior (`posterior.pt`: the learner's state, prior
-included).
+each sub-chunk trains some of its iterations from one prioritized draw from the buffer (none while the buffer is
+empty): the toy's odd iterations on Brownian bridges to the drawn states, the images' every replay_every-th by
+backtracking from them. The last evaluation also writes the posterior (`posterior.pt`: the learner's state, prior
+included), as a file and as the trial run's LoggedModel `posterior`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import torch
 from actors.channel import BoundedInFlight
 from actors.sample_buffer import SampleBufferRole
 from orchestrator.driver import LearnerBufferDriver, mean_metrics, start_learner
-from orchestrator.families.rtb.priors import CachedPriorLearner, cached_prior
+from orchestrator.families.rtb.priors import cached_prior, cached_prior_learner
 from orchestrator.placement import TrialContext
+from orchestrator.tracking import MODEL_PREFIX
 
 MAX_IN_FLIGHT = 2
 
@@ -34,12 +36,13 @@ class RTBDriver(LearnerBufferDriver):
         prior = cached_prior(ctx.tracking_uri, self.config)
         self.learner = start_learner(
             ctx,
-            CachedPriorLearner,
+            cached_prior_learner,
             tracking_uri=ctx.tracking_uri,
             prior_model_id=None if prior is None else prior.model_id,
         )
         self.device = ray.get(self.learner.device.remote())
-        replay = self.config.replay
+        self.task_config = self.config.learner_config
+        replay = self.task_config.replay
         self.buffer = (
             ray.remote(SampleBufferRole)
             .options(**ctx.actor_options("replay_buffer"))
@@ -49,11 +52,12 @@ class RTBDriver(LearnerBufferDriver):
 
     def advance(self) -> tuple[dict[str, float], dict[str, Callable[[Path], None]]]:
         """Train up to the next evaluation, evaluate; return metrics and artifact writers."""
-        cfg = self.config
+        cfg = self.task_config
         metric_refs, ends = [], []
         for n in self.next_chunks(
             cfg.replay.draw_every if cfg.replay.enabled else self.ctx.train_every or cfg.eval_every
         ):
+            # at most every other iteration replays (the toy's odd ones; the images' every replay_every-th)
             replay = self.buffer.sample.remote(math.ceil(n / 2) * cfg.batch_size) if cfg.replay.enabled else None
             metrics_ref, samples_ref = self.learner.train.options(num_returns=2).remote(n, replay)
             metric_refs.append(metrics_ref)
@@ -62,9 +66,10 @@ class RTBDriver(LearnerBufferDriver):
             ends.append((ends[-1] if ends else self.step) + n)
         train_metrics = ray.get(metric_refs)
         metrics, artifacts = self.evaluate_into(mean_metrics(train_metrics), train_metrics, ends)
-        if self.finished:
+        if self.finished:  # the learner's state, prior included, also as the run's LoggedModel `posterior`
             posterior = ray.get(self.learner.get_state.remote())
             artifacts["posterior.pt"] = lambda path: torch.save(posterior, path)
+            artifacts[f"{MODEL_PREFIX}posterior"] = lambda folder: torch.save(posterior, folder / "posterior.pt")
         return metrics, artifacts
 
     def actors(self) -> list:

@@ -1,15 +1,17 @@
-"""Fitted priors, shared: each distinct prior key of a sweep (`RTBConfig.prior_key()`) is fitted once, before the
-trials start, and kept in the sweep's MLflow store (`orchestrator/model_cache.py`); every trial, of this sweep and
-of later ones, loads it from there instead of fitting its own.
+"""Trained priors, shared: each distinct prior of a sweep (the 2-D toy's fitted drift, keyed by
+`RTBConfig.prior_key()`; the digits DDPM, keyed by its training fields and seed) is trained once, before the trials
+start, and kept in the sweep's MLflow store (`orchestrator/model_cache.py`); every trial, of this sweep and of later
+ones, loads it from there instead of training its own.
 
-Prior fields sampled from a continuous domain cannot be listed before the trials start: such trials fit their own
-prior (the learner fits on first use) and do not cache it.
+Prior fields sampled from a continuous domain cannot be listed before the trials start: such trials train their
+own prior (the learner trains on first use) and do not cache it.
 """
 
 from __future__ import annotations
 
 import io
 import time
+from typing import Any
 
 import ray
 import torch
@@ -17,14 +19,18 @@ import torch
 from orchestrator import model_cache
 from orchestrator.errors import OrchestratorError
 from orchestrator.spec import SweepSpec
-from workloads.rtb.config import PRIOR_FIELDS, RTBConfig
+from workloads.diffusion.config import NOT_TRAINING_FIELDS
+from workloads.rtb.config import PRIOR_FIELDS
+from workloads.rtb.image_learner import ImageRTBLearner, trained_prior_state
 from workloads.rtb.learner import RTBLearner
 from workloads.rtb.prior import fitted_prior_state
+from workloads.rtb.trial_config import RTBTrialConfig
 
-PRIOR_KIND = "rtb-toy-prior"
-"""The cached model kind (the LoggedModel's name)."""
+PRIOR_KINDS = {"toy2d": "rtb-toy-prior", "digits": "ddpm-prior"}
+"""The cached model kind (the LoggedModel's name) of each task's prior."""
 PRIOR_FILE = "prior.pt"
-"""The cached model's one file: torch.save of the prior state {'key', 'policy', 'fit'}."""
+"""The cached model's one file: torch.save of the prior state ({'key', 'policy', 'fit'} of the toy,
+{'key', 'unet', 'fit'} of a DDPM)."""
 
 
 def torch_bytes(state: dict) -> bytes:
@@ -38,70 +44,86 @@ def prior_from_bytes(data: bytes) -> dict:
     return torch.load(io.BytesIO(data), weights_only=True)
 
 
-class CachedPriorLearner(RTBLearner):
-    """An RTBLearner whose prior is a cached model of the sweep's MLflow store (None: it fits its own). Built from
-    the model's id, so a restarted actor fetches the prior again."""
-
-    def __init__(
-        self,
-        config: RTBConfig,
-        seed: int,
-        device: str = "cpu",
-        tracking_uri: str | None = None,
-        prior_model_id: str | None = None,
-    ):
-        prior_state = None
-        if prior_model_id is not None:
-            prior_state = prior_from_bytes(model_cache.load_files(tracking_uri, prior_model_id)[PRIOR_FILE])
-        super().__init__(config, seed=seed, device=device, prior_state=prior_state)
+def prior_kind_and_key(config: RTBTrialConfig) -> tuple[str, dict[str, Any]]:
+    """(the model kind, the key) of the trial's prior: the fields that determine it, with their values."""
+    if config.task == "toy2d":
+        return PRIOR_KINDS["toy2d"], config.toy2d.prior_key()
+    prior = config.digits.prior.model_dump(mode="json", exclude=set(NOT_TRAINING_FIELDS))
+    return PRIOR_KINDS["digits"], prior | {"prior_seed": config.digits.prior_seed}
 
 
-def cached_prior(tracking_uri: str | None, config: RTBConfig) -> model_cache.CachedModel | None:
-    return None if tracking_uri is None else model_cache.find(tracking_uri, PRIOR_KIND, config.prior_key())
+def prior_digest(config: RTBTrialConfig) -> str:
+    return model_cache.content_hash(*prior_kind_and_key(config))
 
 
-def sweep_priors(spec: SweepSpec) -> list[RTBConfig]:
-    """One config per distinct prior key the sweep's trials can have (none when a prior field is continuous)."""
+def cached_prior_learner(
+    config: RTBTrialConfig,
+    seed: int,
+    device: str = "cpu",
+    tracking_uri: str | None = None,
+    prior_model_id: str | None = None,
+) -> RTBLearner | ImageRTBLearner:
+    """The trial's learner (of its task), its prior a cached model of the sweep's MLflow store (None: it trains its
+    own). Built from the model's id, so a restarted actor fetches the prior again."""
+    prior_state = None
+    if prior_model_id is not None:
+        prior_state = prior_from_bytes(model_cache.load_files(tracking_uri, prior_model_id)[PRIOR_FILE])
+    learner_class = RTBLearner if config.task == "toy2d" else ImageRTBLearner
+    return learner_class(config.learner_config, seed=seed, device=device, prior_state=prior_state)
+
+
+def cached_prior(tracking_uri: str | None, config: RTBTrialConfig) -> model_cache.CachedModel | None:
+    return None if tracking_uri is None else model_cache.find(tracking_uri, *prior_kind_and_key(config))
+
+
+def sweep_priors(spec: SweepSpec) -> list[RTBTrialConfig]:
+    """One config per distinct prior the sweep's trials can have (none when a prior field is continuous)."""
     continuous = {key for key, domain in spec.search_space.items() if domain.kind not in ("choice", "grid")}
-    if continuous & set(PRIOR_FIELDS):
+    prior_paths = {f"toy2d.{name}" for name in PRIOR_FIELDS} | {"task", "digits.prior_seed"}
+    if any(key in prior_paths or key.startswith("digits.prior.") for key in continuous):
         return []
     by_key = {}
     for config in spec.discrete_configs():
-        by_key.setdefault(model_cache.content_hash(PRIOR_KIND, config.prior_key()), config)
+        by_key.setdefault(prior_digest(config), config)
     return list(by_key.values())
 
 
-def _fit(config: RTBConfig) -> bytes:
-    """A Ray task: the prior state fitted on this worker's device, as bytes."""
+def _train(config: RTBTrialConfig) -> bytes:
+    """A Ray task: the prior state of the trial's task trained on this worker's device, as bytes."""
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-    start, digest = time.monotonic(), model_cache.content_hash(PRIOR_KIND, config.prior_key())
+    start, digest = time.monotonic(), prior_digest(config)
+    total = config.toy2d.prior_iters if config.task == "toy2d" else config.digits.prior.train_iters
 
-    def progress(iteration: int, nll_bound: float) -> None:
+    def progress(iteration: int, loss: float) -> None:
         elapsed = time.monotonic() - start
-        print(f"prior {digest}: iteration {iteration}/{config.prior_iters}, nll bound {nll_bound:.3f}, {elapsed:.0f} s")
+        print(f"prior {digest}: iteration {iteration}/{total}, loss {loss:.3f}, {elapsed:.0f} s", flush=True)
 
-    return torch_bytes(fitted_prior_state(config, device, progress))
+    if config.task == "toy2d":
+        return torch_bytes(fitted_prior_state(config.toy2d, device, progress))
+    return torch_bytes(trained_prior_state(config.digits, device, progress))
 
 
 def prepare(spec: SweepSpec, tracking_uri: str) -> None:
-    """Fits (on the learner's resources) and caches every prior of the sweep that the store lacks; with
+    """Trains (on the learner's resources) and caches every prior of the sweep that the store lacks; with
     `prior_missing: fail`, stops instead, naming the prior."""
     learner = spec.resources.learner
-    fit_task = ray.remote(_fit).options(num_cpus=learner.cpus, num_gpus=learner.gpus, resources=learner.custom or None)
+    train_task = ray.remote(_train).options(
+        num_cpus=learner.cpus, num_gpus=learner.gpus, resources=learner.custom or None
+    )
     for config in sweep_priors(spec):
-        key, digest = config.prior_key(), model_cache.content_hash(PRIOR_KIND, config.prior_key())
-        found = model_cache.find(tracking_uri, PRIOR_KIND, key)
+        (kind, key), digest = prior_kind_and_key(config), prior_digest(config)
+        found = model_cache.find(tracking_uri, kind, key)
         if found is not None:
             print(f"prior {digest}: cached (MLflow model {found.model_id})", flush=True)
             continue
         if config.prior_missing == "fail":
             raise OrchestratorError(
-                f"config.prior_missing: the MLflow store {tracking_uri} has no fitted prior {digest} "
+                f"config.prior_missing: the MLflow store {tracking_uri} has no trained {kind} {digest} "
                 f"({', '.join(f'{k}={v}' for k, v in key.items())}), and prior_missing is 'fail'. Run the sweep once "
                 "with prior_missing: fit (the default), or point --tracking-uri at the store that has it."
             )
-        print(f"prior {digest}: not cached, fitting it ({config.prior_iters} iterations) before the trials", flush=True)
-        data = ray.get(fit_task.remote(config))
+        print(f"prior {digest}: not cached, training the {kind} before the trials", flush=True)
+        data = ray.get(train_task.remote(config))
         state = prior_from_bytes(data)
-        stored = model_cache.store(tracking_uri, PRIOR_KIND, key, {PRIOR_FILE: data}, state["fit"])
-        print(f"prior {digest}: fitted in {state['fit']['fit_s']:.0f} s, MLflow model {stored.model_id}", flush=True)
+        stored = model_cache.store(tracking_uri, kind, key, {PRIOR_FILE: data}, state["fit"])
+        print(f"prior {digest}: trained in {state['fit']['fit_s']:.0f} s, MLflow model {stored.model_id}", flush=True)
