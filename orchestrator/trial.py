@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import sys
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
@@ -118,6 +119,7 @@ def run_trial(point: dict[str, Any], spec: SweepSpec, tracking: dict[str, str] |
         outbox = Path(tracking["outbox"]) / trial_id if tracking.get("outbox") else None
         artifacts = TrialArtifacts(tracking["tracking_uri"], tracking["experiment_id"], trial_id, outbox)
 
+    sys.unraisablehook = _quiet_exit_at_sigterm
     driver = get_family(spec.workload).load_driver()(ctx)
     try:
         _train(driver, ctx, artifacts)
@@ -134,6 +136,15 @@ def stop_actors(driver: Any) -> None:
     for actor in driver.actors():
         with contextlib.suppress(ray.exceptions.RayError):
             ray.kill(actor, no_restart=True)
+
+
+def _quiet_exit_at_sigterm(unraisable: Any) -> None:
+    """Ray ends the trial's process with a SIGTERM that it turns into SystemExit inside whatever Python code runs
+    then; inside a weakref callback or a `__del__` (e.g. `WeakSet._remove` at a garbage collection) the exception
+    cannot propagate and Python prints `Exception ignored in ... SystemExit`: noise on a clean finish. Every other
+    unraisable exception is still printed."""
+    if not issubclass(unraisable.exc_type, SystemExit):
+        sys.__unraisablehook__(unraisable)
 
 
 def _train(driver: Any, ctx: TrialContext, artifacts: TrialArtifacts | None) -> None:

@@ -47,16 +47,21 @@ def _trial_runs(client, experiment: str) -> list:
     return [run for run in runs if "mlflow.parentRunId" in run.data.tags]
 
 
-def _rtb_sweep(folder: Path, task: str, method: str, **digits) -> Path:
-    """sweeps/rtb.yaml with one task variant and one method variant (its --smoke would pick them at random), and
-    `digits` settings on top of its digits block."""
-    sweep = yaml.safe_load((ROOT / "sweeps" / "rtb.yaml").read_text())
-    sweep["variants"]["task"] = {task: sweep["variants"]["task"][task]}
-    sweep["variants"]["method"] = {method: sweep["variants"]["method"][method]}
-    sweep["config"]["digits"] |= digits
-    path = folder / f"rtb-{len(list(folder.glob('rtb-*.yaml')))}.yaml"
+def _one_variant_sweep(folder: Path, name: str, block: str, choices: dict[str, str], **settings) -> Path:
+    """sweeps/<name>.yaml with one variant of each axis in `choices` (its --smoke would pick them at random), and
+    `settings` on top of its config block `block`."""
+    sweep = yaml.safe_load((ROOT / "sweeps" / f"{name}.yaml").read_text())
+    for axis, variant in choices.items():
+        sweep["variants"][axis] = {variant: sweep["variants"][axis][variant]}
+    sweep["config"][block] |= settings
+    path = folder / f"{name}-{len(list(folder.glob('*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))
     return path
+
+
+def _rtb_sweep(folder: Path, task: str, method: str, **digits) -> Path:
+    """sweeps/rtb.yaml with one task and one method, `digits` on top of its digits block."""
+    return _one_variant_sweep(folder, "rtb", "digits", {"task": task, "method": method}, **digits)
 
 
 def _smoke(sweep: Path, folder: Path, *overrides: str):
@@ -120,6 +125,37 @@ def test_a_missing_prior_with_prior_missing_fail_stops_before_the_sweep(tmp_path
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
     experiment = client.get_experiment_by_name("rtb")
     assert experiment is None or not client.search_runs([experiment.experiment_id])  # no parent run was made
+
+
+def test_inverse_smoke_sweep_on_a_latent_prior_trains_its_vae_and_prior_once_and_logs_reconstructions(tmp_path):
+    """sweeps/inverse.yaml, box inpainting on the latent prior, RTB: the VAE and its latent DDPM are trained before
+    the trials and cached; each trial reports PSNR / SSIM of its reconstructions and logs the posterior."""
+    choices = {"operator": "box inpainting", "prior": "latent", "method": "RTB"}
+    result = _smoke(_one_variant_sweep(tmp_path, "inverse", "inverse", choices), tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "not cached, training the latent-ddpm-prior" in result.stdout
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    trials = _trial_runs(client, "inverse")
+    assert len(trials) == 2 and all(run.info.status == "FINISHED" for run in trials)
+    for run in trials:
+        m = run.data.metrics
+        assert all(math.isfinite(m[k]) for k in ("eval/psnr_mean", "eval/ssim_mean", "eval/mean_log_r", "eval/log_z"))
+        files = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, "eval/step_0000006")}
+        assert {"reconstructions.png", "pairs.npz", "per_pair.json", "posterior.pt"} <= files
+    models = client.search_logged_models([trials[0].info.experiment_id])
+    assert {m.source_run_id for m in models if m.name == "posterior"} == {run.info.run_id for run in trials}
+
+
+def test_inverse_operators_that_do_not_fit_the_images_or_have_no_noise_are_refused_at_validation(tmp_path):
+    choices = {"operator": "box inpainting", "prior": "pixel", "method": "DPS"}
+    for operator, expected in [
+        ({"sigma_y": 0.0}, "config.inverse.operator.sigma_y"),
+        ({"box_size": 12}, "larger than the 8 x 8 image"),
+    ]:
+        sweep = _one_variant_sweep(tmp_path, "inverse", "inverse", choices, operator=operator)
+        result = orchestrator_cli("validate", str(sweep), cwd=tmp_path, timeout=60)
+        assert result.returncode == 2 and expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_a_target_class_out_of_range_and_a_method_of_no_task_are_refused_at_validation(tmp_path):

@@ -52,8 +52,12 @@ def learner(prior_state: dict, seed: int = 0, reward_model=None, **update) -> Im
 
 
 def test_config_checks_and_smoke():
-    with pytest.raises(ValidationError, match="targets must be distinct"):
-        ImagePosteriorConfig(targets=(1, 1))
+    for targets in [(1, 1), (12,), (-1,), ()]:  # 10 and 11: the even and the odd digits
+        with pytest.raises(ValidationError, match=r"distinct classes 0 \.\. 11 of reward classifier on digits"):
+            ImagePosteriorConfig(targets=targets)
+    with pytest.raises(ValidationError, match=r"0 \.\. 10 of reward mean_intensity"):
+        ImagePosteriorConfig(targets=(11,), reward="mean_intensity")
+    assert ImagePosteriorConfig(targets=(0, 10, 11)).targets == (0, 10, 11)
     with pytest.raises(ValidationError, match="backtrack_steps=30 exceeds"):
         ImagePosteriorConfig(backtrack_steps=30)
     with pytest.raises(ValidationError, match="lora_rnk"):

@@ -382,9 +382,10 @@ class ImageInverseLearner:
         return self._eval_pairs
 
     @torch.no_grad()
-    def evaluate(self) -> InverseEvaluation:
-        """The metrics of the module docstring on the held-out pairs; deterministic in (seed, step)."""
-        c, n = self.config, self.config.eval_samples_per_pair
+    def evaluate(self, num_samples: int | None = None) -> InverseEvaluation:
+        """The metrics of the module docstring on the held-out pairs, num_samples (default eval_samples_per_pair)
+        samples each; deterministic in (seed, step)."""
+        c, n = self.config, num_samples or self.config.eval_samples_per_pair
         x_true, y = self.eval_pairs()
         P = len(x_true)
         g = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_033 + self.step)

@@ -1,5 +1,6 @@
-"""Typed configuration of one trial of the rtb family: which task it runs (the 2-D toy or image posteriors), by which
-method, and each task's own settings in a block of its own; defaults in one place (RTBConfig, ImagePosteriorConfig).
+"""Typed configuration of one trial of the rtb family: which task it runs (the 2-D toy, class-conditional image
+posteriors, or image inverse problems), by which method, and each task's own settings in a block of its own;
+defaults in one place (RTBConfig, ImagePosteriorConfig, ImageInverseConfig).
 
 A sweep crosses tasks and methods through variants (`task: digits`, `method: dps`); the settings of a task live in
 its block (`config.toy2d.*`, `config.digits.*`), so that one sweep file holds both and `--smoke` shrinks both.
@@ -12,6 +13,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
+from workloads.inverse.config import ImageInverseConfig
 from workloads.rtb.config import RTBConfig
 from workloads.rtb.image_config import ImagePosteriorConfig
 from workloads.typed_config import StrictConfig
@@ -19,6 +21,7 @@ from workloads.typed_config import StrictConfig
 TASK_METHODS = {
     "toy2d": ("rtb", "classifier_guidance", "dps", "rl", "rl_kl"),
     "digits": ("rtb", "classifier_guidance", "dps", "rl", "rl_kl"),
+    "inverse": ("rtb", "dps"),
 }
 """The methods each task's learner runs."""
 
@@ -26,10 +29,11 @@ TASK_METHODS = {
 class RTBTrialConfig(StrictConfig):
     """One trial: a task, a method, and the settings of every task (only the trial's task is used)."""
 
-    task: Literal["toy2d", "digits"] = "toy2d"
+    task: Literal["toy2d", "digits", "inverse"] = "toy2d"
     """toy2d: the paper's 2-D toy (workloads/rtb/learner.py: a diffusion prior fitted to 25GMM, r keeping 9 modes);
     digits: class-conditional posteriors of a DDPM prior on scikit-learn's digits under a classifier trained here
-    (workloads/rtb/image_learner.py)."""
+    (workloads/rtb/image_learner.py); inverse: a posterior p(x | y) of a DDPM prior amortized over measurements
+    y = A(x) + sigma_y n (workloads/inverse/image_posterior.py)."""
     method: Literal["rtb", "classifier_guidance", "dps", "rl", "rl_kl"] = "rtb"
     """rtb: relative trajectory balance; classifier_guidance and dps: training-free guidance of the prior; rl:
     reward-only REINFORCE (DDPO-like); rl_kl: REINFORCE with the centred KL advantage (DPOK-like)."""
@@ -40,6 +44,8 @@ class RTBTrialConfig(StrictConfig):
     """The 2-D toy's settings (used when task is toy2d)."""
     digits: ImagePosteriorConfig = ImagePosteriorConfig()
     """The image posteriors' settings (used when task is digits)."""
+    inverse: ImageInverseConfig = ImageInverseConfig()
+    """The inverse problem's settings (used when task is inverse): operator, pixel or latent prior, posterior."""
 
     @model_validator(mode="after")
     def _method_of_the_task(self) -> RTBTrialConfig:
@@ -48,7 +54,7 @@ class RTBTrialConfig(StrictConfig):
         return self
 
     @property
-    def learner_config(self) -> RTBConfig | ImagePosteriorConfig:
+    def learner_config(self) -> RTBConfig | ImagePosteriorConfig | ImageInverseConfig:
         """The trial's task block with the trial's method: what its learner takes."""
         block = getattr(self, self.task)
         return type(block).model_validate(block.model_dump() | {"method": self.method})
@@ -63,4 +69,5 @@ class RTBTrialConfig(StrictConfig):
 
     def smoke(self) -> RTBTrialConfig:
         """Every task's block made tiny (a variant may switch the task after this)."""
-        return self.model_copy(update={"toy2d": self.toy2d.smoke(), "digits": self.digits.smoke()})
+        tiny = {"toy2d": self.toy2d.smoke(), "digits": self.digits.smoke(), "inverse": self.inverse.smoke()}
+        return self.model_copy(update=tiny)

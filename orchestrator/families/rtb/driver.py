@@ -24,6 +24,7 @@ from orchestrator.driver import LearnerBufferDriver, mean_metrics, start_learner
 from orchestrator.families.rtb.priors import cached_prior, cached_prior_learner
 from orchestrator.placement import TrialContext
 from orchestrator.tracking import MODEL_PREFIX
+from workloads.rtb.config import PosteriorReplayConfig
 
 MAX_IN_FLIGHT = 2
 
@@ -42,7 +43,7 @@ class RTBDriver(LearnerBufferDriver):
         )
         self.device = ray.get(self.learner.device.remote())
         self.task_config = self.config.learner_config
-        replay = self.task_config.replay
+        replay = self.replay = getattr(self.task_config, "replay", PosteriorReplayConfig())  # inverse: none yet
         self.buffer = (
             ray.remote(SampleBufferRole)
             .options(**ctx.actor_options("replay_buffer"))
@@ -52,16 +53,16 @@ class RTBDriver(LearnerBufferDriver):
 
     def advance(self) -> tuple[dict[str, float], dict[str, Callable[[Path], None]]]:
         """Train up to the next evaluation, evaluate; return metrics and artifact writers."""
-        cfg = self.task_config
+        cfg, replay_config = self.task_config, self.replay
         metric_refs, ends = [], []
         for n in self.next_chunks(
-            cfg.replay.draw_every if cfg.replay.enabled else self.ctx.train_every or cfg.eval_every
+            replay_config.draw_every if replay_config.enabled else self.ctx.train_every or cfg.eval_every
         ):
             # at most every other iteration replays (the toy's odd ones; the images' every replay_every-th)
-            replay = self.buffer.sample.remote(math.ceil(n / 2) * cfg.batch_size) if cfg.replay.enabled else None
+            replay = self.buffer.sample.remote(math.ceil(n / 2) * cfg.batch_size) if replay_config.enabled else None
             metrics_ref, samples_ref = self.learner.train.options(num_returns=2).remote(n, replay)
             metric_refs.append(metrics_ref)
-            if cfg.replay.enabled:
+            if replay_config.enabled:
                 self.to_buffer.submit(self.buffer.add.remote, samples_ref)
             ends.append((ends[-1] if ends else self.step) + n)
         train_metrics = ray.get(metric_refs)

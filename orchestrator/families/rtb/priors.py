@@ -20,14 +20,19 @@ from orchestrator import model_cache
 from orchestrator.errors import OrchestratorError
 from orchestrator.spec import SweepSpec
 from workloads.diffusion.config import NOT_TRAINING_FIELDS
+from workloads.diffusion.vae import NOT_TRAINING_FIELDS as VAE_NOT_TRAINING_FIELDS
+from workloads.inverse.image_posterior import ImageInverseLearner
 from workloads.rtb.config import PRIOR_FIELDS
 from workloads.rtb.image_learner import ImageRTBLearner, trained_prior_state
 from workloads.rtb.learner import RTBLearner
 from workloads.rtb.prior import fitted_prior_state
 from workloads.rtb.trial_config import RTBTrialConfig
 
-PRIOR_KINDS = {"toy2d": "rtb-toy-prior", "digits": "ddpm-prior"}
-"""The cached model kind (the LoggedModel's name) of each task's prior."""
+PRIOR_KINDS = {"toy2d": "rtb-toy-prior", "digits": "ddpm-prior", "latent": "latent-ddpm-prior"}
+"""The cached model kind (the LoggedModel's name) of each prior: the toy's, a pixel DDPM's (digits and pixel inverse
+problems), a VAE with the DDPM of its latents (latent inverse problems)."""
+LEARNERS = {"toy2d": RTBLearner, "digits": ImageRTBLearner, "inverse": ImageInverseLearner}
+"""The plain learner class of each task."""
 PRIOR_FILE = "prior.pt"
 """The cached model's one file: torch.save of the prior state ({'key', 'policy', 'fit'} of the toy,
 {'key', 'unet', 'fit'} of a DDPM)."""
@@ -45,11 +50,17 @@ def prior_from_bytes(data: bytes) -> dict:
 
 
 def prior_kind_and_key(config: RTBTrialConfig) -> tuple[str, dict[str, Any]]:
-    """(the model kind, the key) of the trial's prior: the fields that determine it, with their values."""
+    """(the model kind, the key) of the trial's prior: the fields that determine it, with their values. A pixel
+    prior of an inverse problem is the digits task's kind and key when their DDPMs agree: one entry serves both."""
     if config.task == "toy2d":
         return PRIOR_KINDS["toy2d"], config.toy2d.prior_key()
-    prior = config.digits.prior.model_dump(mode="json", exclude=set(NOT_TRAINING_FIELDS))
-    return PRIOR_KINDS["digits"], prior | {"prior_seed": config.digits.prior_seed}
+    block = getattr(config, config.task)
+    if config.task == "inverse" and block.prior_space == "latent":
+        vae = block.vae.model_dump(mode="json", exclude=set(VAE_NOT_TRAINING_FIELDS))
+        latent = block.latent_prior.model_dump(mode="json", exclude=set(NOT_TRAINING_FIELDS))
+        return PRIOR_KINDS["latent"], {"vae": vae, "latent_prior": latent, "prior_seed": block.prior_seed}
+    prior = block.prior.model_dump(mode="json", exclude=set(NOT_TRAINING_FIELDS))
+    return PRIOR_KINDS["digits"], prior | {"prior_seed": block.prior_seed}
 
 
 def prior_digest(config: RTBTrialConfig) -> str:
@@ -62,14 +73,13 @@ def cached_prior_learner(
     device: str = "cpu",
     tracking_uri: str | None = None,
     prior_model_id: str | None = None,
-) -> RTBLearner | ImageRTBLearner:
+) -> RTBLearner | ImageRTBLearner | ImageInverseLearner:
     """The trial's learner (of its task), its prior a cached model of the sweep's MLflow store (None: it trains its
     own). Built from the model's id, so a restarted actor fetches the prior again."""
     prior_state = None
     if prior_model_id is not None:
         prior_state = prior_from_bytes(model_cache.load_files(tracking_uri, prior_model_id)[PRIOR_FILE])
-    learner_class = RTBLearner if config.task == "toy2d" else ImageRTBLearner
-    return learner_class(config.learner_config, seed=seed, device=device, prior_state=prior_state)
+    return LEARNERS[config.task](config.learner_config, seed=seed, device=device, prior_state=prior_state)
 
 
 def cached_prior(tracking_uri: str | None, config: RTBTrialConfig) -> model_cache.CachedModel | None:
@@ -79,8 +89,9 @@ def cached_prior(tracking_uri: str | None, config: RTBTrialConfig) -> model_cach
 def sweep_priors(spec: SweepSpec) -> list[RTBTrialConfig]:
     """One config per distinct prior the sweep's trials can have (none when a prior field is continuous)."""
     continuous = {key for key, domain in spec.search_space.items() if domain.kind not in ("choice", "grid")}
-    prior_paths = {f"toy2d.{name}" for name in PRIOR_FIELDS} | {"task", "digits.prior_seed"}
-    if any(key in prior_paths or key.startswith("digits.prior.") for key in continuous):
+    prior_paths = {f"toy2d.{name}" for name in PRIOR_FIELDS} | {"task", "digits.prior_seed", "inverse.prior_seed"}
+    prior_blocks = ("digits.prior.", "inverse.prior.", "inverse.vae.", "inverse.latent_prior.")
+    if any(key in prior_paths or key.startswith(prior_blocks) for key in continuous):
         return []
     by_key = {}
     for config in spec.discrete_configs():
@@ -92,7 +103,7 @@ def _train(config: RTBTrialConfig) -> bytes:
     """A Ray task: the prior state of the trial's task trained on this worker's device, as bytes."""
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
     start, digest = time.monotonic(), prior_digest(config)
-    total = config.toy2d.prior_iters if config.task == "toy2d" else config.digits.prior.train_iters
+    total = config.toy2d.prior_iters if config.task == "toy2d" else config.digits.prior.train_iters  # (inverse: silent)
 
     def progress(iteration: int, loss: float) -> None:
         elapsed = time.monotonic() - start
@@ -100,7 +111,9 @@ def _train(config: RTBTrialConfig) -> bytes:
 
     if config.task == "toy2d":
         return torch_bytes(fitted_prior_state(config.toy2d, device, progress))
-    return torch_bytes(trained_prior_state(config.digits, device, progress))
+    if config.task == "digits":
+        return torch_bytes(trained_prior_state(config.digits, device, progress))
+    return torch_bytes(ImageInverseLearner(config.inverse, seed=0, device=device).trained_prior_state())
 
 
 def prepare(spec: SweepSpec, tracking_uri: str) -> None:
