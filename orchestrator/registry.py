@@ -43,6 +43,9 @@ class Family:
     worker_roles: dict[str, int | None] = field(default_factory=dict)
     """Ray actor roles besides the learner -> the most actors the driver makes of it (None: any);
     `resources.workers` may only name these."""
+    optional_roles: tuple[str, ...] = ()
+    """Worker roles a trial has only when the sweep's `resources.workers` names them (a role left out otherwise
+    gets one actor of the default resources)."""
     summary: str | None = None
     """"module:function" called when a sweep ends with its finished trials (`tracking.TrialHistory`: params and
     metric histories), returning {file name: matplotlib figure or text} for the sweep's parent run."""

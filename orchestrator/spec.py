@@ -275,7 +275,8 @@ class RoleResources(_Spec):
 class ResourcesSpec(_Spec):
     learner: RoleResources = Field(default_factory=RoleResources)
     workers: dict[str, RoleResources] = {}
-    """Role name (one of the workload's worker_roles) -> resources; missing roles get the defaults."""
+    """Role name (one of the workload's worker_roles) -> resources; missing roles get the defaults (optional
+    roles: none)."""
 
     @field_validator("learner")
     @classmethod
@@ -359,7 +360,10 @@ class SweepSpec(_Spec):
                     f"at most {most} (the workload makes no more)",
                     str(self.resources.workers[role].count),
                 )
-        self.resources.workers = {r: self.resources.workers.get(r, RoleResources()) for r in entry.worker_roles}
+        named = self.resources.workers
+        self.resources.workers = {
+            r: named.get(r, RoleResources()) for r in entry.worker_roles if r in named or r not in entry.optional_roles
+        }
         grids = [key for key, domain in self.search_space.items() if domain.kind == "grid"]
         if self.tune.search == "optuna" and grids:
             raise _fail_at(

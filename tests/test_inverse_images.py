@@ -162,6 +162,18 @@ def test_train_reports_metrics_and_terminal_states(prior_state):
     assert dps_metrics == {} and dps_batch.x.shape == (0, 64) and dps.step == 4
 
 
+def test_guided_iterations_are_spread_evenly_and_reach_y_sooner(prior_state):
+    """guided_share: that share of the iterations samples from the posterior's chain shifted by DPS's step; at the
+    start (posterior = prior) those trajectories end closer to y than on-policy ones from the same noise."""
+    config = SMOKE.model_copy(update={"guided_share": 0.25})
+    assert [config.guided(step) for step in range(8)] == [False, False, False, True] * 2
+    assert not any(SMOKE.guided(step) for step in range(8))
+    on_policy, _ = learner(prior_state, samples_per_y=2).train(1)
+    guided, _ = learner(prior_state, samples_per_y=2, guided_share=1.0).train(1)
+    assert guided["train/mean_log_r"] > on_policy["train/mean_log_r"]
+    assert math.isfinite(guided["train/loss"])
+
+
 # ---------------------------------------------------------------- DPS
 
 

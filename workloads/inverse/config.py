@@ -252,10 +252,16 @@ class ImageInverseConfig(StrictConfig):
     """sigma_e: extra std of the training rollouts (drawn with variance var_j + sigma_e^2, scored under var_j)."""
     exploration_decay_fraction: float = Field(0.5, gt=0, le=1)
     """sigma_e decays linearly to 0 at this fraction of total_iters."""
+    guided_share: float = Field(0.0, ge=0, le=1)
+    """The share of RTB iterations whose trajectories are drawn off-policy, from the posterior's chain with DPS's
+    shift of each step's mean (guidance_scale), and scored under the posterior: exploration toward samples that
+    agree with y, which on-policy sampling rarely reaches when log r of the posterior's samples is thousands of
+    nats below the data's. 0: on-policy only."""
 
     # ---------------------------------------------------------------- DPS
     guidance_scale: float = Field(1.0, ge=0)
-    """zeta' of DPS's step: the reverse mean moves by -zeta' grad_{x_j} |y - A(x0_hat)|^2 / |y - A(x0_hat)|."""
+    """zeta' of DPS's step (dps; and rtb's guided iterations, guided_share): the reverse mean moves by
+    -zeta' grad_{x_j} |y - A(x0_hat)|^2 / |y - A(x0_hat)|."""
 
     # ---------------------------------------------------------------- evaluation
     eval_every: int = Field(100, gt=0)
@@ -298,6 +304,10 @@ class ImageInverseConfig(StrictConfig):
         """sigma_e at posterior iteration `step` (rtb only)."""
         decay = max(0.0, 1.0 - step / (self.exploration_decay_fraction * self.total_iters))
         return self.exploration_std * decay if self.method == "rtb" else 0.0
+
+    def guided(self, step: int) -> bool:
+        """Whether RTB iteration `step` samples with DPS's guidance: guided_share of the iterations, spread evenly."""
+        return math.floor((step + 1) * self.guided_share) > math.floor(step * self.guided_share)
 
     def smoke(self) -> ImageInverseConfig:
         """The same problem and method, tiny: the priors' smoke() (8 x 8 pixels, or a small VAE on 16 x 16 digits

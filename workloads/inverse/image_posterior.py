@@ -20,6 +20,10 @@ tau_b ~ p_phi(. | y_b) (K strided steps, states detached, sampling std sqrt(var_
     delta_b = log Z_psi(y_b) + sum_j log p_phi(x_{j-1} | x_j, y_b) - sum_j log p(x_{j-1} | x_j) - log r_{y_b}(x_0)
     L       = mean_b relu(delta_b^2 - c)                          (objectives.clipped_relative_tb_loss, beta = 1)
 
+With guided_share = g > 0, a share g of the iterations draws tau off-policy, from p_phi's chain with DPS's shift of
+each step's mean (below), and trains on the same delta (states detached, every log-probability recomputed): RTB's
+loss holds for any sampler of full support, and early on DPS reaches the measurement far sooner than p_phi does.
+
 With samples_per_y = k > 1 the batch holds B / k measurements of k trajectories each, and the posterior's delta takes
 the k rows' own log Z^(y) = mean_k (log r - log p_phi + log p) (detached; VarGrad, Richter et al. 2020) in place of
 log Z_psi(y), which is fitted by the same loss with the posterior detached: early on, a log Z_psi(y) thousands of
@@ -248,12 +252,16 @@ class ImageInverseLearner:
 
     # ---------------------------------------------------------------- training
     def rtb_terms(
-        self, y: Tensor, generator: torch.Generator, exploration_std: float = 0.0
+        self, y: Tensor, generator: torch.Generator, exploration_std: float = 0.0, guided: bool = False
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """One trajectory tau ~ p_phi(. | y) per row of y [B, C, H, W]: (sum log p_phi(tau | y) [B] with gradient,
-        sum log p(tau) [B], log r_y(x_0) [B], log Z_psi(y) [B] with gradient, x_0 [B, ...] the chain's end)."""
+        """One trajectory tau ~ p_phi(. | y) per row of y [B, C, H, W] (guided: with DPS's shift of each step's mean,
+        off-policy): (sum log p_phi(tau | y) [B] with gradient, sum log p(tau) [B], log r_y(x_0) [B], log Z_psi(y) [B]
+        with gradient, x_0 [B, ...] the chain's end)."""
         extra = self.condition(y)
-        traj = self.ddpm.sample(self.posterior, len(y), generator, extra=extra, exploration_std=exploration_std)
+        guidance = self.guidance(y) if guided else None
+        traj = self.ddpm.sample(
+            self.posterior, len(y), generator, extra=extra, guidance=guidance, exploration_std=exploration_std
+        )
         log_p_post = self.ddpm.log_prob_steps(self.posterior, traj.states, extra).sum(-1)  # [B]
         with torch.no_grad():
             log_p_prior = self.ddpm.log_prob_steps(self.prior, traj.states).sum(-1)  # [B]
@@ -303,7 +311,7 @@ class ImageInverseLearner:
             expl = c.exploration(self.step)
             _, y = self.training_pairs(c.batch_size // c.samples_per_y)
             y = y.repeat_interleave(c.samples_per_y, 0)  # [B, C, H, W], k consecutive rows per y
-            log_p_post, log_p_prior, log_r, log_z, x0 = self.rtb_terms(y, self.generator, expl)
+            log_p_post, log_p_prior, log_r, log_z, x0 = self.rtb_terms(y, self.generator, expl, c.guided(self.step))
             loss = self.training_loss(log_p_post, log_p_prior, log_r, log_z)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

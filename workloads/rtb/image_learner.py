@@ -107,7 +107,8 @@ def make_reward(config: ImagePosteriorConfig, device: torch.device) -> ImageRewa
     if config.reward == "mean_intensity":
         return MeanIntensityReward()
     images, labels = classifier.labelled_training_images(config.prior)
-    model, _ = classifier.train_classifier(classifier.ClassifierConfig(), images, labels, config.prior_seed, device)
+    # trained on the CPU wherever it is used: the same classifier on a GPU learner and on CPU reward actors
+    model, _ = classifier.train_classifier(classifier.ClassifierConfig(), images, labels, config.prior_seed, "cpu")
     return classifier.ClassifierReward(model, int(labels.max()) + 1).to(device)
 
 
@@ -209,8 +210,18 @@ def trained_prior_state(
 
 
 class ImageRTBLearner:
-    def __init__(self, config: ImagePosteriorConfig, seed: int, device: str = "cpu", prior_state: dict | None = None):
+    def __init__(
+        self,
+        config: ImagePosteriorConfig,
+        seed: int,
+        device: str = "cpu",
+        prior_state: dict | None = None,
+        reward_pool: ImageReward | None = None,
+    ):
+        """`reward_pool`: where the values of log r are computed (e.g. actors.reward.PooledReward); None: on this
+        learner. grad log r (guidance) and the classifier's features (FD, diversity) use the learner's own reward."""
         self.config, self.seed, self.device = config, seed, torch.device(device)
+        self.reward_pool = reward_pool
         if self.device.type == "cpu":
             keep_freed_memory()
         self.ddpm = DDPM(config.prior)
@@ -289,8 +300,8 @@ class ImageRTBLearner:
         self._reward = reward
 
     def log_r(self, x: Tensor, class_index: Tensor) -> Tensor:
-        """log r(x, c) [B] for images x [B, C, H, W] and target indices [B]."""
-        return self.reward.log_r(x, self.target_classes[class_index])
+        """log r(x, c) [B] for images x [B, C, H, W] and target indices [B] (values: through the pool if any)."""
+        return (self.reward_pool or self.reward).log_r(x, self.target_classes[class_index])
 
     # ---------------------------------------------------------------- training
     def _log_p_post(

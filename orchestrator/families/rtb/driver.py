@@ -11,6 +11,7 @@ included), as a file and as the trial run's LoggedModel `posterior`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -19,12 +20,15 @@ import ray
 import torch
 
 from actors.channel import BoundedInFlight
+from actors.reward import PooledReward, RewardWorker
 from actors.sample_buffer import SampleBufferRole
 from orchestrator.driver import LearnerBufferDriver, mean_metrics, start_learner
+from orchestrator.families.rtb import REWARD_ROLE
 from orchestrator.families.rtb.priors import cached_prior, cached_prior_learner
-from orchestrator.placement import TrialContext
+from orchestrator.placement import ACTOR_NAMESPACE, TrialContext
 from orchestrator.tracking import MODEL_PREFIX
 from workloads.rtb.config import PosteriorReplayConfig
+from workloads.rtb.image_learner import make_reward
 
 MAX_IN_FLIGHT = 2
 
@@ -35,11 +39,24 @@ class RTBDriver(LearnerBufferDriver):
         self.config = ctx.config
         self.step = 0
         prior = cached_prior(ctx.tracking_uri, self.config)
+        self.reward_workers, learner_kwargs = [], {}
+        if REWARD_ROLE in ctx.spec.resources.workers:  # r on a pool of actors (digits; prepare() checks the task)
+            count = ctx.spec.resources.workers[REWARD_ROLE].count
+            build_reward = functools.partial(make_reward, self.config.digits, "cpu")
+            self.reward_workers = [
+                ray.remote(RewardWorker)
+                .options(**ctx.actor_options(REWARD_ROLE, i))
+                .remote(build_reward, ctx.cpus(REWARD_ROLE))
+                for i in range(count)
+            ]
+            names = [ctx.actor_name(REWARD_ROLE, i) for i in range(count)]  # names: see PooledReward
+            learner_kwargs["reward_pool"] = PooledReward(names, namespace=ACTOR_NAMESPACE)
         self.learner = start_learner(
             ctx,
             cached_prior_learner,
             tracking_uri=ctx.tracking_uri,
             prior_model_id=None if prior is None else prior.model_id,
+            **learner_kwargs,
         )
         self.device = ray.get(self.learner.device.remote())
         self.task_config = self.config.learner_config
@@ -74,4 +91,4 @@ class RTBDriver(LearnerBufferDriver):
         return metrics, artifacts
 
     def actors(self) -> list:
-        return [self.learner, self.buffer]
+        return [self.learner, self.buffer, *self.reward_workers]

@@ -18,6 +18,7 @@ import torch
 
 from orchestrator import model_cache
 from orchestrator.errors import OrchestratorError
+from orchestrator.families.rtb import REWARD_ROLE
 from orchestrator.spec import SweepSpec
 from workloads.diffusion.config import NOT_TRAINING_FIELDS
 from workloads.diffusion.vae import NOT_TRAINING_FIELDS as VAE_NOT_TRAINING_FIELDS
@@ -73,13 +74,16 @@ def cached_prior_learner(
     device: str = "cpu",
     tracking_uri: str | None = None,
     prior_model_id: str | None = None,
+    **learner_kwargs: Any,
 ) -> RTBLearner | ImageRTBLearner | ImageInverseLearner:
     """The trial's learner (of its task), its prior a cached model of the sweep's MLflow store (None: it trains its
-    own). Built from the model's id, so a restarted actor fetches the prior again."""
+    own). Built from the model's id, so a restarted actor fetches the prior again. `learner_kwargs`: the task's
+    learner's own (digits: reward_pool)."""
     prior_state = None
     if prior_model_id is not None:
         prior_state = prior_from_bytes(model_cache.load_files(tracking_uri, prior_model_id)[PRIOR_FILE])
-    return LEARNERS[config.task](config.learner_config, seed=seed, device=device, prior_state=prior_state)
+    learner_class = LEARNERS[config.task]
+    return learner_class(config.learner_config, seed=seed, device=device, prior_state=prior_state, **learner_kwargs)
 
 
 def cached_prior(tracking_uri: str | None, config: RTBTrialConfig) -> model_cache.CachedModel | None:
@@ -116,9 +120,27 @@ def _train(config: RTBTrialConfig) -> bytes:
     return torch_bytes(ImageInverseLearner(config.inverse, seed=0, device=device).trained_prior_state())
 
 
+REWARD_POOL_TASKS = ("digits",)
+"""The tasks whose learner can evaluate r on reward actors (resources.workers.reward)."""
+
+
+def check_reward_pool(spec: SweepSpec) -> None:
+    """A reward pool (resources.workers.reward) only for tasks whose learner uses one."""
+    if REWARD_ROLE not in spec.resources.workers:
+        return
+    tasks = sorted({config.task for config in spec.discrete_configs()} - set(REWARD_POOL_TASKS))
+    if tasks:
+        raise OrchestratorError(
+            f"resources.workers.reward: sweep {spec.name} asks for reward actors, but its trials of task "
+            f"{', '.join(tasks)} evaluate r on the learner (only {', '.join(REWARD_POOL_TASKS)} can use a pool of "
+            "reward actors): remove resources.workers.reward, or run those tasks in a sweep of their own."
+        )
+
+
 def prepare(spec: SweepSpec, tracking_uri: str) -> None:
     """Trains (on the learner's resources) and caches every prior of the sweep that the store lacks; with
     `prior_missing: fail`, stops instead, naming the prior."""
+    check_reward_pool(spec)
     learner = spec.resources.learner
     train_task = ray.remote(_train).options(
         num_cpus=learner.cpus, num_gpus=learner.gpus, resources=learner.custom or None
