@@ -53,8 +53,8 @@ def role_layout(spec: SweepSpec) -> list[tuple[str, int, RoleResources]]:
     """[(role, index within role, resources)] in bundle order, learner first."""
     layout = [("learner", 0, spec.resources.learner)]
     for role in get_family(spec.workload).worker_roles:
-        resources = spec.resources.workers[role]
-        layout += [(role, i, resources) for i in range(resources.count)]
+        resources = spec.resources.workers.get(role)  # None: an optional role the sweep does not name
+        layout += [(role, i, resources) for i in range(resources.count if resources else 0)]
     return layout
 
 

@@ -174,6 +174,17 @@ def test_guided_iterations_are_spread_evenly_and_reach_y_sooner(prior_state):
     assert math.isfinite(guided["train/loss"])
 
 
+def test_a_tempered_start_scales_log_r_in_the_residual_and_reaches_beta_one(prior_state):
+    config = SMOKE.model_copy(update={"beta_start": 0.01, "beta_anneal_fraction": 0.5, "total_iters": 100})
+    assert config.beta(0) == 0.01 and config.beta(25) == pytest.approx(0.505) and config.beta(50) == pytest.approx(1)
+    assert SMOKE.beta(0) == 1.0
+    plain, _ = learner(prior_state).train(1)
+    tempered, _ = learner(prior_state, beta_start=0.01).train(1)
+    assert tempered["train/beta"] == pytest.approx(0.01) and plain["train/beta"] == 1.0
+    assert tempered["train/mean_log_r"] == plain["train/mean_log_r"]  # the same trajectories, log r logged as is
+    assert tempered["train/abs_residual"] < 0.05 * plain["train/abs_residual"]  # log Z_psi = 0: delta ~ -beta log r
+
+
 # ---------------------------------------------------------------- DPS
 
 

@@ -16,6 +16,7 @@ import torch
 from actors.reward import PooledReward, RewardWorker
 from orchestrator.errors import OrchestratorError
 from orchestrator.families.rtb.priors import check_reward_pool
+from orchestrator.placement import role_layout
 from orchestrator.spec import SweepSpec
 from orchestrator.trial import stop_actors
 from tests.conftest import family_driver
@@ -93,7 +94,14 @@ def _rtb_spec(task: str, reward_workers: int | None) -> SweepSpec:
 
 def test_the_reward_role_is_there_only_when_named_and_only_for_digits():
     assert set(_rtb_spec("digits", None).resources.workers) == {"replay_buffer"}  # no bundle for an unnamed pool
+    assert [role for role, _, _ in role_layout(_rtb_spec("digits", None))] == ["learner", "replay_buffer"]
     assert _rtb_spec("digits", 3).resources.workers["reward"].count == 3
+    assert [role for role, _, _ in role_layout(_rtb_spec("digits", 2))] == [
+        "learner",
+        "replay_buffer",
+        "reward",
+        "reward",
+    ]
     check_reward_pool(_rtb_spec("digits", 2))
     with pytest.raises(OrchestratorError, match="resources.workers.reward.*task toy2d"):
         check_reward_pool(_rtb_spec("toy2d", 2))

@@ -252,6 +252,12 @@ class ImageInverseConfig(StrictConfig):
     """sigma_e: extra std of the training rollouts (drawn with variance var_j + sigma_e^2, scored under var_j)."""
     exploration_decay_fraction: float = Field(0.5, gt=0, le=1)
     """sigma_e decays linearly to 0 at this fraction of total_iters."""
+    beta_start: float = Field(1.0, gt=0, le=1)
+    """beta of the RTB target p(x) r_y(x)^beta at the first iteration, raised linearly to 1 at
+    beta_anneal_fraction of total_iters: a tempered start when log r_y of prior samples is thousands of nats below
+    the truth's. 1: the target is the posterior from the start."""
+    beta_anneal_fraction: float = Field(0.5, gt=0, le=1)
+    """beta reaches 1 at this fraction of total_iters."""
     guided_share: float = Field(0.0, ge=0, le=1)
     """The share of RTB iterations whose trajectories are drawn off-policy, from the posterior's chain with DPS's
     shift of each step's mean (guidance_scale), and scored under the posterior: exploration toward samples that
@@ -304,6 +310,11 @@ class ImageInverseConfig(StrictConfig):
         """sigma_e at posterior iteration `step` (rtb only)."""
         decay = max(0.0, 1.0 - step / (self.exploration_decay_fraction * self.total_iters))
         return self.exploration_std * decay if self.method == "rtb" else 0.0
+
+    def beta(self, step: int) -> float:
+        """beta of the RTB target at iteration `step` (beta_start, beta_anneal_fraction)."""
+        progress = min(1.0, step / (self.beta_anneal_fraction * self.total_iters))
+        return self.beta_start + (1.0 - self.beta_start) * progress
 
     def guided(self, step: int) -> bool:
         """Whether RTB iteration `step` samples with DPS's guidance: guided_share of the iterations, spread evenly."""

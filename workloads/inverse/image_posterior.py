@@ -20,6 +20,9 @@ tau_b ~ p_phi(. | y_b) (K strided steps, states detached, sampling std sqrt(var_
     delta_b = log Z_psi(y_b) + sum_j log p_phi(x_{j-1} | x_j, y_b) - sum_j log p(x_{j-1} | x_j) - log r_{y_b}(x_0)
     L       = mean_b relu(delta_b^2 - c)                          (objectives.clipped_relative_tb_loss, beta = 1)
 
+With beta_start < 1 the target is tempered at first, p(x) r_y(x)^beta with beta raised linearly to 1 (log r_y
+replaced by beta log r_y in delta): its log Z(y) and its posterior start near the prior's.
+
 With guided_share = g > 0, a share g of the iterations draws tau off-policy, from p_phi's chain with DPS's shift of
 each step's mean (below), and trains on the same delta (states detached, every log-probability recomputed): RTB's
 loss holds for any sampler of full support, and early on DPS reaches the measurement far sooner than p_phi does.
@@ -312,13 +315,14 @@ class ImageInverseLearner:
             _, y = self.training_pairs(c.batch_size // c.samples_per_y)
             y = y.repeat_interleave(c.samples_per_y, 0)  # [B, C, H, W], k consecutive rows per y
             log_p_post, log_p_prior, log_r, log_z, x0 = self.rtb_terms(y, self.generator, expl, c.guided(self.step))
-            loss = self.training_loss(log_p_post, log_p_prior, log_r, log_z)
+            beta = c.beta(self.step)
+            loss = self.training_loss(log_p_post, log_p_prior, beta * log_r, log_z)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(params, c.grad_clip or math.inf)
             if torch.isfinite(grad_norm):
                 self.optimizer.step()
-            delta = (log_z + log_p_post - log_p_prior - log_r).detach()  # [B]
+            delta = (log_z + log_p_post - log_p_prior - beta * log_r).detach()  # [B]
             log_ratio = (log_p_post - log_p_prior).detach()
             stats = [
                 loss.detach(),
@@ -328,12 +332,12 @@ class ImageInverseLearner:
                 log_ratio.mean(),
                 delta.abs().mean(),
             ]
-            logs.append(torch.stack(stats + [log_r.new_tensor(expl)]))
+            logs.append(torch.stack(stats + [log_r.new_tensor(expl), log_r.new_tensor(beta)]))
             terminals.append(x0)
             terminal_log_r.append(log_r)
             self.step += 1
-        means = torch.stack(logs).mean(0).tolist() if logs else [math.nan] * 7
-        names = ("loss", "grad_norm", "log_z", "mean_log_r", "log_ratio", "abs_residual", "exploration_std")
+        names = ("loss", "grad_norm", "log_z", "mean_log_r", "log_ratio", "abs_residual", "exploration_std", "beta")
+        means = torch.stack(logs).mean(0).tolist() if logs else [math.nan] * len(names)
         return {f"train/{n}": v for n, v in zip(names, means)}, self._terminal_batch(terminals, terminal_log_r)
 
     def _terminal_batch(self, x0: list[Tensor], log_r: list[Tensor]) -> TerminalBatch:
