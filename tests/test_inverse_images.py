@@ -14,6 +14,8 @@ import torch
 from matplotlib.figure import Figure
 from pydantic import ValidationError
 
+from workloads.diffusion.latent import fit_vae_and_latent_prior
+from workloads.diffusion.train import LossLog
 from workloads.inverse.config import ImageInverseConfig, OperatorConfig
 from workloads.inverse.image_posterior import ImageInverseLearner, reconstruction_metrics
 
@@ -183,6 +185,20 @@ def test_a_tempered_start_scales_log_r_in_the_residual_and_reaches_beta_one(prio
     assert tempered["train/beta"] == pytest.approx(0.01) and plain["train/beta"] == 1.0
     assert tempered["train/mean_log_r"] == plain["train/mean_log_r"]  # the same trajectories, log r logged as is
     assert tempered["train/abs_residual"] < 0.05 * plain["train/abs_residual"]  # log Z_psi = 0: delta ~ -beta log r
+
+
+def test_a_prior_fit_reports_its_progress_over_the_vae_and_the_latent_prior():
+    """A latent prior is fitted in two stages (9 min at the defaults): progress counts on over both."""
+    steps = []
+    fit_vae_and_latent_prior(LATENT_SMOKE.vae, LATENT_SMOKE.latent_prior, 0, progress=lambda s, _: steps.append(s))
+    total = ImageInverseLearner(LATENT_SMOKE, seed=0).prior_train_steps()
+    assert total == LATENT_SMOKE.vae.train_iters + LATENT_SMOKE.latent_prior.train_iters
+    assert steps == list(range(total))
+    reports = []
+    log = LossLog(lambda step, loss: reports.append((step, loss)), every=3)
+    for step, loss in enumerate([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]):
+        log(step, loss)
+    assert reports == [(3, 2.0), (6, 5.0)] and log.final_loss() == 7.0
 
 
 # ---------------------------------------------------------------- DPS

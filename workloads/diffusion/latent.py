@@ -86,14 +86,20 @@ def sample_latent_prior_images(
 
 
 def fit_vae_and_latent_prior(
-    vae_config: VAEConfig, ddpm_config: LatentDDPMConfig, seed: int, device: torch.device | str = "cpu"
+    vae_config: VAEConfig,
+    ddpm_config: LatentDDPMConfig,
+    seed: int,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int, float], None] | None = None,
 ) -> tuple[VAE, VAEStats, nn.Module]:
     """(VAE, its held-out VAEStats, eps_theta): both trained from `seed` on the VAE config's train split (of the
     fixed split seed 0, as train.py's training_images), the pair that latent_prior_key(vae_config, ddpm_config,
-    seed) names."""
+    seed) names. progress(step, loss) after each step of both, counted on: the prior's steps follow the VAE's."""
     images = vae_images(vae_config, "train")
-    vae, stats = train_vae(vae_config, images, seed, device)
-    return vae, stats, train_latent_prior(vae, ddpm_config, images, seed, device=device)
+    vae, stats = train_vae(vae_config, images, seed, device, progress=progress)
+    offset = vae_config.train_iters
+    prior_progress = None if progress is None else (lambda step, loss: progress(offset + step, loss))
+    return vae, stats, train_latent_prior(vae, ddpm_config, images, seed, device=device, progress=prior_progress)
 
 
 def latent_prior_key(vae_config: VAEConfig, ddpm_config: LatentDDPMConfig, seed: int) -> str:

@@ -34,6 +34,25 @@ def lr_factor(step: int, warmup_iters: int, total_iters: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+class LossLog:
+    """The per-step losses of a training run, as its `progress(step, loss)` callback; it calls `report(steps done,
+    mean loss of the last `every`)` every `every` steps (report None: it only keeps the losses)."""
+
+    def __init__(self, report: Callable[[int, float], None] | None = None, every: int = 200, offset: int = 0):
+        self.report, self.every, self.offset = report, every, offset
+        self.losses: list[float] = []
+
+    def __call__(self, step: int, loss: float) -> None:
+        self.losses.append(loss)
+        if self.report is not None and (step + 1) % self.every == 0:
+            self.report(self.offset + step + 1, sum(self.losses[-self.every :]) / len(self.losses[-self.every :]))
+
+    def final_loss(self) -> float:
+        """The mean of the last tenth of the losses (NaN when there are none)."""
+        tail = self.losses[-max(1, len(self.losses) // 10) :]
+        return sum(tail) / len(tail) if tail else math.nan
+
+
 def training_images(config: DDPMConfig, seed: int = 0) -> Tensor:
     """images [N, C, H, W] in [-1, 1] of the config's data set: the train split's first num_images."""
     return load_images(

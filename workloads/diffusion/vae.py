@@ -23,6 +23,7 @@ reparameterization draw (a generator of its own) come from it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -179,10 +180,11 @@ def train_vae(
     seed: int,
     device: torch.device | str = "cpu",
     held_out: Tensor | None = None,
+    progress: Callable[[int, float], None] | None = None,
 ) -> tuple[VAE, VAEStats]:
     """The VAE after config.train_iters Adam steps on images [N, C, S, S] in [-1, 1], its latent_scale set from
     them, and its VAEStats on held_out (default: vae_images' val split, test for mnist and cifar10); returned in
-    eval mode with requires_grad off."""
+    eval mode with requires_grad off. progress(step, loss) after each step, as train_ddpm's."""
     c = config
     expected = (c.channels, c.image_size, c.image_size)
     if tuple(images.shape[1:]) != expected:
@@ -207,6 +209,8 @@ def train_vae(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if progress is not None:
+            progress(step, loss.item())
     vae.eval().requires_grad_(False)
     with torch.no_grad():
         mu = torch.cat([vae.encode(x)[0] for x in images.split(512)])  # [N, c, s, s]

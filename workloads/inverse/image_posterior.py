@@ -57,6 +57,7 @@ import io
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,13 +73,14 @@ from workloads.diffusion import DDPM, make_unet, prior_key, train_ddpm, training
 from workloads.diffusion.ddpm import Guidance, predict_eps
 from workloads.diffusion.image_metrics import psnr, ssim
 from workloads.diffusion.latent import fit_vae_and_latent_prior, latent_prior_key
+from workloads.diffusion.train import LossLog
 from workloads.diffusion.vae import VAE, decode, vae_images
 from workloads.inverse.amortized import log_z_network
 from workloads.inverse.config import ImageInverseConfig
 from workloads.inverse.operators import Inpainting, Measurement
 from workloads.objectives import clipped_relative_tb_loss, relative_tb_loss
 from workloads.rtb.image_config import ImagePosteriorConfig
-from workloads.rtb.image_learner import ClassInputConv, build_posterior, sample_grid
+from workloads.rtb.image_learner import PROGRESS_EVERY, ClassInputConv, build_posterior, sample_grid
 from workloads.samplers.learner import keep_freed_memory
 from workloads.samplers.replay import TerminalBatch
 
@@ -196,14 +198,20 @@ class ImageInverseLearner:
         if self.prior_fit is None:
             self._set_prior(self.trained_prior_state())
 
-    def trained_prior_state(self) -> dict[str, Any]:
-        """{'key', 'unet', 'fit': {fit_s}} (+ 'vae' under a latent prior) of a prior trained from the config."""
-        c, start = self.config, time.time()
+    def prior_train_steps(self) -> int:
+        """Steps of `trained_prior_state`: the pixel DDPM's, or the VAE's and then the latent DDPM's."""
+        c = self.config
+        return c.vae.train_iters + c.latent_prior.train_iters if self.latent else c.prior.train_iters
+
+    def trained_prior_state(self, progress: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+        """{'key', 'unet', 'fit': {fit_s, ...}} (+ 'vae' under a latent prior) of a prior trained from the config;
+        progress(steps done, mean loss) every PROGRESS_EVERY of `prior_train_steps()`."""
+        c, start, losses = self.config, time.time(), LossLog(progress, PROGRESS_EVERY)
         if self.latent:
-            vae, stats, unet = fit_vae_and_latent_prior(c.vae, c.latent_prior, c.prior_seed, self.device)
+            vae, stats, unet = fit_vae_and_latent_prior(c.vae, c.latent_prior, c.prior_seed, self.device, losses)
             fit = {"fit_s": time.time() - start, "vae_psnr": stats.psnr}
             return {"key": self._prior_key(), "unet": unet.state_dict(), "vae": vae.state_dict(), "fit": fit}
-        unet = train_ddpm(c.prior, training_images(c.prior), c.prior_seed, device=self.device)
+        unet = train_ddpm(c.prior, training_images(c.prior), c.prior_seed, losses, device=self.device)
         return {"key": self._prior_key(), "unet": unet.state_dict(), "fit": {"fit_s": time.time() - start}}
 
     def prior_state_dict(self) -> dict[str, Any]:

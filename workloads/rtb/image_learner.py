@@ -63,6 +63,7 @@ from workloads.diffusion import (
 )
 from workloads.diffusion.ddpm import Guidance, predict_eps
 from workloads.diffusion.image_metrics import feature_diversity, frechet_distance, image_features
+from workloads.diffusion.train import LossLog
 from workloads.objectives import clipped_relative_tb_loss, relative_tb_loss
 from workloads.rtb.image_config import ImagePosteriorConfig
 from workloads.rtb.losses import kl_regularized_advantage, reinforce_loss, reward_advantage
@@ -196,16 +197,9 @@ def trained_prior_state(
 ) -> dict[str, Any]:
     """{'key': prior_key, 'unet': the trained prior's state dict, 'fit': {fit_s, final_loss}}: what a learner
     takes as `prior_state`. progress(step, loss) is called every PROGRESS_EVERY steps."""
-    p, losses, start = config.prior, [], time.time()
-
-    def record(step: int, loss: float) -> None:
-        losses.append(loss)
-        if progress is not None and (step + 1) % PROGRESS_EVERY == 0:
-            progress(step + 1, float(np.mean(losses[-PROGRESS_EVERY:])))
-
-    unet = train_ddpm(p, training_images(p), config.prior_seed, record, device=device)
-    tail = losses[-max(1, len(losses) // 10) :] or [math.nan]
-    fit = {"fit_s": time.time() - start, "final_loss": float(np.mean(tail))}
+    p, losses, start = config.prior, LossLog(progress, PROGRESS_EVERY), time.time()
+    unet = train_ddpm(p, training_images(p), config.prior_seed, losses, device=device)
+    fit = {"fit_s": time.time() - start, "final_loss": losses.final_loss()}
     return {"key": prior_key(p, config.prior_seed), "unet": unet.state_dict(), "fit": fit}
 
 

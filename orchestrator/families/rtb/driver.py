@@ -39,10 +39,11 @@ class RTBDriver(LearnerBufferDriver):
         self.config = ctx.config
         self.step = 0
         prior = cached_prior(ctx.tracking_uri, self.config)
+        self.task_config = self.config.learner_config
         self.reward_workers, learner_kwargs = [], {}
         if REWARD_ROLE in ctx.spec.resources.workers:  # r on a pool of actors (digits; prepare() checks the task)
             count = ctx.spec.resources.workers[REWARD_ROLE].count
-            build_reward = functools.partial(make_reward, self.config.digits, "cpu")
+            build_reward = functools.partial(make_reward, self.task_config, "cpu")
             self.reward_workers = [
                 ray.remote(RewardWorker)
                 .options(**ctx.actor_options(REWARD_ROLE, i))
@@ -59,7 +60,6 @@ class RTBDriver(LearnerBufferDriver):
             **learner_kwargs,
         )
         self.device = ray.get(self.learner.device.remote())
-        self.task_config = self.config.learner_config
         replay = self.replay = getattr(self.task_config, "replay", PosteriorReplayConfig())  # inverse: none yet
         self.buffer = (
             ray.remote(SampleBufferRole)

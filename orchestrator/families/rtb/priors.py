@@ -107,7 +107,9 @@ def _train(config: RTBTrialConfig) -> bytes:
     """A Ray task: the prior state of the trial's task trained on this worker's device, as bytes."""
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
     start, digest = time.monotonic(), prior_digest(config)
-    total = config.toy2d.prior_iters if config.task == "toy2d" else config.digits.prior.train_iters  # (inverse: silent)
+    inverse = ImageInverseLearner(config.inverse, seed=0, device=device) if config.task == "inverse" else None
+    totals = {"toy2d": config.toy2d.prior_iters, "digits": config.digits.prior.train_iters}
+    total = inverse.prior_train_steps() if inverse else totals[config.task]
 
     def progress(iteration: int, loss: float) -> None:
         elapsed = time.monotonic() - start
@@ -117,7 +119,7 @@ def _train(config: RTBTrialConfig) -> bytes:
         return torch_bytes(fitted_prior_state(config.toy2d, device, progress))
     if config.task == "digits":
         return torch_bytes(trained_prior_state(config.digits, device, progress))
-    return torch_bytes(ImageInverseLearner(config.inverse, seed=0, device=device).trained_prior_state())
+    return torch_bytes(inverse.trained_prior_state(progress))
 
 
 REWARD_POOL_TASKS = ("digits",)
