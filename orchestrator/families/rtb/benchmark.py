@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 import yaml
+from pydantic import BaseModel
 from torch import nn
 
 from orchestrator.spec import load_sweep
@@ -73,8 +74,8 @@ def _load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def with_overrides(config: ImagePosteriorConfig, overrides: dict[str, Any]) -> ImagePosteriorConfig:
-    """`config` with dotted-path values set, validated again."""
+def with_overrides(config: BaseModel, overrides: dict[str, Any]) -> Any:
+    """`config` (a pydantic config) with dotted-path values set, validated again."""
     data = config.model_dump()
     for path, value in overrides.items():
         *parents, leaf = path.split(".")
@@ -82,9 +83,9 @@ def with_overrides(config: ImagePosteriorConfig, overrides: dict[str, Any]) -> I
         for part in parents:
             node = node[part]
         if leaf not in node:
-            raise KeyError(f"{path}: no such field of ImagePosteriorConfig")
+            raise KeyError(f"{path}: no such field of {type(config).__name__}")
         node[leaf] = value
-    return ImagePosteriorConfig.model_validate(data)
+    return type(config).model_validate(data)
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:

@@ -1,0 +1,19 @@
+"""The study command of docs/rtb.md on the smoke configs: it trains, evaluates and keeps the prior for a second run."""
+
+from __future__ import annotations
+
+from orchestrator.families.rtb.study import main
+
+
+def test_the_digits_and_inverse_studies_run_and_reuse_their_prior(tmp_path, capsys):
+    prior = tmp_path / "prior.pt"
+    main(["digits", "--smoke", "--iters", "2", "--eval-every", "1", "--cosine", "--prior", str(prior)])
+    out = capsys.readouterr().out
+    assert "prior trained" in out and prior.exists()
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["it=0", "it=1", "it=2"]
+    assert "mean_log_r=" in out and "exact_mean_log_r=" in out
+    main(["digits", "--smoke", "--iters", "1", "--prior", str(prior), "--set", "batch_size=2"])
+    assert "prior trained" not in capsys.readouterr().out  # loaded from the file
+    main(["inverse", "--smoke", "--iters", "1", "--dps", "1", "--set", "guided_share=1"])
+    out = capsys.readouterr().out
+    assert "dps zeta'=1.0" in out and "psnr_mean=" in out and "it=1" in out
