@@ -156,12 +156,16 @@ def test_training_steps_lower_the_rtb_loss_on_a_fixed_batch(prior_state, samples
 def test_train_reports_metrics_and_terminal_states(prior_state):
     rtb = learner(prior_state, samples_per_y=2)
     metrics, batch = rtb.train(3)
-    assert rtb.step == 3 and batch.x.shape == (3 * SMOKE.batch_size, 64) and batch.log_reward.shape == (12,)
+    assert rtb.step == 3 and batch.x.shape == (3 * SMOKE.batch_size, 64 + 64) and batch.log_reward.shape == (12,)
     assert {"train/loss", "train/log_z", "train/mean_log_r", "train/log_ratio", "train/abs_residual"} <= set(metrics)
     assert all(math.isfinite(v) for v in metrics.values()), metrics
     assert metrics["train/log_z"] != 0.0  # log Z_psi moved
     dps_metrics, dps_batch = (dps := learner(prior_state, method="dps")).train(4)
-    assert dps_metrics == {} and dps_batch.x.shape == (0, 64) and dps.step == 4
+    assert dps_metrics == {} and dps_batch.x.shape == (0, 64 + 64) and dps.step == 4
+    z, y = rtb._replay_rows(batch)  # rows [z | y]: each chain end with its own measurement
+    assert z.shape == (12, 1, 8, 8) and y.shape == (12, 1, 8, 8)
+    assert torch.equal(y[0], y[1]) and not torch.equal(y[1], y[2])  # samples_per_y = 2 rows per y
+    assert torch.allclose(rtb.log_r(z, y), torch.as_tensor(batch.log_reward), rtol=1e-5)
 
 
 def test_guided_iterations_are_spread_evenly_and_reach_y_sooner(prior_state):
@@ -185,6 +189,62 @@ def test_a_tempered_start_scales_log_r_in_the_residual_and_reaches_beta_one(prio
     assert tempered["train/beta"] == pytest.approx(0.01) and plain["train/beta"] == 1.0
     assert tempered["train/mean_log_r"] == plain["train/mean_log_r"]  # the same trajectories, log r logged as is
     assert tempered["train/abs_residual"] < 0.05 * plain["train/abs_residual"]  # log Z_psi = 0: delta ~ -beta log r
+
+
+def test_backtracking_config_and_schedule():
+    config = SMOKE.model_copy(update={"backtrack_every": 3})
+    assert [config.backtracks(step) for step in range(6)] == [False, False, True] * 2
+    assert not any(SMOKE.backtracks(step) for step in range(6)) and SMOKE.backtrack_levels == SMOKE.prior.sampling_steps
+    with pytest.raises(ValidationError, match="backtrack_steps=11 exceeds the prior's sampling_steps=10"):
+        ImageInverseConfig.model_validate(SMOKE.model_dump() | {"backtrack_steps": 11})
+    with pytest.raises(ValidationError, match="replay.enabled needs backtrack_every > 0"):
+        ImageInverseConfig(replay={"enabled": True})
+    assert ImageInverseConfig(backtrack_steps=15, prior_space="latent").smoke().backtrack_steps == 10
+
+
+def test_backtracking_pairs_at_the_start_weigh_only_the_reward_gap(prior_state):
+    """With p_phi = p (the start), both partial trajectories have log p_phi - log p = 0, so the pair residual is
+    log r_y(z') - log r_y(z*): the re-denoised end against the truth it was noised from (k = 4 of K = 10)."""
+    rtb = learner(prior_state, backtrack_steps=4, loss_clip=0.0)
+    z_true, y = rtb.training_starts(6)
+    state = rtb.generator.get_state()
+    loss = rtb.backtracking_loss(z_true, y, beta=1.0)
+    rtb.generator.set_state(state)
+    _, redenoised = rtb.ddpm.backtrack(rtb.prior, z_true, 4, rtb.generator)
+    assert redenoised.start_index == 6 and not torch.equal(redenoised.x0, z_true)
+    gap = rtb.log_r(redenoised.x0, y) - rtb.log_r(z_true, y)  # [6]: the truth fits y, x' mostly does not
+    assert gap.mean() < -10
+    torch.testing.assert_close(loss, gap.pow(2).mean(), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("from_replay", [False, True])
+def test_backtracking_iterations_alternate_with_forward_ones(prior_state, from_replay):
+    """Every other iteration backtracks (from the training pairs' x*, or from replayed rows [z | y]); only forward
+    iterations return chain ends."""
+    rtb = learner(prior_state, backtrack_every=2)
+    replay = learner(prior_state, seed=5).train(2)[1] if from_replay else None
+    metrics, batch = rtb.train(4, replay=replay)
+    assert metrics["train/backtrack_fraction"] == 0.5 and len(batch.x) == 2 * SMOKE.batch_size
+    assert metrics["train/replay_fraction"] == (0.5 if from_replay else 0.0)
+    assert all(math.isfinite(v) for v in metrics.values()), metrics
+
+
+def test_backtracking_from_the_truth_makes_its_noising_chains_likelier(prior_state):
+    """Backtracking from x* alone (every iteration, the whole chain) raises the posterior's log-likelihood of noising
+    chains to held x* relative to the prior's (0 at the start): measured +43 nats after 20 iterations at lr 1e-2
+    (seed 0)."""
+    truth = learner(prior_state, backtrack_every=1, lr=1e-2)
+    z_true, y = truth.training_starts(8)
+    chains = truth.ddpm.noise_back(z_true, truth.ddpm.num_steps, truth.ddpm.num_steps, generator=3)
+
+    def log_ratio() -> float:
+        with torch.no_grad():
+            log_post = truth.ddpm.log_prob_steps(truth.posterior, chains, truth.condition(y)).sum(-1)
+            return (log_post - truth.ddpm.log_prob_steps(truth.prior, chains).sum(-1)).mean().item()
+
+    assert log_ratio() == pytest.approx(0.0, abs=1e-3)
+    truth.train(20)
+    assert log_ratio() > 1.0
 
 
 def test_a_prior_fit_reports_its_progress_over_the_vae_and_the_latent_prior():
@@ -259,7 +319,7 @@ def test_evaluation_outputs_and_determinism(prior_state, method):
 def test_latent_training_and_evaluation(latent_prior_state):
     rtb = ImageInverseLearner(LATENT_SMOKE, seed=0, prior_state=latent_prior_state)
     metrics, batch = rtb.train(2)
-    assert batch.x.shape == (2 * LATENT_SMOKE.batch_size, 64) and math.isfinite(metrics["train/loss"])
+    assert batch.x.shape == (2 * LATENT_SMOKE.batch_size, 64 + 256) and math.isfinite(metrics["train/loss"])
     evaluation = rtb.evaluate()
     assert evaluation.samples.shape == (LATENT_SMOKE.eval_pairs * LATENT_SMOKE.eval_samples_per_pair, 256)
     assert np.abs(evaluation.samples).max() <= 1  # decoded images

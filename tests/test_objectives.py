@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from workloads.objectives import (
+    backtracking_pair_loss,
     boundary_log_flows,
     fl_subtb_loss,
     forward_looking_log_flows,
@@ -233,6 +234,24 @@ def test_relative_tb_properties(seed, beta):
         tb_loss(log_p_post, log_p_prior, log_r, log_z),
         rtol=1e-12,
     )
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_backtracking_pair_loss_drops_what_a_pair_shares(seed):
+    """Rows b and B + b share their start: a per-pair constant on both (the start's log p_post(x_s) / p_prior(x_s),
+    log Z) leaves the loss unchanged; pairs balanced up to such a constant have zero loss; the clip subtracts c."""
+    g = torch.Generator().manual_seed(seed)
+    log_p_post, log_p_prior, log_r = _randn(g, 2 * B), _randn(g, 2 * B), _randn(g, 2 * B)
+    shared = _randn(g, B).repeat(2)  # [2B]: one constant per pair, on both members
+    loss = backtracking_pair_loss(log_p_post, log_p_prior, log_r, beta=0.5)
+    residual = log_p_post - log_p_prior - 0.5 * log_r
+    assert torch.allclose(loss, (residual[:B] - residual[B:]).pow(2).mean(), rtol=1e-12)
+    assert torch.allclose(backtracking_pair_loss(log_p_post + shared, log_p_prior, log_r, beta=0.5), loss, rtol=1e-12)
+    balanced = (log_p_prior + 0.5 * log_r + shared).detach()  # Delta = beta log r - const on every row
+    assert backtracking_pair_loss(balanced, log_p_prior, log_r, beta=0.5) < 1e-24
+    assert backtracking_pair_loss(balanced, log_p_prior, log_r, beta=1.0) > 1e-4  # beta enters
+    clipped = backtracking_pair_loss(log_p_post, log_p_prior, log_r, beta=0.5, threshold=0.1)
+    assert torch.allclose(clipped, torch.relu((residual[:B] - residual[B:]).pow(2) - 0.1).mean(), rtol=1e-12)
 
 
 # ---------------------------------------------------------------- PIS

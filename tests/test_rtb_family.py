@@ -129,9 +129,11 @@ def test_a_missing_prior_with_prior_missing_fail_stops_before_the_sweep(tmp_path
 
 def test_inverse_smoke_sweep_on_a_latent_prior_trains_its_vae_and_prior_once_and_logs_reconstructions(tmp_path):
     """sweeps/inverse.yaml, box inpainting on the latent prior, RTB: the VAE and its latent DDPM are trained before
-    the trials and cached; each trial reports PSNR / SSIM of its reconstructions and logs the posterior."""
+    the trials and cached; each trial reports PSNR / SSIM of its reconstructions and logs the posterior. With replay
+    on, every other iteration backtracks, from the replay-buffer actor's rows once it holds any."""
     choices = {"operator": "box inpainting", "prior": "latent", "method": "RTB"}
-    result = _smoke(_one_variant_sweep(tmp_path, "inverse", "inverse", choices), tmp_path)
+    replay = {"backtrack_every": 2, "replay": {"enabled": True, "draw_every": 2}}
+    result = _smoke(_one_variant_sweep(tmp_path, "inverse", "inverse", choices, **replay), tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "not cached, training the latent-ddpm-prior" in result.stdout
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
@@ -140,6 +142,9 @@ def test_inverse_smoke_sweep_on_a_latent_prior_trains_its_vae_and_prior_once_and
     for run in trials:
         m = run.data.metrics
         assert all(math.isfinite(m[k]) for k in ("eval/psnr_mean", "eval/ssim_mean", "eval/mean_log_r", "eval/log_z"))
+        # the last report's steps 3 and 5 backtrack from the buffer's rows (forward samples of steps 0, 2 and 4)
+        assert m["train/backtrack_fraction"] > 0 and m["train/replay_fraction"] == m["train/backtrack_fraction"]
+        assert m["train/buffer_size"] > 0
         files = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, "eval/step_0000006")}
         assert {"reconstructions.png", "pairs.npz", "per_pair.json", "posterior.pt"} <= files
     models = client.search_logged_models([trials[0].info.experiment_id])

@@ -247,7 +247,9 @@ def test_backtracking_re_denoises_the_replayed_sample_and_trains_on_the_pair(pri
     rtb = learner(prior_state, replay_every=2, loss_clip=0.1)
     k, K = rtb.config.backtrack_steps, rtb.ddpm.num_steps
     replay = rtb.ddpm.sample(rtb.prior, 6, generator=5).x0  # [6, 1, 8, 8]
-    noised, redenoised = rtb.backtrack(replay[:4], rtb.class_index(4))
+    noised, redenoised = rtb.ddpm.backtrack(
+        rtb.posterior, replay[:4], k, rtb.generator, extra=rtb.condition(rtb.class_index(4))
+    )
     assert noised.shape == redenoised.states.shape == (4, k + 1, 1, 8, 8)
     assert torch.equal(noised[:, -1], replay[:4]) and torch.equal(redenoised.states[:, 0], noised[:, 0])
     assert redenoised.start_index == K - k and not torch.equal(redenoised.x0, replay[:4])

@@ -17,3 +17,7 @@ def test_the_digits_and_inverse_studies_run_and_reuse_their_prior(tmp_path, caps
     main(["inverse", "--smoke", "--iters", "1", "--dps", "1", "--set", "guided_share=1"])
     out = capsys.readouterr().out
     assert "dps zeta'=1.0" in out and "psnr_mean=" in out and "it=1" in out
+    # the in-process buffer: steps 0-1 forward and from x* (empty buffer), 2-3 from the buffer's rows of step 0
+    main(["inverse", "--smoke", "--iters", "4", "--eval-every", "2", "--replay", "--set", "backtrack_every=2"])
+    out = capsys.readouterr().out
+    assert "it=2 " in out and "buffer=4 " in out and "buffer=8 " in out  # batch 4: one forward iteration per 2

@@ -76,6 +76,22 @@ def clipped_relative_tb_loss(
     return F.relu(delta.pow(2) - threshold).mean()
 
 
+def backtracking_pair_loss(
+    log_p_post: Tensor, log_p_prior: Tensor, log_reward: Tensor, beta: float = 1.0, threshold: float = 0.0
+) -> Tensor:
+    """Relative trajectory balance on backtracking pairs (arXiv:2405.20971's back_and_forth). Rows b and B + b of the
+    [2B] inputs are two partial trajectories from one start x_s (b: the noising chain of a sample x read downwards,
+    B + b: the posterior's re-denoising of x_s to x'). At the optimum each satisfies
+    log p_post(x_s) + log Z + Delta = log p_prior(x_s) + beta log r(x_end), Delta = sum log p_post - sum log p_prior,
+    so their difference drops the unknown marginal ratio at x_s and log Z:
+
+        delta_b = (Delta_b - beta log r(x_b)) - (Delta_{B+b} - beta log r(x'_b)),      L = mean_b relu(delta_b^2 - c)
+    """
+    B = len(log_p_post) // 2
+    residual = log_p_post - log_p_prior - beta * log_reward  # [2B]: Delta - beta log r of each partial trajectory
+    return F.relu((residual[:B] - residual[B:]).pow(2) - threshold).mean()
+
+
 def pis_loss(log_pf: Tensor, log_pb: Tensor, log_reward: Tensor) -> Tensor:
     """Path integral sampler (Zhang & Chen 2022, arXiv:2111.15141), reparameterized KL:
 

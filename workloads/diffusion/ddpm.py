@@ -210,3 +210,24 @@ class DDPM:
             x = a[j].sqrt().item() * x + (1 - a[j]).sqrt().item() * z
             states.append(x)
         return torch.stack(states[::-1], 1)
+
+    def backtrack(
+        self,
+        model: nn.Module,
+        x0: Tensor,
+        num_steps: int,
+        generator: torch.Generator | int,
+        *,
+        extra: Tensor | None = None,
+        exploration_std: float = 0.0,
+    ) -> tuple[Tensor, Trajectory]:
+        """Backtracking (arXiv:2405.20971's back_and_forth): x0 [B, C, H, W] noised k = num_steps levels back by q
+        (`noise_back`, states [B, k + 1, ...] from x_{K-k} down to x0), and `model`'s re-denoising of that same
+        x_{K-k} down to a new x' (a Trajectory at positions K - k .. K)."""
+        gen = as_generator(generator, x0.device)
+        noised = self.noise_back(x0, from_index=self.num_steps, num_steps=num_steps, generator=gen)
+        start_index = self.num_steps - num_steps
+        redenoised = self.sample(
+            model, None, gen, extra=extra, start=noised[:, 0], start_index=start_index, exploration_std=exploration_std
+        )
+        return noised, redenoised

@@ -20,6 +20,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from workloads.diffusion.config import DDPMConfig
 from workloads.diffusion.latent import LatentDDPMConfig
 from workloads.diffusion.vae import VAEConfig
+from workloads.rtb.config import PosteriorReplayConfig
 from workloads.typed_config import StrictConfig
 
 
@@ -264,6 +265,19 @@ class ImageInverseConfig(StrictConfig):
     agree with y, which on-policy sampling rarely reaches when log r of the posterior's samples is thousands of
     nats below the data's. 0: on-policy only."""
 
+    # ---------------------------------------------------------------- backtracking and replay (rtb)
+    backtrack_every: int = Field(0, ge=0)
+    """Every this-many-th RTB iteration trains on backtracking pairs (objectives.backtracking_pair_loss) instead of
+    forward trajectories; 0: never. Each pair starts from a chain end z with its own y: a replayed posterior sample
+    when `train` is given replay rows (the replay-buffer actor, `replay.enabled`), else a fresh training pair's own
+    x* (its latent Enc(x*) under a latent prior), a sample of p(x | y) wherever the prior fits the data."""
+    backtrack_steps: int | None = Field(None, ge=1)
+    """k: the start is noised k strided levels back by q and re-denoised k levels by the posterior; None: the whole
+    chain (k = K, the noising chain from x_K)."""
+    replay: PosteriorReplayConfig = PosteriorReplayConfig(capacity=10_000, draw_every=10)
+    """The replay-buffer actor (in a sweep): the posterior's samples with their y and log r_y, the starts of the
+    backtracking iterations once it holds any (backtrack_every > 0)."""
+
     # ---------------------------------------------------------------- DPS
     guidance_scale: float = Field(1.0, ge=0)
     """zeta' of DPS's step (dps; and rtb's guided iterations, guided_share): the reverse mean moves by
@@ -293,6 +307,13 @@ class ImageInverseConfig(StrictConfig):
                 )
         if self.batch_size % self.samples_per_y:
             raise ValueError(f"samples_per_y={self.samples_per_y} must divide batch_size={self.batch_size}")
+        if (self.backtrack_steps or 0) > self.diffusion.sampling_steps:
+            raise ValueError(
+                f"backtrack_steps={self.backtrack_steps} exceeds the prior's sampling_steps="
+                f"{self.diffusion.sampling_steps}"
+            )
+        if self.replay.enabled and not self.backtrack_every:
+            raise ValueError("replay.enabled needs backtrack_every > 0: replayed samples are backtracked from")
         return self
 
     @property
@@ -316,6 +337,15 @@ class ImageInverseConfig(StrictConfig):
         progress = min(1.0, step / (self.beta_anneal_fraction * self.total_iters))
         return self.beta_start + (1.0 - self.beta_start) * progress
 
+    @property
+    def backtrack_levels(self) -> int:
+        """k of backtracking: backtrack_steps, or the whole chain."""
+        return self.backtrack_steps or self.diffusion.sampling_steps
+
+    def backtracks(self, step: int) -> bool:
+        """Whether RTB iteration `step` trains on backtracking pairs (every backtrack_every-th)."""
+        return self.backtrack_every > 0 and step % self.backtrack_every == self.backtrack_every - 1
+
     def guided(self, step: int) -> bool:
         """Whether RTB iteration `step` samples with DPS's guidance: guided_share of the iterations, spread evenly."""
         return math.floor((step + 1) * self.guided_share) > math.floor(step * self.guided_share)
@@ -323,9 +353,12 @@ class ImageInverseConfig(StrictConfig):
     def smoke(self) -> ImageInverseConfig:
         """The same problem and method, tiny: the priors' smoke() (8 x 8 pixels, or a small VAE on 16 x 16 digits
         with a (16, 32) latent UNet), a few iterations at batch 4, 4 evaluation pairs of 2 samples."""
+        prior, latent_prior = self.prior.smoke(), self.latent_prior.smoke()
+        steps = (latent_prior if self.prior_space == "latent" else prior).sampling_steps
         update = IMAGE_SMOKE_RUN | {
-            "prior": self.prior.smoke(),
-            "latent_prior": self.latent_prior.smoke(),
+            "prior": prior,
+            "latent_prior": latent_prior,
             "vae": self.vae.model_dump() | SMOKE_VAE,
+            "backtrack_steps": None if self.backtrack_steps is None else min(self.backtrack_steps, steps),
         }
         return ImageInverseConfig.model_validate(self.model_dump() | update)

@@ -32,6 +32,14 @@ the k rows' own log Z^(y) = mean_k (log r - log p_phi + log p) (detached; VarGra
 log Z_psi(y), which is fitted by the same loss with the posterior detached: early on, a log Z_psi(y) thousands of
 nats off leaves the posterior's gradient mostly noise (log r of prior samples is ~ -4,000 at sigma_y = 0.05).
 
+With backtrack_every = n > 0, every n-th iteration trains instead on backtracking pairs (arXiv:2405.20971's
+back_and_forth, objectives.backtracking_pair_loss): a chain end z with its own y is noised k levels back by q and
+re-denoised by p_phi(. | y) to z', and the residual of the two partial trajectories' difference
+(Delta_back - beta log r_y(z)) - (Delta_fwd - beta log r_y(z')) needs neither log Z(y) nor the start's marginal. The
+ends are replayed posterior samples (rows [z | y] of the replay-buffer actor), or, without replay, the training
+pairs' own x*: under data that the prior fits, x* is an exact sample of p(x | y), the one off-policy sample that an
+inverse problem offers for free.
+
 DPS: the prior's chain with its reverse mean shifted by DPS's step (Chung et al.'s Algorithm 1, step size
 zeta_j = zeta' / |y - A(x0_hat)|):
 
@@ -74,11 +82,11 @@ from workloads.diffusion.ddpm import Guidance, predict_eps
 from workloads.diffusion.image_metrics import psnr, ssim
 from workloads.diffusion.latent import fit_vae_and_latent_prior, latent_prior_key
 from workloads.diffusion.train import LossLog
-from workloads.diffusion.vae import VAE, decode, vae_images
+from workloads.diffusion.vae import VAE, decode, encode_latents, vae_images
 from workloads.inverse.amortized import log_z_network
 from workloads.inverse.config import ImageInverseConfig
 from workloads.inverse.operators import Inpainting, Measurement
-from workloads.objectives import clipped_relative_tb_loss, relative_tb_loss
+from workloads.objectives import backtracking_pair_loss, clipped_relative_tb_loss, relative_tb_loss
 from workloads.rtb.image_config import ImagePosteriorConfig
 from workloads.rtb.image_learner import PROGRESS_EVERY, ClassInputConv, build_posterior, sample_grid
 from workloads.samplers.learner import keep_freed_memory
@@ -306,52 +314,97 @@ class ImageInverseLearner:
         x_true = self._train_x[idx]
         return x_true, self.measurement.measure(x_true, self.generator)
 
-    def train(self, num_iters: int, replay: Any = None) -> tuple[dict[str, float], TerminalBatch]:
-        """`num_iters` RTB iterations (module docstring); (chunk-mean metrics 'train/...', the terminal chain states
-        [n, D] (latents under a latent prior) with their log r_y, for a replay buffer). dps only advances the step.
+    def training_starts(self, n: int) -> tuple[Tensor, Tensor]:
+        """(chain ends z* [n, ...] of n fresh training pairs' own x*: Enc(x*) under a latent prior, x* otherwise; their
+        y [n, C, H, W]): starts of backtracking when nothing is replayed."""
+        x_true, y = self.training_pairs(n)
+        return (encode_latents(self.vae, x_true) if self.latent else x_true), y
 
-        `replay` is ignored: a replayed state needs its own y (not implemented)."""
+    def _replay_rows(self, replay: Any) -> tuple[Tensor, Tensor] | None:
+        """Replayed rows [z | y] (as `train` returns them; an array, or a batch with `.x`) split into (z [N, ...],
+        y [N, C, H, W]); None when none."""
+        if replay is None:
+            return None
+        rows = getattr(replay, "x", replay)
+        rows = torch.as_tensor(np.array(rows), dtype=torch.float32, device=self.device)
+        if not rows.numel():
+            return None
+        z, y = rows.split([math.prod(self.ddpm.shape), math.prod(self.config.image_shape)], dim=1)
+        return z.reshape(-1, *self.ddpm.shape), y.reshape(-1, *self.config.image_shape)
+
+    def backtracking_loss(self, z0: Tensor, y: Tensor, beta: float, exploration_std: float = 0.0) -> Tensor:
+        """objectives.backtracking_pair_loss on chain ends z0 [B, ...] with their y [B, C, H, W]: z0 noised k levels
+        back by q and re-denoised by p_phi(. | y), both partial trajectories scored under p_phi and p."""
+        k, extra = self.config.backtrack_levels, self.condition(y)
+        noised, redenoised = self.ddpm.backtrack(
+            self.posterior, z0, k, self.generator, extra=extra, exploration_std=exploration_std
+        )
+        states, start = torch.cat([noised, redenoised.states]), self.ddpm.num_steps - k  # [2B, k + 1, ...]
+        log_p_post = self.ddpm.log_prob_steps(self.posterior, states, extra.repeat(2, 1, 1, 1), start_index=start)
+        with torch.no_grad():
+            log_p_prior = self.ddpm.log_prob_steps(self.prior, states, start_index=start).sum(-1)  # [2B]
+            log_r = self.log_r(states[:, -1], y.repeat(2, 1, 1, 1))  # [2B]
+        return backtracking_pair_loss(log_p_post.sum(-1), log_p_prior, log_r, beta, self.config.loss_clip)
+
+    def train(self, num_iters: int, replay: Any = None) -> tuple[dict[str, float], TerminalBatch]:
+        """`num_iters` RTB iterations (module docstring); (chunk-mean metrics 'train/...', the forward trajectories'
+        ends as rows [z | y] (z the chain's end, a latent under a latent prior; y its measurement, flattened) with
+        their log r_y, for a replay buffer). dps only advances the step.
+
+        `replay`: rows [z | y] to start backtracking iterations from (backtrack_every); without them those iterations
+        start from training pairs' own x*."""
         self._ensure_prior()
         c = self.config
         if c.method != "rtb":
             self.step += num_iters
-            return {}, self._terminal_batch([], [])
+            return {}, self._terminal_batch([], [], [])
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        logs, terminals, terminal_log_r = [], [], []
+        replayed, cursor, replayed_iters = self._replay_rows(replay), 0, 0
+        logs, forward_logs, terminals, terminal_y, terminal_log_r = [], [], [], [], []
         for _ in range(num_iters):
-            expl = c.exploration(self.step)
-            _, y = self.training_pairs(c.batch_size // c.samples_per_y)
-            y = y.repeat_interleave(c.samples_per_y, 0)  # [B, C, H, W], k consecutive rows per y
-            log_p_post, log_p_prior, log_r, log_z, x0 = self.rtb_terms(y, self.generator, expl, c.guided(self.step))
-            beta = c.beta(self.step)
-            loss = self.training_loss(log_p_post, log_p_prior, beta * log_r, log_z)
+            expl, beta = c.exploration(self.step), c.beta(self.step)
+            if c.backtracks(self.step):
+                if replayed is None:
+                    z0, y = self.training_starts(c.batch_size)
+                else:
+                    idx = (cursor + torch.arange(c.batch_size, device=self.device)) % len(replayed[0])  # [B]
+                    (z0, y), cursor = (replayed[0][idx], replayed[1][idx]), cursor + c.batch_size
+                    replayed_iters += 1
+                loss = self.backtracking_loss(z0, y, beta, expl)
+            else:
+                _, y = self.training_pairs(c.batch_size // c.samples_per_y)
+                y = y.repeat_interleave(c.samples_per_y, 0)  # [B, C, H, W], k consecutive rows per y
+                log_p_post, log_p_prior, log_r, log_z, x0 = self.rtb_terms(y, self.generator, expl, c.guided(self.step))
+                loss = self.training_loss(log_p_post, log_p_prior, beta * log_r, log_z)
+                delta = (log_z + log_p_post - log_p_prior - beta * log_r).detach()  # [B]
+                log_ratio = (log_p_post - log_p_prior).detach()
+                stats = [log_z.detach().mean(), log_r.mean(), log_ratio.mean(), delta.abs().mean()]
+                forward_logs.append(torch.stack(stats + [log_r.new_tensor(expl), log_r.new_tensor(beta)]))
+                terminals.append(x0)
+                terminal_y.append(y)
+                terminal_log_r.append(log_r)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(params, c.grad_clip or math.inf)
             if torch.isfinite(grad_norm):
                 self.optimizer.step()
-            delta = (log_z + log_p_post - log_p_prior - beta * log_r).detach()  # [B]
-            log_ratio = (log_p_post - log_p_prior).detach()
-            stats = [
-                loss.detach(),
-                grad_norm,
-                log_z.detach().mean(),
-                log_r.mean(),
-                log_ratio.mean(),
-                delta.abs().mean(),
-            ]
-            logs.append(torch.stack(stats + [log_r.new_tensor(expl), log_r.new_tensor(beta)]))
-            terminals.append(x0)
-            terminal_log_r.append(log_r)
+            logs.append(torch.stack([loss.detach(), grad_norm]))
             self.step += 1
         names = ("loss", "grad_norm", "log_z", "mean_log_r", "log_ratio", "abs_residual", "exploration_std", "beta")
-        means = torch.stack(logs).mean(0).tolist() if logs else [math.nan] * len(names)
-        return {f"train/{n}": v for n, v in zip(names, means)}, self._terminal_batch(terminals, terminal_log_r)
+        every_iteration = torch.stack(logs).mean(0).tolist() if logs else [math.nan] * 2
+        forward = torch.stack(forward_logs).mean(0).tolist() if forward_logs else [math.nan] * 6
+        metrics = {f"train/{n}": v for n, v in zip(names, every_iteration + forward)}
+        metrics["train/backtrack_fraction"] = 1 - len(forward_logs) / max(num_iters, 1)
+        metrics["train/replay_fraction"] = replayed_iters / max(num_iters, 1)  # of them, from replayed rows
+        return metrics, self._terminal_batch(terminals, terminal_y, terminal_log_r)
 
-    def _terminal_batch(self, x0: list[Tensor], log_r: list[Tensor]) -> TerminalBatch:
+    def _terminal_batch(self, x0: list[Tensor], y: list[Tensor], log_r: list[Tensor]) -> TerminalBatch:
+        """Rows [z | y] [n, D_z + D_y] with their log r_y [n]."""
         if not x0:
-            return TerminalBatch(np.zeros((0, math.prod(self.ddpm.shape)), np.float32), np.zeros(0, np.float32))
-        return TerminalBatch(torch.cat(x0).flatten(1).cpu().numpy(), torch.cat(log_r).cpu().numpy())
+            width = math.prod(self.ddpm.shape) + math.prod(self.config.image_shape)
+            return TerminalBatch(np.zeros((0, width), np.float32), np.zeros(0, np.float32))
+        rows = torch.cat([torch.cat(x0).flatten(1), torch.cat(y).flatten(1)], 1)
+        return TerminalBatch(rows.cpu().numpy(), torch.cat(log_r).cpu().numpy())
 
     # ---------------------------------------------------------------- sampling
     def guidance(self, y: Tensor) -> Guidance:

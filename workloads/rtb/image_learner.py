@@ -54,7 +54,6 @@ from workloads.checkpoint import restore_training_state, training_state
 from workloads.diffusion import (
     DDPM,
     LORA_TARGETS,
-    Trajectory,
     classifier,
     make_unet,
     prior_key,
@@ -64,7 +63,7 @@ from workloads.diffusion import (
 from workloads.diffusion.ddpm import Guidance, predict_eps
 from workloads.diffusion.image_metrics import feature_diversity, frechet_distance, image_features
 from workloads.diffusion.train import LossLog
-from workloads.objectives import clipped_relative_tb_loss, relative_tb_loss
+from workloads.objectives import backtracking_pair_loss, clipped_relative_tb_loss, relative_tb_loss
 from workloads.rtb.image_config import ImagePosteriorConfig
 from workloads.rtb.losses import kl_regularized_advantage, reinforce_loss, reward_advantage
 from workloads.rtb.trajectories import subset_gradient_sum
@@ -343,28 +342,19 @@ class ImageRTBLearner:
             loss = self._rtb_objective(log_p_post, log_p_prior, log_r, self.log_z(idx).squeeze(-1))
         return loss, traj.x0, log_r, (log_p_post - log_p_prior).detach()
 
-    def backtrack(self, x0: Tensor, class_index: Tensor, exploration_std: float = 0.0) -> tuple[Tensor, Trajectory]:
-        """(the noising chain [B, k + 1, C, H, W] from x_{K-k} to x0, the posterior's re-denoising of its start
-        x_{K-k} down to x'): the two partial trajectories of backtracking, both at positions K - k .. K."""
-        k, K = self.config.backtrack_steps, self.ddpm.num_steps
-        noised = self.ddpm.noise_back(x0, from_index=K, num_steps=k, generator=self.generator)
-        redenoised = self.ddpm.sample(
-            self.posterior,
-            None,
-            self.generator,
-            extra=self.condition(class_index),
-            start=noised[:, 0],
-            start_index=K - k,
-            exploration_std=exploration_std,
-        )
-        return noised, redenoised
-
     def _backtracking_loss(self, x0: Tensor, exploration_std: float) -> Tensor:
         """The pair residual of the module docstring on replay samples x0 [B, C, H, W], target b mod n_c (RTB holds
         for any trajectory of p_post(. | c), so any assignment of targets to replayed samples is valid)."""
         B, K = len(x0), self.ddpm.num_steps
         idx = self.class_index(B)
-        noised, redenoised = self.backtrack(x0, idx, exploration_std)
+        noised, redenoised = self.ddpm.backtrack(
+            self.posterior,
+            x0,
+            self.config.backtrack_steps,
+            self.generator,
+            extra=self.condition(idx),
+            exploration_std=exploration_std,
+        )
         states = torch.cat([noised, redenoised.states])  # [2B, k + 1, C, H, W]: back, then forward
         extra = self.condition(torch.cat([idx, idx]))
         start = K - self.config.backtrack_steps
@@ -372,13 +362,7 @@ class ImageRTBLearner:
         with torch.no_grad():
             log_p_prior = self.ddpm.log_prob_steps(self.prior, states, start_index=start).sum(-1)  # [2B]
             log_r = self.log_r(states[:, -1], torch.cat([idx, idx]))  # [2B]
-        # delta = (Delta_back - beta log r(x)) - (Delta_fwd - beta log r(x')): log Z(c) and the start's ratio cancel
-        return self._rtb_objective(
-            log_p_post[:B] - log_p_post[B:],
-            log_p_prior[:B] - log_p_prior[B:],
-            log_r[:B] - log_r[B:],
-            log_p_post.new_zeros(()),
-        )
+        return backtracking_pair_loss(log_p_post, log_p_prior, log_r, self.config.beta, self.config.loss_clip)
 
     def _replay_images(self, replay: Any) -> Tensor | None:
         """Replay samples [N, C, H, W] (a tensor, an array, or a batch with `.x`); None when none or not rtb."""

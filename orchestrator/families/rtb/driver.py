@@ -4,9 +4,10 @@ replay-buffer actor of the posterior's own samples, batches passed as ObjectRefs
 Between two reports the learner trains `eval_every` iterations in sub-chunks (`replay.draw_every` with replay on).
 Each sub-chunk's forward samples, with their log r, go to the buffer through a bounded channel; with replay on,
 each sub-chunk trains some of its iterations from one prioritized draw from the buffer (none while the buffer is
-empty): the toy's odd iterations on Brownian bridges to the drawn states, the images' every replay_every-th by
-backtracking from them. The last evaluation also writes the posterior (`posterior.pt`: the learner's state, prior
-included), as a file and as the trial run's LoggedModel `posterior`.
+empty): the toy's odd iterations on Brownian bridges to the drawn states, the digits' every replay_every-th and
+the inverse problems' every backtrack_every-th by backtracking from them (rows [z | y]: each sample with its
+measurement). The last evaluation also writes the posterior (`posterior.pt`: the learner's state, prior included),
+as a file and as the trial run's LoggedModel `posterior`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from orchestrator.families.rtb import REWARD_ROLE
 from orchestrator.families.rtb.priors import cached_prior, cached_prior_learner
 from orchestrator.placement import ACTOR_NAMESPACE, TrialContext
 from orchestrator.tracking import MODEL_PREFIX
-from workloads.rtb.config import PosteriorReplayConfig
 from workloads.rtb.image_learner import make_reward
 
 MAX_IN_FLIGHT = 2
@@ -60,7 +60,7 @@ class RTBDriver(LearnerBufferDriver):
             **learner_kwargs,
         )
         self.device = ray.get(self.learner.device.remote())
-        replay = self.replay = getattr(self.task_config, "replay", PosteriorReplayConfig())  # inverse: none yet
+        replay = self.replay = self.task_config.replay
         self.buffer = (
             ray.remote(SampleBufferRole)
             .options(**ctx.actor_options("replay_buffer"))

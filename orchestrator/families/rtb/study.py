@@ -9,7 +9,9 @@ The config is the sweep's block (sweeps/rtb.yaml's digits block with targets (3,
 sweeps/inverse.yaml's inverse block), then `--set` (dotted keys, values read as YAML). `--prior FILE` keeps the
 trained prior in FILE and loads it from there when it exists (one prior for many runs). `--cosine` scales both
 learning rates by (1 + cos(pi s / iters)) / 2 at iteration s. `--dps` first evaluates DPS at each zeta' (inverse).
-`--smoke`: the configs' smoke(). One torch thread.
+`--replay`: the trial's replay-buffer actor in-process (the config's `replay`, turned on): every `draw_every`
+iterations one draw of half as many batches from the buffer of the posterior's forward samples, which the learner
+backtracks from. `--smoke`: the configs' smoke(). One torch thread.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from orchestrator.families.rtb.benchmark import parse_sets, with_overrides
 from orchestrator.spec import load_sweep
 from workloads.inverse.image_posterior import ImageInverseLearner
 from workloads.rtb.image_learner import ImageRTBLearner, trained_prior_state
+from workloads.samplers.replay import ReplayBuffer
 
 ROOT = Path(__file__).resolve().parents[3]
 TASKS = {"digits": ("rtb.yaml", ImageRTBLearner), "inverse": ("inverse.yaml", ImageInverseLearner)}
@@ -71,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cosine", action="store_true", help="cosine decay of both learning rates over --iters")
     parser.add_argument("--dps", type=float, nargs="*", default=[], help="inverse: DPS's zeta' values to evaluate")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--replay", action="store_true", help="backtrack from a buffer of the posterior's samples")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -84,14 +88,22 @@ def main(argv: list[str] | None = None) -> None:
     learner = learner_class(config, seed=args.seed, prior_state=prior)
     show("it=0", learner.evaluate().metrics)
     start, base_lrs = time.time(), [group["lr"] for group in learner.optimizer.param_groups]
+    replay = config.replay
+    buffer = ReplayBuffer(replay.capacity, replay.prioritization, replay.rank_k, args.seed + 1) if args.replay else None
     while learner.step < args.iters:
         if args.cosine:
             factor = 0.5 * (1 + math.cos(math.pi * learner.step / args.iters))
             for group, lr in zip(learner.optimizer.param_groups, base_lrs):
                 group["lr"] = lr * factor
-        learner.train(1)
+        if buffer is None:
+            learner.train(1)
+        else:  # the driver's sub-chunk: one draw (none while the buffer is empty), its forward samples back in
+            n = min(replay.draw_every, args.iters - learner.step, args.eval_every - learner.step % args.eval_every)
+            drawn = buffer.sample(math.ceil(n / 2) * config.batch_size) if len(buffer) else None
+            buffer.add(learner.train(n, drawn)[1])
         if learner.step % args.eval_every == 0 or learner.step == args.iters:
-            show(f"it={learner.step} ({time.time() - start:.0f} s)", learner.evaluate().metrics)
+            held = "" if buffer is None else f" buffer={len(buffer)}"
+            show(f"it={learner.step} ({time.time() - start:.0f} s){held}", learner.evaluate().metrics)
 
 
 if __name__ == "__main__":
