@@ -20,7 +20,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from workloads.diffusion.config import DDPMConfig
 from workloads.diffusion.latent import LatentDDPMConfig
 from workloads.diffusion.vae import VAEConfig
-from workloads.rtb.config import PosteriorReplayConfig
+from workloads.rtb.config import IMAGE_REPLAY, PosteriorReplayConfig
 from workloads.typed_config import StrictConfig
 
 
@@ -274,7 +274,7 @@ class ImageInverseConfig(StrictConfig):
     backtrack_steps: int | None = Field(None, ge=1)
     """k: the start is noised k strided levels back by q and re-denoised k levels by the posterior; None: the whole
     chain (k = K, the noising chain from x_K)."""
-    replay: PosteriorReplayConfig = PosteriorReplayConfig(capacity=10_000, draw_every=10)
+    replay: PosteriorReplayConfig = IMAGE_REPLAY
     """The replay-buffer actor (in a sweep): the posterior's samples with their y and log r_y, the starts of the
     backtracking iterations once it holds any (backtrack_every > 0)."""
 

@@ -50,6 +50,10 @@ class PosteriorReplayConfig(StrictConfig):
     """Iterations trained on one draw from the buffer (one round trip to the replay-buffer actor)."""
 
 
+IMAGE_REPLAY = PosteriorReplayConfig(capacity=10_000, draw_every=10)
+"""The image posteriors' buffer (digits and inverse problems): 10,000 samples, one draw every 10 iterations."""
+
+
 class RTBConfig(StrictConfig):
     """Fine-tuning a diffusion prior p into a posterior p_post(x) ~ p(x) r(x)^beta."""
 

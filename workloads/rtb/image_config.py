@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from workloads.diffusion.config import DDPMConfig
-from workloads.rtb.config import PosteriorReplayConfig
+from workloads.rtb.config import IMAGE_REPLAY, PosteriorReplayConfig
 from workloads.typed_config import StrictConfig
 
 DEFAULT_PRIOR = DDPMConfig(
@@ -115,7 +115,7 @@ class ImagePosteriorConfig(StrictConfig):
     """M prior samples behind the Monte Carlo log Z(c) = log mean_m r(x_m, c)^beta; drawn once per learner."""
 
     # ---------------------------------------------------------------- the replay-buffer actor (rtb, in a sweep)
-    replay: PosteriorReplayConfig = PosteriorReplayConfig(capacity=10_000, draw_every=10)
+    replay: PosteriorReplayConfig = IMAGE_REPLAY
     """A buffer of the posterior's own samples (the replay-buffer actor of the rtb family), backtracked from every
     replay_every-th iteration of a sub-chunk of draw_every iterations."""
 
