@@ -260,7 +260,13 @@ def _flat(learner: RTBLearner) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    "overrides", [{}, {"loss": "vargrad", "grad_steps_fraction": 0.3, "loss_clip": 0.1}, {"method": "rl_kl"}]
+    "overrides",
+    [
+        {},
+        {"loss": "vargrad", "grad_steps_fraction": 0.3, "loss_clip": 0.1},
+        {"method": "rl_kl"},
+        {"log_variance_range": 1.0, "grad_steps_fraction": 0.3},
+    ],
 )
 def test_state_dict_round_trip_continues_identically(small_prior, overrides):
     config = RTBConfig(**SMALL | {"batch_size": 32, "total_iters": 20} | overrides)
@@ -277,6 +283,20 @@ def test_state_dict_round_trip_continues_identically(small_prior, overrides):
     torch.testing.assert_close(_flat(a), _flat(b), rtol=0, atol=0)
     if config.method == "rtb":
         assert metrics_a["train/replay_fraction"] == 0.5  # odd steps 3, 5 of 3..6 trained on the replay states
+
+
+def test_a_learned_variance_starts_at_the_prior_and_trains(small_prior):
+    fixed = RTBLearner(RTBConfig(**SMALL), seed=0, prior_state=small_prior)
+    learned = RTBLearner(RTBConfig(**SMALL, log_variance_range=1.0), seed=0, prior_state=small_prior)
+    assert fixed.evaluate(500).metrics == pytest.approx(learned.evaluate(500).metrics, abs=1e-4)
+    head = [p.detach().clone() for p in learned.posterior.nn_var.parameters()]
+    metrics, _ = learned.train(5)
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert not all(torch.equal(a, b) for a, b in zip(head, learned.posterior.nn_var.parameters()))
+    scale = learned.posterior.log_variance_scale(
+        torch.randn(64, 2) * 5, learned.posterior.time_embedding(torch.rand(64))
+    )
+    assert scale.abs().max() > 0 and scale.abs().max() <= 1.0
 
 
 def test_classifier_guidance_and_rl_run(small_prior):

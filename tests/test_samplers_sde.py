@@ -40,10 +40,13 @@ class ScaledGaussian(Target):
         return torch.randn(n, self.dim, generator=torch.Generator().manual_seed(seed)) * self.s2.sqrt()
 
 
-def _random_policy(seed=0):
+def _random_policy(seed=0, log_variance_range=0.0):
     torch.manual_seed(seed)
-    policy = DriftPolicy(2, hidden_dim=16, time_embedding_dim=8)
+    policy = DriftPolicy(2, hidden_dim=16, time_embedding_dim=8, log_variance_range=log_variance_range)
     torch.nn.init.normal_(policy.nn1.out.weight, std=0.5)  # non-zero drift
+    if policy.nn_var is not None:
+        torch.nn.init.normal_(policy.nn_var.out.weight, std=0.5)  # a state-dependent variance
+        torch.nn.init.normal_(policy.nn_var.out.bias, std=0.5)
     return policy
 
 
@@ -53,9 +56,12 @@ def _direct_log_pf_steps(policy, states, sigma2):
     dt = 1.0 / T
     steps = []
     for i in range(T):
-        x = states[:, i]
-        f = policy(x, torch.tensor(i / T))
-        steps.append(Normal(x + f * dt, math.sqrt(sigma2 * dt)).log_prob(states[:, i + 1]).sum(-1))
+        x, t = states[:, i], torch.tensor(i / T)
+        f = policy(x, t)
+        var = torch.tensor(sigma2 * dt)
+        if policy.nn_var is not None:  # var exp(c tanh(NN_var(x, t)))
+            var = var * torch.exp(policy.log_variance_range * torch.tanh(policy.nn_var(x, policy.time_embedding(t))))
+        steps.append(Normal(x + f * dt, var.sqrt()).log_prob(states[:, i + 1]).sum(-1))
     return torch.stack(steps, 1)
 
 
@@ -105,6 +111,30 @@ def test_exploration_widens_the_sampling_std():
         traj = sample_forward(policy, B, T, SIGMA2, expl, dim=2, generator=torch.Generator().manual_seed(0))
         inc = traj.states.diff(dim=1)
         assert abs(inc.std().item() - math.sqrt(SIGMA2 / T + expl**2)) < 0.02
+
+
+def test_a_learned_variance_scores_and_samples_with_its_own_variance():
+    policy = _random_policy(4, log_variance_range=1.0)
+    for traj in (
+        sample_forward(policy, 16, T=8, sigma2=SIGMA2, exploration_std=0.3, dim=2),
+        sample_backward(policy, torch.randn(16, 2) * 3, T=8, sigma2=SIGMA2),
+    ):
+        assert torch.allclose(traj.log_pf_steps, _direct_log_pf_steps(policy, traj.states, SIGMA2), atol=1e-4)
+        with_fixed_variance = _direct_log_pf_steps(_random_policy(4), traj.states, SIGMA2)  # the same drift
+        assert (traj.log_pf_steps - with_fixed_variance).abs().max() > 0.1
+    # zero drift, s = log 2 everywhere: increments have variance 2 sigma^2 dt (+ exploration's)
+    constant = DriftPolicy(2, log_variance_range=1.0)
+    torch.nn.init.constant_(constant.nn_var.out.bias, math.atanh(math.log(2.0)))
+    T, B = 10, 4000
+    for expl in (0.0, 0.3):
+        traj = sample_forward(constant, B, T, SIGMA2, expl, dim=2, generator=torch.Generator().manual_seed(0))
+        assert abs(traj.states.diff(dim=1).var().item() - (2 * SIGMA2 / T + expl**2)) < 0.02
+    # at init (zero-initialized head) it is the fixed-variance policy
+    fresh = DriftPolicy(2, hidden_dim=16, time_embedding_dim=8, log_variance_range=1.0)
+    fixed = DriftPolicy(2, hidden_dim=16, time_embedding_dim=8)
+    fixed.load_state_dict(fresh.state_dict(), strict=False)
+    traj = sample_forward(fresh, 8, T=6, sigma2=SIGMA2, exploration_std=0.0, dim=2)
+    assert torch.allclose(traj.log_pf_steps, forward_log_prob_steps(fixed, traj.states, SIGMA2))
 
 
 def test_zero_drift_sde_has_exact_importance_weights_on_its_terminal_marginal():

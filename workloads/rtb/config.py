@@ -95,6 +95,9 @@ class RTBConfig(StrictConfig):
     """Trajectories per iteration."""
     lr: float = Field(1e-3, gt=0)
     """Adam learning rate of the posterior drift (a full fine-tune of a copy of the prior)."""
+    log_variance_range: float = Field(0.0, ge=0)
+    """c > 0: the posterior also learns its step variance sigma^2 dt exp(s(x, t)), |s| <= c per dimension, with a
+    head of its own that starts at s = 0 (the prior's variance); 0: the prior's fixed variance (the reference)."""
     lr_log_z: float = Field(0.1, gt=0)
     """Adam learning rate of the scalar log Z (rtb with loss tb)."""
     lr_schedule: Literal["constant", "cosine"] = "constant"

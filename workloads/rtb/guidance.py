@@ -15,8 +15,8 @@ the gradient through it (autograd through f_prior). Neither samples p r exactly:
 neither grad log r(x_t) nor grad log r(x1_hat(x_t)).
 
 `GuidedPolicy` has the surface of `DriftPolicy` that the rollouts and log-probs of sde.py use (`time_embedding`,
-`nn1`, `drift`), so they sample and score it unchanged: t rides along the time embedding as one extra last column,
-since `drift` receives the embedding and not t.
+`nn1`, `drift`, `log_variance_scale`), so they sample and score it unchanged: t rides along the time embedding as
+one extra last column, since `drift` receives the embedding and not t.
 """
 
 from __future__ import annotations
@@ -71,6 +71,10 @@ class GuidedPolicy(nn.Module):
     def time_embedding(self, t: Tensor) -> Tensor:
         """[e_prior(t), t], t [...] -> [..., H + 1]."""
         return torch.cat([self.prior.time_embedding(t), t[..., None]], dim=-1)
+
+    def log_variance_scale(self, x: Tensor, t_emb: Tensor) -> None:
+        """None: the prior's fixed step variance."""
+        return None
 
     def drift(self, x: Tensor, t_emb: Tensor, nn1_weights: Sequence[tuple[Tensor, Tensor]] | None = None) -> Tensor:
         """f_prior(x, t) + lambda(t) g(x, t) for x [..., D] and `time_embedding` output broadcastable to [..., H + 1];

@@ -83,7 +83,7 @@ class RTBLearner:
         self.task = Toy2D().to(self.device)
         # Both start as the same untrained network; `_set_prior` loads the fitted prior into both.
         self.prior = new_drift_policy(config, config.prior_seed, self.device).requires_grad_(False)
-        self.posterior = new_drift_policy(config, config.prior_seed, self.device)
+        self.posterior = new_drift_policy(config, config.prior_seed, self.device, config.log_variance_range)
         self.log_z = nn.Parameter(torch.zeros((), device=self.device))
         self.optimizer = torch.optim.Adam(
             [
@@ -106,7 +106,10 @@ class RTBLearner:
         if prior_state["key"] != self.config.prior_key():
             raise ValueError(f"prior fitted for {prior_state['key']}, but this config needs {self.config.prior_key()}")
         self.prior.load_state_dict(prior_state["policy"])
-        self.posterior.load_state_dict(prior_state["policy"])
+        # A learned variance's head is the posterior's own: it keeps its initialization (the prior's variance).
+        missing, unexpected = self.posterior.load_state_dict(prior_state["policy"], strict=False)
+        if unexpected or any(not key.startswith("nn_var.") for key in missing):
+            raise ValueError(f"the prior's state does not fit the posterior: missing {missing}, extra {unexpected}")
         self.prior_fit = dict(prior_state["fit"])
         self._exact = None
 

@@ -33,11 +33,17 @@ GMM25_ENTROPY = math.log(25) + math.log(2 * math.pi * math.e * 0.3)
 """H(GMM25) in nats, to the precision that matters (its modes barely overlap): the floor of `nll_bound`."""
 
 
-def new_drift_policy(config: RTBConfig, seed: int, device: torch.device | str) -> DriftPolicy:
-    """f_theta(x, t) of the reference's architecture, seeded without touching the global RNG; zero drift at init."""
+def new_drift_policy(
+    config: RTBConfig, seed: int, device: torch.device | str, log_variance_range: float = 0.0
+) -> DriftPolicy:
+    """f_theta(x, t) of the reference's architecture, seeded without touching the global RNG; zero drift at init
+    (and a learned variance when log_variance_range > 0, for a posterior)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        policy = DriftPolicy(Toy2D.dim, config.hidden_dim, config.time_embedding_dim, config.num_layers)
+        c = config
+        policy = DriftPolicy(
+            Toy2D.dim, c.hidden_dim, c.time_embedding_dim, c.num_layers, log_variance_range=log_variance_range
+        )
     return policy.to(device)
 
 

@@ -17,18 +17,15 @@ import torch
 from torch import Tensor
 
 from workloads.samplers.policy import DriftPolicy
-from workloads.samplers.sde import LOG_2PI, time_grid
+from workloads.samplers.sde import step_log_prob, time_grid
 
 
 def log_pf_at_steps(policy: DriftPolicy, states: Tensor, steps: Tensor, sigma2: float) -> Tensor:
-    """log N(x_{i+1}; x_i + f(x_i, t_i) dt, sigma^2 dt I) at the steps i of `steps` [S], states [B, T+1, D]
-    -> [B, S] (with the gradient in theta)."""
-    T, D = states.shape[1] - 1, states.shape[-1]
-    var = sigma2 / T  # sigma^2 dt
+    """log PF(x_{i+1} | x_i) at the steps i of `steps` [S], states [B, T+1, D] -> [B, S] (with the gradient in
+    theta)."""
+    T = states.shape[1] - 1
     t_emb = policy.time_embedding(time_grid(T, states.device)[steps])  # [S, H]
-    x, x_next = states[:, steps], states[:, steps + 1]  # [B, S, D] each
-    mean = x + policy.drift(x, t_emb) / T  # [B, S, D]
-    return -0.5 * ((x_next - mean) ** 2).sum(-1) / var - 0.5 * D * (LOG_2PI + math.log(var))  # [B, S]
+    return step_log_prob(policy, states[:, steps], states[:, steps + 1], t_emb, sigma2, T)  # [B, S]
 
 
 def subset_gradient_sum(

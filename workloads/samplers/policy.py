@@ -14,6 +14,8 @@ Drift, Langevin (LP):       f_theta(x, t) = NN1(x, t) + NN2(t) * clip(grad_x log
     NN2(t) = W_2 GELU(W_1 e(t)) is a scalar per time (zero-initialized last layer); the gradient of
     log R is an input, not differentiated through (`Target.grad_log_reward` detaches x).
 Flow:                       log F_theta(x, t) = out of a state-time MLP with its own e(t), [...]
+Learned variance (optional): PF's step variance sigma^2 dt exp(s_theta(x, t)), s_theta = c tanh(NN_var(x, t)) per
+    dimension, NN_var a one-layer state-time MLP sharing e(t) (zero-initialized output: the fixed variance at init)
 
 The zero-initialized outputs make the initial sampler the pure Brownian motion x_1 ~ N(0, sigma^2 I)
 and the initial learned flow 0. The time embedding depends on t only, so trajectories compute it once
@@ -98,6 +100,7 @@ class DriftPolicy(nn.Module):
         time_embedding_dim: int = 64,
         num_layers: int = 2,
         grad_log_reward: Callable[[Tensor], Tensor] | None = None,
+        log_variance_range: float = 0.0,
     ):
         super().__init__()
         self.dim = dim
@@ -105,6 +108,9 @@ class DriftPolicy(nn.Module):
         self.nn1 = StateTimeMLP(dim, dim, hidden_dim, num_layers)
         self.grad_log_reward = grad_log_reward
         self.nn2 = None if grad_log_reward is None else self._langevin_scale(hidden_dim)
+        self.log_variance_range = log_variance_range
+        # A head of its own (not extra outputs of nn1), so a fixed-variance policy's state dict loads into it as is.
+        self.nn_var = StateTimeMLP(dim, dim, hidden_dim, 1) if log_variance_range > 0 else None
 
     @staticmethod
     def _langevin_scale(hidden_dim: int) -> nn.Sequential:
@@ -134,6 +140,14 @@ class DriftPolicy(nn.Module):
         if self.langevin:
             f = f + self.nn2(t_emb) * self.clipped_grad_log_reward(x)  # [..., 1] * [..., D]
         return f
+
+    def log_variance_scale(self, x: Tensor, t_emb: Tensor) -> Tensor | None:
+        """s_theta(x, t) = c tanh(NN_var(x, t)) [..., D], c = log_variance_range: the step variance is
+        sigma^2 dt exp(s_theta), per dimension (0 at init: NN_var's output is zero-initialized). None when the
+        variance is fixed (c = 0)."""
+        if self.nn_var is None:
+            return None
+        return self.log_variance_range * torch.tanh(self.nn_var(x, t_emb))
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         return self.drift(x, self.time_embedding(t))

@@ -4,7 +4,8 @@ Time grid t_i = i / T, i = 0..T, dt = 1 / T, x_0 = 0 (Dirac).
 
 Forward policy (Euler-Maruyama):
     PF(x_{i+1} | x_i) = N(x_{i+1}; x_i + f_theta(x_i, t_i) dt, sigma^2 dt I),          i = 0..T-1
-Exploration (off-policy): states are *sampled* with std sqrt(sigma^2 dt + expl^2), but log PF is
+    (a policy with a learned variance scales sigma^2 dt by exp(s_theta(x_i, t_i)), per dimension)
+Exploration (off-policy): states are *sampled* with variance sigma^2 dt + expl^2, but log PF is
 always evaluated under the unmodified policy above.
 
 Backward policy (Brownian bridge pinned at x_0 = 0, fixed):
@@ -75,19 +76,27 @@ def forward_log_prob_steps(
     """log N(x_{i+1}; x_i + f(x_i, t_i) dt, sigma^2 dt I) for i = 0..T-1, states [B, T+1, D] -> [B, T].
 
     One network call per chunk of about `chunk_transitions` transitions (whole time steps), not per step."""
-    B, T, D = states.shape[0], states.shape[1] - 1, states.shape[-1]
-    dt = 1.0 / T
-    var = sigma2 * dt
+    B, T = states.shape[0], states.shape[1] - 1
     t_emb = policy.time_embedding(time_grid(T, states.device)[:-1])  # [T, H]
     steps = max(1, chunk_transitions // B)  # time steps per chunk
     log_pf = []
     for i in range(0, T, steps):
         j = min(i + steps, T)
-        x, x_next = states[:, i:j], states[:, i + 1 : j + 1]  # [B, j-i, D]
-        f = policy.drift(x, t_emb[i:j])  # [B, j-i, D]; [j-i, H] broadcasts over B
-        resid = x_next - x - f * dt  # [B, j-i, D]
-        log_pf.append(-0.5 * (resid**2).sum(-1) / var - 0.5 * D * (LOG_2PI + math.log(var)))  # [B, j-i]
+        # [B, j-i, D] states; the [j-i, H] embedding broadcasts over B
+        log_pf.append(step_log_prob(policy, states[:, i:j], states[:, i + 1 : j + 1], t_emb[i:j], sigma2, T))
     return torch.cat(log_pf, dim=1)  # [B, T]
+
+
+def step_log_prob(policy: DriftPolicy, x: Tensor, x_next: Tensor, t_emb: Tensor, sigma2: float, T: int) -> Tensor:
+    """log PF(x_next | x) = log N(x_next; x + f(x, t) dt, sigma^2 dt exp(s(x, t)) I), s = 0 unless the policy
+    learns its variance; x, x_next [..., D] with a time embedding broadcastable to [..., H] -> [...]."""
+    dt = 1.0 / T
+    var = sigma2 * dt
+    resid = x_next - x - policy.drift(x, t_emb) * dt  # [..., D]
+    log_scale = policy.log_variance_scale(x, t_emb)  # [..., D] or None
+    if log_scale is None:
+        return -0.5 * (resid**2).sum(-1) / var - 0.5 * x.shape[-1] * (LOG_2PI + math.log(var))
+    return -0.5 * (resid**2 / (var * log_scale.exp()) + LOG_2PI + math.log(var) + log_scale).sum(-1)
 
 
 def backward_log_prob_steps(states: Tensor, sigma2: float) -> Tensor:
@@ -131,18 +140,24 @@ def _trajectory(policy: DriftPolicy, states: Tensor, sigma2: float) -> Trajector
     return Trajectory(states, forward_log_prob_steps(policy, states, sigma2), backward_log_prob_steps(states, sigma2))
 
 
-def _euler_maruyama(policy: DriftPolicy, eps: Tensor, std: float) -> Tensor:
-    """x_0 = 0, x_{i+1} = x_i + f_theta(x_i, t_i) dt + std eps_i for noise eps [T, B, D] -> states [B, T+1, D].
+def _euler_maruyama(policy: DriftPolicy, eps: Tensor, sigma2: float, exploration_std: float = 0.0) -> Tensor:
+    """x_0 = 0, x_{i+1} = x_i + f_theta(x_i, t_i) dt + std_i eps_i for noise eps [T, B, D] -> states [B, T+1, D],
+    std_i^2 = sigma^2 dt exp(s_theta(x_i, t_i)) + exploration_std^2 (s = 0 for a fixed variance).
     Differentiable in theta (through every state) unless called under no_grad."""
     T = eps.shape[0]
     dt = 1.0 / T
     t_emb = policy.time_embedding(time_grid(T, eps.device)[:-1])  # [T, H], once for all steps
     nn1_weights = policy.nn1.weights()  # looked up once for all steps
-    noise = std * eps  # [T, B, D]
+    fixed_noise = math.sqrt(sigma2 * dt + exploration_std**2) * eps  # [T, B, D]
     x = torch.zeros_like(eps[0])  # [B, D]
     states = [x]
     for i in range(T):
-        x = x + policy.drift(x, t_emb[i], nn1_weights) * dt + noise[i]  # [B, D]
+        log_scale = policy.log_variance_scale(x, t_emb[i])  # [B, D] or None
+        if log_scale is None:
+            noise = fixed_noise[i]
+        else:
+            noise = (sigma2 * dt * log_scale.exp() + exploration_std**2).sqrt() * eps[i]
+        x = x + policy.drift(x, t_emb[i], nn1_weights) * dt + noise  # [B, D]
         states.append(x)
     return torch.stack(states, dim=1)  # [B, T+1, D]
 
@@ -158,11 +173,9 @@ def sample_forward(
 ) -> Trajectory:
     """Roll out B forward trajectories from x_0 = 0 (states without gradient); log PF under the unmodified
     policy (with gradient)."""
-    device = _device(policy)
-    std = math.sqrt(sigma2 * (1.0 / T) + exploration_std**2)  # sampling std (policy std if no exploration)
-    eps = torch.randn(T, batch_size, dim, device=device, generator=generator)  # [T, B, D]
+    eps = torch.randn(T, batch_size, dim, device=_device(policy), generator=generator)  # [T, B, D]
     with torch.no_grad():
-        states = _euler_maruyama(policy, eps, std)  # [B, T+1, D]
+        states = _euler_maruyama(policy, eps, sigma2, exploration_std)  # [B, T+1, D]
     return _trajectory(policy, states, sigma2)
 
 
@@ -180,7 +193,7 @@ def sample_forward_reparameterized(
     the gradient of a PIS loss comes through log PB and log R of the states.)
     """
     eps = torch.randn(T, batch_size, dim, device=_device(policy), generator=generator)  # [T, B, D]
-    states = _euler_maruyama(policy, eps, math.sqrt(sigma2 * (1.0 / T)))  # [B, T+1, D]; policy std
+    states = _euler_maruyama(policy, eps, sigma2)  # [B, T+1, D]; the policy's std
     return _trajectory(policy, states, sigma2)
 
 
