@@ -56,7 +56,7 @@ from workloads.samplers.sde import (
     sample_forward_reparameterized,
     time_grid,
 )
-from workloads.samplers.targets import make_target
+from workloads.samplers.targets import Target, make_target
 
 EXACT_SAMPLES_SEED_OFFSET = 1_000_003
 """Exact target samples for evaluation use seed + this offset (fixed per learner seed)."""
@@ -111,11 +111,13 @@ class SamplerEvaluation:
 
 
 class SamplerLearner:
-    def __init__(self, config: SamplerConfig, seed: int, device: str = "cpu"):
+    def __init__(self, config: SamplerConfig, seed: int, device: str = "cpu", target: Target | None = None):
+        """`target`: a Target built elsewhere (the outsourced family's noise-space posterior), in place of
+        `config.target`'s; `config.target` then only names it in figures."""
         self.config, self.seed, self.device = config, seed, torch.device(device)
         if self.device.type == "cpu":
             keep_freed_memory()
-        self.target = make_target(config.target).to(self.device)
+        self.target = (target if target is not None else make_target(config.target)).to(self.device)
         net_dims = (config.hidden_dim, config.time_embedding_dim, config.num_layers)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
             torch.manual_seed(seed)
@@ -317,7 +319,7 @@ class SamplerLearner:
         )
 
     @classmethod
-    def from_state_dict(cls, state: dict, device: str = "cpu") -> SamplerLearner:
-        learner = cls(SamplerConfig(**state["config"]), state["seed"], device)
+    def from_state_dict(cls, state: dict, device: str = "cpu", target: Target | None = None) -> SamplerLearner:
+        learner = cls(SamplerConfig(**state["config"]), state["seed"], device, target)
         learner.load_state_dict(state)
         return learner
