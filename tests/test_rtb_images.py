@@ -128,6 +128,35 @@ def test_lora_posterior_starts_as_the_prior_and_trains_only_its_adapters(prior_s
         assert not torch.allclose(changed, swapped)
 
 
+@pytest.mark.parametrize("parameterization", ["lora", "copy"])
+def test_a_learned_variance_starts_at_the_priors_and_trains_one_scale_per_level(prior_state, parameterization):
+    rtb = learner(prior_state, reward_model=MeanIntensityReward(), parameterization=parameterization, lr=1e-2)
+    rtb_lv = learner(
+        prior_state,
+        reward_model=MeanIntensityReward(),
+        parameterization=parameterization,
+        lr=1e-2,
+        learned_variance=True,
+    )
+    scale = rtb_lv.posterior.log_variance_scale
+    assert (
+        scale.requires_grad
+        and scale.shape == (rtb_lv.ddpm.num_steps + 1,)
+        and not hasattr(rtb.posterior, "log_variance_scale")
+    )
+    traj = rtb.ddpm.sample(rtb.prior, 4, generator=1)
+    torch.testing.assert_close(
+        rtb_lv.ddpm.log_prob_steps(rtb_lv.posterior, traj.states), rtb.ddpm.log_prob_steps(rtb.posterior, traj.states)
+    )
+    rtb_lv.train(3)
+    assert scale.abs().max() > 0
+    levels = torch.arange(1, rtb_lv.ddpm.num_steps + 1)
+    x = torch.randn(len(levels), *rtb_lv.ddpm.shape)
+    _, var = rtb_lv.ddpm.reverse_mean_var(rtb_lv.posterior, x, levels)
+    _, prior_var = rtb_lv.ddpm.reverse_mean_var(rtb_lv.prior, x, levels)
+    torch.testing.assert_close(var.flatten(), prior_var.flatten() * scale.detach()[levels].exp())
+
+
 # ---------------------------------------------------------------- gradient through a subset of steps
 
 
@@ -193,7 +222,9 @@ def test_a_short_rtb_run_trains_the_posterior_and_log_z(prior_state):
 
 
 def test_state_dict_round_trip_continues_bit_identically(prior_state):
-    a = learner(prior_state, seed=3, parameterization="lora", targets=(2, 7), grad_steps_fraction=0.5)
+    a = learner(
+        prior_state, seed=3, parameterization="lora", targets=(2, 7), grad_steps_fraction=0.5, learned_variance=True
+    )
     a.train(2)
     snapshot = a.state_dict()
     metrics_a, x_a = a.train(2)

@@ -107,7 +107,9 @@ class DDPM:
         extra: Tensor | None = None,
         guidance: Guidance | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """(mean [N, C, H, W], var [N, 1, 1, 1]) of p_theta(x_{j-1} | x_j) for rows x [N, C, H, W] at levels [N]."""
+        """(mean [N, C, H, W], var [N, 1, 1, 1]) of p_theta(x_{j-1} | x_j) for rows x [N, C, H, W] at levels [N]; a
+        model with a parameter `log_variance_scale` [K + 1] (a posterior that learns its variance) scales var_j by
+        exp(log_variance_scale[j])."""
         s = self.schedule
         t = s.timesteps.to(levels.device)[levels]  # [N]
         abar = s.at(s.abar, levels, x)
@@ -118,7 +120,11 @@ class DDPM:
         mean = s.at(s.reverse_coef_x0, levels, x) * x0_hat + s.at(s.reverse_coef_xt, levels, x) * x
         if guidance is not None:
             mean = mean + guidance(x, t, x0_hat)
-        return mean, s.at(s.reverse_var, levels, x)
+        var = s.at(s.reverse_var, levels, x)
+        log_scale = getattr(model, "log_variance_scale", None)  # [K + 1]: a posterior that learns its variance
+        if log_scale is not None:
+            var = var * log_scale[levels].exp().view(-1, 1, 1, 1)
+        return mean, var
 
     def sample(
         self,

@@ -66,6 +66,9 @@ class ImagePosteriorConfig(StrictConfig):
     """r of the adapters W + (alpha / r) B A (the reference: 32)."""
     lora_alpha: float = Field(8.0, gt=0)
     """alpha of the adapters' scale alpha / r (the reference: alpha = r)."""
+    learned_variance: bool = False
+    """The posterior also learns one log-scale s_j per level j of its reverse variance, var_j exp(s_j) (s = 0 at
+    the start: the prior's variance); False: the prior's fixed variance (the reference)."""
 
     # ---------------------------------------------------------------- training
     total_iters: int = Field(1000, gt=0)

@@ -153,11 +153,15 @@ class ClassInputConv(nn.Module):
 def build_posterior(prior: nn.Module, config: ImagePosteriorConfig, seed: int) -> nn.Module:
     """eps_phi: a copy of the prior (copy: every weight trains) or the frozen prior with LoRA adapters on
     LORA_TARGETS (lora: only the adapters train, B = 0 so the output is the prior's); with several targets, one-hot
-    input channels through a zero-initialized conv that trains too (ClassInputConv). Equal to the prior at the start,
-    for every input."""
+    input channels through a zero-initialized conv that trains too (ClassInputConv); with `learned_variance`, a
+    parameter `log_variance_scale` [K + 1] of zeros that DDPM.reverse_mean_var reads. Equal to the prior at the
+    start, for every input."""
     posterior = copy.deepcopy(prior).eval()
     if config.conditional:
         posterior.conv_in = ClassInputConv(posterior.conv_in, len(config.targets))
+    if config.learned_variance:
+        levels = config.prior.sampling_steps + 1
+        posterior.log_variance_scale = nn.Parameter(torch.zeros(levels, device=next(prior.parameters()).device))
     if config.parameterization == "copy":
         return posterior.requires_grad_(True)
     from peft import LoraConfig, inject_adapter_in_model  # imported here: only LoRA posteriors need it
@@ -168,7 +172,7 @@ def build_posterior(prior: nn.Module, config: ImagePosteriorConfig, seed: int) -
         posterior = inject_adapter_in_model(lora, posterior)
     posterior.requires_grad_(False)
     for name, parameter in posterior.named_parameters():
-        parameter.requires_grad_("lora_" in name or name.startswith("conv_in.classes."))
+        parameter.requires_grad_("lora_" in name or name.startswith("conv_in.classes.") or name == "log_variance_scale")
     return posterior
 
 
