@@ -10,6 +10,7 @@ from torch import nn
 
 from workloads.outsourced.flow import RealNVP, fit_flow, standard_normal_log_prob
 from workloads.outsourced.noise_target import NoiseSpaceTarget
+from workloads.outsourced.toy import GridToy
 from workloads.rtb.toy import Toy2D
 
 
@@ -112,3 +113,19 @@ def test_noise_space_target_through_a_flow_matches_the_data_space_posterior():
 def test_beta_must_be_positive():
     with pytest.raises(ValueError, match="beta must be > 0"):
         NoiseSpaceTarget(Affine(torch.eye(2), torch.zeros(2)), lambda x: x.sum(-1), beta=0.0)
+
+
+def test_grid_toy_posterior_of_the_true_prior_is_the_kept_mixture():
+    """Under the true prior, E_p[r] = int N4 = 1 and p r reweights data samples into N4's mode masses."""
+    toy = GridToy()
+    x = toy.sample_data(200_000, seed=0)
+    log_w = toy.log_r(x)
+    assert (torch.logsumexp(log_w, 0) - math.log(len(x))).item() == pytest.approx(0.0, abs=0.01)
+    g = torch.Generator().manual_seed(1)
+    resampled = x[torch.multinomial(torch.softmax(log_w, 0), 50_000, replacement=True, generator=g)]
+    j = torch.multinomial(toy.kept_log_weights.exp(), 50_000, replacement=True, generator=g)
+    n4 = toy.means[toy.kept[j]] + math.sqrt(0.5) * torch.randn(50_000, 2, generator=g)  # exact N4 samples
+    masses = lambda s: torch.bincount(toy.mode_of(s), minlength=9).double() / len(s)  # noqa: E731
+    assert 0.5 * (masses(resampled) - masses(n4)).abs().sum().item() < 0.02
+    assert 0.5 * (masses(n4) - toy.target_mode_masses.double()).abs().sum().item() < 0.08  # the modes overlap
+    assert 0.5 * (masses(x) - masses(n4)).abs().sum().item() > 0.3  # the prior's are far from them

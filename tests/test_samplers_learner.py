@@ -68,6 +68,17 @@ def test_state_dict_round_trip_continues_identically():
     assert c.step == 5 and c.train(4, _replay(seed=1))[0] == ma
 
 
+def test_a_learned_variance_trains_and_round_trips():
+    config = SamplerConfig(**SMALL, total_iters=40, log_variance_range=1.0)
+    a = SamplerLearner(config, seed=3)
+    head = [p.detach().clone() for p in a.policy.nn_var.parameters()]
+    a.train(3)
+    assert not all(torch.equal(p, q) for p, q in zip(head, a.policy.nn_var.parameters()))
+    b = SamplerLearner.from_state_dict(a.state_dict())
+    assert a.train(2)[0] == b.train(2)[0]
+    assert SamplerLearner(SamplerConfig(**SMALL), seed=3).policy.nn_var is None
+
+
 def test_restored_learner_takes_its_own_learning_rates():
     """PBT hands a trial another trial's checkpoint under new hyperparameters."""
     donor = SamplerLearner(SamplerConfig(**SMALL, lr_policy=1e-3), seed=0)

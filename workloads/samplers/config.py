@@ -73,6 +73,9 @@ class SamplerConfig(StrictConfig):
     """lambda of (FL-)SubTB: subtrajectory i -> j weighs lambda^{j-i} (lambda > 1 favours long ones)."""
     langevin: bool = False
     """Langevin parameterization (LP): drift = NN1(x, t) + NN2(t) * clip(grad log R(x), -100, 100)."""
+    log_variance_range: float = Field(0.0, ge=0)
+    """c > 0: the policy also learns its step variance sigma^2 dt exp(s(x, t)), |s| <= c per dimension
+    (workloads/samplers/policy.py); 0: the fixed sigma^2 dt (the paper's)."""
     batch_size: int = Field(300, gt=0)
     lr_policy: float = Field(1e-3, gt=0)
     lr_log_z: float = Field(1e-1, gt=0)

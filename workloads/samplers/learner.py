@@ -122,7 +122,12 @@ class SamplerLearner:
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
             torch.manual_seed(seed)
             grad_log_reward = self.target.grad_log_reward if config.langevin else None
-            self.policy = DriftPolicy(self.target.dim, *net_dims, grad_log_reward=grad_log_reward).to(self.device)
+            self.policy = DriftPolicy(
+                self.target.dim,
+                *net_dims,
+                grad_log_reward=grad_log_reward,
+                log_variance_range=config.log_variance_range,
+            ).to(self.device)
             self.flow = FlowNetwork(self.target.dim, *net_dims).to(self.device) if config.loss in FLOW_LOSSES else None
         self.log_z = nn.Parameter(torch.zeros((), device=self.device))
         networks = [self.policy] + ([self.flow] if self.flow is not None else [])
