@@ -28,6 +28,8 @@ REFERENCE_CHUNK = 8192
 
 
 class NoiseSpaceTarget(Target):
+    name = "noise space"
+
     def __init__(
         self,
         generator: nn.Module,

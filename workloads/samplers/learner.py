@@ -303,8 +303,9 @@ class SamplerLearner:
             **{f"eval/{name}": v for name, v in self.target.mode_metrics(traj.terminal[:n]).items()},
             **{f"eval/exact_{name}": v for name, v in self.target.mode_metrics(exact_x).items()},
         }
-        title = f"{c.target} step {self.step}: dlogZ_RW {m['delta_log_z_rw']:.3f}"
-        return SamplerEvaluation(metrics, samples, evaluation_figures(c.target, self.target, samples, exact, title))
+        name = getattr(self.target, "name", c.target)  # a target given to the learner names itself
+        title = f"{name} step {self.step}: dlogZ_RW {m['delta_log_z_rw']:.3f}"
+        return SamplerEvaluation(metrics, samples, evaluation_figures(name, self.target, samples, exact, title))
 
     # ---------------------------------------------------------------- checkpointing
     def _checkpointed(self) -> dict[str, nn.Module | Tensor]:

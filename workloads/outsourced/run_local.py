@@ -1,0 +1,74 @@
+"""Trains the outsourced sampler in one process, no Ray, no MLflow: the flow is fitted first (or loaded with
+--load-generator); each evaluation prints one JSON line.
+
+    OMP_NUM_THREADS=1 python -m workloads.outsourced.run_local --iters 6000
+    python -m workloads.outsourced.run_local --smoke-test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from pydantic import ValidationError
+
+from workloads.outsourced.config import OutsourcedConfig
+from workloads.outsourced.learner import OutsourcedLearner, fitted_flow_state
+
+SHOWN = (
+    "eval/tv_to_exact",
+    "eval/tv_to_target",
+    "eval/w2_data",
+    "eval/mean_log_r",
+    "eval/exact_mean_log_r",
+    "eval/delta_log_z",
+    "eval/delta_log_z_rw",
+    "eval/elbo",
+    "eval/log_z_mc",
+    "eval/log_z_learned",
+)
+"""The metrics each evaluation line shows."""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--iters", type=int, help="total_iters")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON", help="a config field, e.g. beta=2")
+    ap.add_argument("--sampler", nargs="*", default=[], metavar="KEY=JSON", help="a sampler field, e.g. num_steps=20")
+    ap.add_argument("--load-generator", help="a flow saved by --save-generator (skips the fit)")
+    ap.add_argument("--save-generator", help="save the fitted flow here (torch.save)")
+    ap.add_argument("--smoke-test", action="store_true")
+    a = ap.parse_args()
+    fields = {key: json.loads(value) for key, value in (item.split("=", 1) for item in a.set)}
+    sampler = {key: json.loads(value) for key, value in (item.split("=", 1) for item in a.sampler)}
+    if a.iters is not None:
+        fields["total_iters"] = a.iters
+    try:
+        config = OutsourcedConfig(**fields)
+        config = config.model_copy(
+            update={"sampler": config.sampler.model_validate(config.sampler.model_dump() | sampler)}
+        )
+    except ValidationError as error:
+        ap.error(str(error))
+    if a.smoke_test:
+        config = config.smoke()
+    t0 = time.time()
+    state = torch.load(a.load_generator, weights_only=True) if a.load_generator else fitted_flow_state(config)
+    if a.save_generator:
+        torch.save(state, a.save_generator)
+    learner = OutsourcedLearner(config, a.seed, generator_state=state)
+    print(json.dumps({"generator_fit": learner.generator_fit}), flush=True)
+    while True:
+        metrics = learner.evaluate().metrics
+        row = {"step": learner.step, "time_s": round(time.time() - t0, 1)}
+        print(json.dumps(row | {k.removeprefix("eval/"): round(metrics[k], 4) for k in SHOWN}), flush=True)
+        if learner.step >= config.total_iters:
+            return
+        learner.train(min(config.eval_every, config.total_iters - learner.step))
+
+
+if __name__ == "__main__":
+    main()
