@@ -22,6 +22,7 @@ FAMILIES: dict[str, str] = {
     "sed": "orchestrator.families.sed",
     "wcst": "orchestrator.families.wcst",
     "rtb": "orchestrator.families.rtb",
+    "outsourced": "orchestrator.families.outsourced",
 }
 """Family name (a sweep's `workload:`) -> the package that defines its `FAMILY`."""
 

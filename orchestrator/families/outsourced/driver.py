@@ -1,0 +1,55 @@
+"""Outsourced sampler trial: one learner actor (the generator is fitted inside it, deterministic in flow.seed).
+
+Between two reports the learner trains `eval_every` iterations, in sub-chunks of the trial's `train_every` when the
+sweep sets one (points of the training curves), then evaluates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from orchestrator.driver import ActorDriver, bytes_writers, mean_metrics, start_learner, write_points
+from orchestrator.placement import TrialContext
+from orchestrator.tracking import TRAIN_HISTORY_KEY
+from workloads.outsourced.learner import OutsourcedLearner
+
+
+class OutsourcedDriver(ActorDriver):
+    def __init__(self, ctx: TrialContext):
+        self.ctx = ctx
+        self.config = ctx.config
+        self.learner = start_learner(ctx, OutsourcedLearner)
+        self.step = 0
+        self.device = ray.get(self.learner.device.remote())
+
+    def advance(self) -> tuple[dict[str, Any], dict[str, Callable[[Path], None]]]:
+        """Train up to the next evaluation, evaluate; return metrics and artifact writers."""
+        chunk = min(self.config.eval_every, self.config.total_iters - self.step)
+        sub_chunk = self.ctx.train_every or chunk
+        sizes = [min(sub_chunk, chunk - start) for start in range(0, chunk, sub_chunk)]
+        chunk_metrics = ray.get([self.learner.train.options(num_returns=2).remote(n)[0] for n in sizes])
+        evaluation = ray.get(self.learner.evaluate.remote())
+        ends = [self.step + sum(sizes[: k + 1]) for k in range(len(sizes))]
+        self.step = ray.get(self.learner.step.remote())
+        metrics = mean_metrics(chunk_metrics) | evaluation.metrics
+        metrics[TRAIN_HISTORY_KEY] = [[end, m] for end, m in zip(ends, chunk_metrics)]
+        samples = evaluation.samples
+        artifacts = {
+            "samples.parquet": lambda path: write_points(path, samples),
+            **bytes_writers(evaluation.figures_png),
+            **bytes_writers(evaluation.files),
+        }
+        return metrics, artifacts
+
+    def state(self) -> dict[str, Any]:
+        return {"learner": ray.get(self.learner.get_state.remote())}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.step = ray.get(self.learner.set_state.remote(state["learner"]))
+
+    def actors(self) -> list[Any]:
+        return [self.learner]
