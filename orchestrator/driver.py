@@ -76,10 +76,41 @@ def write_points(path: Path, points: np.ndarray) -> None:
     pq.write_table(pa.table({f"x{i}": points[:, i] for i in range(points.shape[1])}), path)
 
 
+def evaluation_artifacts(evaluation: Any) -> dict[str, Callable[[Path], None]]:
+    """Writers of an evaluation's artifacts (an `actors.learner.LearnerEvaluation`): samples.parquet (its points),
+    its figures as PNG and its files."""
+    samples = evaluation.samples
+    return {
+        "samples.parquet": lambda path: write_points(path, samples),
+        **bytes_writers(evaluation.figures_png),
+        **bytes_writers(evaluation.files),
+    }
+
+
 def mean_metrics(dicts: list[dict[str, float]]) -> dict[str, float]:
     """Per key, the mean over the chunks of training between two reports that logged it."""
     keys = {k for d in dicts for k in d}
     return {k: float(np.mean([d[k] for d in dicts if k in d])) for k in sorted(keys)}
+
+
+class LearnerDriver(ActorDriver):
+    """A trial of one learner actor and nothing beside it: its checkpoint is the learner's state."""
+
+    def __init__(self, ctx: TrialContext, learner_class: type):
+        self.ctx = ctx
+        self.config = ctx.config
+        self.learner = start_learner(ctx, learner_class)
+        self.step = 0
+        self.device = ray.get(self.learner.device.remote())
+
+    def state(self) -> dict[str, Any]:
+        return {"learner": ray.get(self.learner.get_state.remote())}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.step = ray.get(self.learner.set_state.remote(state["learner"]))
+
+    def actors(self) -> list[Any]:
+        return [self.learner]
 
 
 class LearnerBufferDriver(ActorDriver):
@@ -108,13 +139,7 @@ class LearnerBufferDriver(ActorDriver):
         metrics["train/buffer_size"] = float(ray.get(self.buffer.size.remote()))
         metrics["train/backpressure_s"] = self.to_buffer.blocked_s
         metrics[TRAIN_HISTORY_KEY] = [[end, m] for end, m in zip(chunk_ends, chunk_metrics)]
-        samples = evaluation.samples
-        artifacts = {
-            "samples.parquet": lambda path: write_points(path, samples),
-            **bytes_writers(evaluation.figures_png),
-            **bytes_writers(evaluation.files),
-        }
-        return metrics, artifacts
+        return metrics, evaluation_artifacts(evaluation)
 
     def state(self) -> dict[str, Any]:
         return {

@@ -12,19 +12,15 @@ from typing import Any
 
 import ray
 
-from orchestrator.driver import ActorDriver, bytes_writers, mean_metrics, start_learner, write_points
+from orchestrator.driver import LearnerDriver, evaluation_artifacts, mean_metrics
 from orchestrator.placement import TrialContext
 from orchestrator.tracking import TRAIN_HISTORY_KEY
 from workloads.outsourced.learner import OutsourcedLearner
 
 
-class OutsourcedDriver(ActorDriver):
+class OutsourcedDriver(LearnerDriver):
     def __init__(self, ctx: TrialContext):
-        self.ctx = ctx
-        self.config = ctx.config
-        self.learner = start_learner(ctx, OutsourcedLearner)
-        self.step = 0
-        self.device = ray.get(self.learner.device.remote())
+        super().__init__(ctx, OutsourcedLearner)
 
     def advance(self) -> tuple[dict[str, Any], dict[str, Callable[[Path], None]]]:
         """Train up to the next evaluation, evaluate; return metrics and artifact writers."""
@@ -37,19 +33,4 @@ class OutsourcedDriver(ActorDriver):
         self.step = ray.get(self.learner.step.remote())
         metrics = mean_metrics(chunk_metrics) | evaluation.metrics
         metrics[TRAIN_HISTORY_KEY] = [[end, m] for end, m in zip(ends, chunk_metrics)]
-        samples = evaluation.samples
-        artifacts = {
-            "samples.parquet": lambda path: write_points(path, samples),
-            **bytes_writers(evaluation.figures_png),
-            **bytes_writers(evaluation.files),
-        }
-        return metrics, artifacts
-
-    def state(self) -> dict[str, Any]:
-        return {"learner": ray.get(self.learner.get_state.remote())}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.step = ray.get(self.learner.set_state.remote(state["learner"]))
-
-    def actors(self) -> list[Any]:
-        return [self.learner]
+        return metrics, evaluation_artifacts(evaluation)

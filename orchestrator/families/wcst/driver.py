@@ -12,22 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import ray
 
-from orchestrator.driver import ActorDriver, start_learner
+from orchestrator.driver import LearnerDriver
 from orchestrator.placement import TrialContext
 from workloads.wcst.learner import WcstLearner
 
 
-class WcstDriver(ActorDriver):
+class WcstDriver(LearnerDriver):
     def __init__(self, ctx: TrialContext):
-        self.ctx = ctx
-        self.config = ctx.config
-        self.learner = start_learner(ctx, WcstLearner)
-        self.step = 0
-        self.device = ray.get(self.learner.device.remote())
+        super().__init__(ctx, WcstLearner)
 
     def advance(self) -> tuple[dict[str, float], dict[str, Callable[[Path], None]]]:
         train_ref, _ = self.learner.train.options(num_returns=2).remote(1)
@@ -35,12 +30,3 @@ class WcstDriver(ActorDriver):
         metrics = {**ray.get(train_ref), **ray.get(evaluation_ref).metrics}  # the last one has the flatness curve
         self.step = ray.get(self.learner.step.remote())
         return metrics, {}
-
-    def state(self) -> dict[str, Any]:
-        return {"learner": ray.get(self.learner.get_state.remote())}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.step = ray.get(self.learner.set_state.remote(state["learner"]))
-
-    def actors(self) -> list[Any]:
-        return [self.learner]
