@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-LOG_2PI = math.log(2 * math.pi)
+from workloads.samplers.sde import LOG_2PI
 
 
 def standard_normal_log_prob(z: Tensor) -> Tensor:

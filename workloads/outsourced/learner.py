@@ -35,12 +35,12 @@ from workloads.outsourced.plots import data_space_samples
 from workloads.outsourced.toy import GridToy
 from workloads.rtb.metrics import mode_masses, total_variation
 from workloads.rtb.plots import mode_mass_bars
-from workloads.samplers.learner import SamplerLearner
+from workloads.samplers.learner import EXACT_SAMPLES_SEED_OFFSET, SamplerLearner
 from workloads.samplers.metrics import w2
 from workloads.samplers.replay import TerminalBatch
 
-EXACT_SAMPLES_SEED_OFFSET = 2_000_003
-"""Exact posterior samples of an evaluation use seed + this (fixed per learner seed)."""
+FLOW_DATA_STRIDE = 1_000_003
+"""The flow's data of fitting step s have seed flow.seed * this + s: data of different flow seeds never overlap."""
 
 
 @dataclass
@@ -57,7 +57,7 @@ class OutsourcedEvaluation:
 def fitted_flow_state(config: OutsourcedConfig, device: torch.device | str = "cpu") -> dict[str, Any]:
     """{'flow': state dict, 'fit': {'nll', 'fit_s'}} of the flow fitted to the grid's data (deterministic)."""
     flow, toy = new_flow(config, device), GridToy().to(device)
-    data_seed = config.flow.seed * 1_000_003
+    data_seed = config.flow.seed * FLOW_DATA_STRIDE
     fc = config.flow
     fit = fit_flow(flow, lambda n, s: toy.sample_data(n, seed=data_seed + s), fc.fit_iters, fc.batch_size, fc.lr)
     return {"flow": flow.state_dict(), "fit": fit}
@@ -103,6 +103,7 @@ class OutsourcedLearner:
         inner = self.sampler.evaluate(n)
         toy = self.toy
         x = self.flow(torch.as_tensor(inner.samples, device=self.device))  # [N, 2]
+        # the exact z of the sampler's own evaluation (same seed), pushed through f
         exact_x = self.flow(self.target.sample(n, seed=self.seed + EXACT_SAMPLES_SEED_OFFSET))  # [N, 2]
         masses = {
             "sampler": mode_masses(toy.mode_of(x), toy.num_modes),
