@@ -258,3 +258,43 @@ def test_grad_clip_none_applies_the_raw_gradient():
     binding, _ = trained(grad_norm / 100)
     assert torch.equal(raw, unreachable)
     assert not torch.allclose(raw, binding)
+
+
+def test_replay_and_reference_shares_draw_a_resumable_schedule():
+    """replay.share and reference_share pick each iteration's kind with those probabilities, from (seed, step)
+    alone; reference iterations roll the bridge back from N(0, sigma^2 I) and add no terminals to the buffer."""
+    config = SamplerConfig(**SMALL, total_iters=2000, reference_share=0.3, replay=ReplayConfig(enabled=True, share=0.2))
+    learner = SamplerLearner(config, seed=4)
+    kinds = [learner.iteration_kind(s, replay_available=True) for s in range(2000)]
+    assert 0.17 < kinds.count("replay") / 2000 < 0.23
+    assert 0.3 * 0.8 - 0.04 < kinds.count("reference") / 2000 < 0.3 * 0.8 + 0.04  # of the non-replay ones
+    assert kinds == [SamplerLearner(config, seed=4).iteration_kind(s, True) for s in range(2000)]
+    assert kinds != [SamplerLearner(config, seed=5).iteration_kind(s, True) for s in range(2000)]
+    assert "replay" not in [learner.iteration_kind(s, replay_available=False) for s in range(50)]
+    paper = SamplerLearner(SamplerConfig(**SMALL, replay=ReplayConfig(enabled=True)), seed=4)
+    assert [paper.iteration_kind(s, True) for s in range(6)] == ["forward", "replay"] * 3
+
+    metrics, terminals = learner.train(20, _replay(100))
+    expected = kinds[:20]
+    assert len(terminals) == 64 * expected.count("forward")
+    assert metrics["train/reference_fraction"] == expected.count("reference") / 20
+
+
+def test_reference_iterations_train_on_the_reference_process():
+    """A reference iteration's trajectory is the Brownian motion from 0: its terminal has variance sigma^2 per
+    dimension, whatever the policy."""
+    config = SamplerConfig(**SMALL | {"batch_size": 4000}, sigma2=2.0, reference_share=0.999)
+    learner = SamplerLearner(config, seed=0)
+    terminals = []
+    original = learner._loss
+
+    def spy(traj, log_r):
+        terminals.append(traj.terminal.detach())
+        return original(traj, log_r)
+
+    learner._loss = spy
+    learner.train(2)
+    kinds = [learner.iteration_kind(s, False) for s in range(2)]
+    assert kinds == ["reference", "reference"]
+    x = torch.cat(terminals)
+    assert x.mean().abs() < 0.05 and abs(x.var().item() - 2.0) < 0.1

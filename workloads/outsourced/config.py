@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from workloads.diffusion.config import DATASET_CHANNELS
+from workloads.diffusion.vae import VAEConfig
+from workloads.rtb.image_config import DEFAULT_PRIOR, NUM_CLASSES
 from workloads.samplers.config import SamplerConfig
 from workloads.typed_config import StrictConfig
 
@@ -27,6 +30,13 @@ class FlowConfig(StrictConfig):
     seed: int = 0
 
 
+DIGITS_VAE = VAEConfig(image_size=8, hidden_channels=(32, 64), latent_channels=4, kl_weight=1.0, train_iters=3000)
+"""8 x 8 digits (the classifier reward's input) through a 4 x 2 x 2 = 16-d latent. kl_weight = 2 sigma_x^2 is large
+enough that Dec(z), z ~ N(0, I), draws digits: the latent diffusion VAE's 0.01 leaves the posterior far from the
+prior (docs/outsourced.md)."""
+REWARD_CLASSIFIER_DATA = DEFAULT_PRIOR
+"""The classifier of r(x, c) = p(c | x) is the RTB family's digits classifier: trained on this prior's images."""
+
 NOISE_SAMPLER = SamplerConfig(
     target="gmm25",  # unused: the learner passes its noise-space target
     sigma2=1.0,
@@ -42,10 +52,20 @@ learned log Z, exploration 0.2 decaying to 0 at half of training, a learned step
 class OutsourcedConfig(StrictConfig):
     """A diffusion sampler in the noise space of a generator, towards p_f(x) r(x)^beta."""
 
-    generator: Literal["flow2d"] = "flow2d"
-    """flow2d: RealNVP on the 9-mode grid, r keeping 4 of its modes (toy.py)."""
+    generator: Literal["flow2d", "vae_digits"] = "flow2d"
+    """flow2d: RealNVP on the 9-mode grid, r keeping 4 of its modes (grid.py). vae_digits: the decoder of a VAE on
+    8 x 8 digits, r(x) = p(c | x) of the RTB family's classifier (digits.py)."""
     flow: FlowConfig = FlowConfig()
+    vae: VAEConfig = DIGITS_VAE
+    """vae_digits: the VAE whose decoder is f (z ~ N(0, I) its prior); trained once, deterministic in vae_seed."""
+    vae_seed: int = 0
+    target_class: int = Field(0, ge=0, le=NUM_CLASSES["digits"] + 1)
+    """vae_digits: c of r(x) = p(c | x): a digit 0-9, 10 the even digits, 11 the odd ones."""
     beta: float = Field(1.0, gt=0)
+    beta_start: float | None = Field(None, gt=0)
+    """With beta_anneal_iters > 0: training anneals beta_s linearly from this to beta (the reference: 2 -> 4 over
+    2,000 iterations on CIFAR-10); the replayed states' log R follow beta_s. Evaluation uses beta."""
+    beta_anneal_iters: int = Field(0, ge=0)
     reference_samples: int = Field(100_000, gt=1)
     """M: N(0, I) draws behind the exact answers (log Z_MC, resampled exact posterior samples)."""
     sampler: SamplerConfig = NOISE_SAMPLER
@@ -54,6 +74,30 @@ class OutsourcedConfig(StrictConfig):
     eval_every: int = Field(1_000, gt=0)
     eval_samples: int = Field(4_000, gt=1)
     """N: samples of each evaluation (mode masses, W2 in data space, the sampler's own metrics)."""
+
+    @model_validator(mode="after")
+    def _generator_output_is_the_rewards_input(self) -> OutsourcedConfig:
+        if self.generator != "vae_digits":
+            return self
+        vae, data = self.vae, REWARD_CLASSIFIER_DATA
+        produced = (vae.channels, vae.image_size, vae.image_size)
+        expected = (DATASET_CHANNELS[data.dataset], data.image_size, data.image_size)
+        if produced != expected or vae.dataset != data.dataset:
+            raise ValueError(
+                f"vae: the generator draws {vae.dataset} images of shape {list(produced)} (vae.dataset, "
+                f"vae.image_size), but the reward's classifier reads {data.dataset} images of shape {list(expected)}: "
+                f"set vae.dataset: {data.dataset} and vae.image_size: {data.image_size}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _anneal_has_a_start(self) -> OutsourcedConfig:
+        if self.beta_anneal_iters > 0 and self.beta_start is None:
+            raise ValueError(
+                f"beta_anneal_iters={self.beta_anneal_iters} anneals beta towards {self.beta} from beta_start, which "
+                "is not set: set beta_start (e.g. beta / 2), or beta_anneal_iters: 0"
+            )
+        return self
 
     def sampler_config(self) -> SamplerConfig:
         """`sampler` with this config's iteration budget and evaluation size."""
@@ -65,5 +109,6 @@ class OutsourcedConfig(StrictConfig):
         """The same, tiny: a barely fitted flow and a few iterations."""
         sampler = self.sampler.model_copy(update={"num_steps": 10, "batch_size": 64})
         flow = self.flow.model_copy(update={"fit_iters": 50})
-        update = {"flow": flow, "sampler": sampler, "total_iters": 20, "eval_every": 10, "eval_samples": 200}
-        return self.model_copy(update=update | {"reference_samples": 5_000})
+        vae = self.vae.model_copy(update={"train_iters": 50})
+        run = {"total_iters": 20, "eval_every": 10, "eval_samples": 200, "reference_samples": 5_000}
+        return self.model_copy(update={"flow": flow, "vae": vae, "sampler": sampler} | run)

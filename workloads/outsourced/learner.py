@@ -1,26 +1,20 @@
-"""OutsourcedLearner: a diffusion sampler trained in the noise space of a generator (arXiv:2502.06999), on the 2-d
-case (toy.py): f a RealNVP fitted to the 9-mode grid, r keeping 4 of its modes.
+"""OutsourcedLearner: a diffusion sampler trained in the noise space of a generator (arXiv:2502.06999).
 
     z ~ sampler (workloads/samplers, sigma^2 = 1, T steps)  ->  x = f(z)
     trained on R(z) = N(z; 0, I) r(f(z))^beta (noise_target.py): TB with sigma^2 = 1 is RTB against the Brownian
     reference process, whose terminal marginal is N(0, I)
 
-The generator is fitted on first use (deterministic in flow.seed) or given as `generator_state`; it never trains
-afterwards. Evaluation adds to the sampler's own metrics (log Z estimates against log Z_MC, W2 in z) the data-space
-ones against the exact posterior of the fitted flow (its M reference draws resampled by r^beta):
-
-    eval/tv_to_exact        TV between the mode masses of f(z) and of the exact posterior samples
-    eval/tv_to_target       the same against N4, the posterior of the true data density
-    eval/w2_data            W2 between f(z) and exact posterior samples (N of each)
-    eval/mean_log_r         mean log r(f(z)), beside eval/exact_mean_log_r
+The problem (f, r and the data-space evaluation) is the config's generator: flow2d (grid.py: a RealNVP on the 9-mode
+grid) or vae_digits (digits.py: a VAE decoder on digits, r a classifier). Its models are fitted on first use
+(deterministic in their seeds) or given as `generator_state`; they never train afterwards. Evaluation adds to the
+sampler's own metrics (log Z estimates against log Z_MC, W2 in z) the problem's, of f(z) against f of the exact
+noise-space posterior samples (the M reference draws resampled by r^beta), and log Z_MC with its effective sample size.
 
 A plain class (no Ray): `train`, `evaluate`, `state_dict` as the family layout asks (docs/adding-a-family.md).
 """
 
 from __future__ import annotations
 
-import copy
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,18 +23,14 @@ import torch
 from matplotlib.figure import Figure
 
 from workloads.outsourced.config import OutsourcedConfig
-from workloads.outsourced.flow import RealNVP, fit_flow
+from workloads.outsourced.digits import DigitsProblem, trained_digits_state
+from workloads.outsourced.grid import GridProblem, fitted_flow_state
 from workloads.outsourced.noise_target import NoiseSpaceTarget
-from workloads.outsourced.plots import data_space_samples
-from workloads.outsourced.toy import GridToy
-from workloads.rtb.metrics import mode_masses, total_variation
-from workloads.rtb.plots import mode_mass_bars
 from workloads.samplers.learner import EXACT_SAMPLES_SEED_OFFSET, SamplerLearner
-from workloads.samplers.metrics import w2
 from workloads.samplers.replay import TerminalBatch
 
-FLOW_DATA_STRIDE = 1_000_003
-"""The flow's data of fitting step s have seed flow.seed * this + s: data of different flow seeds never overlap."""
+PROBLEMS = {"flow2d": (GridProblem, fitted_flow_state), "vae_digits": (DigitsProblem, trained_digits_state)}
+"""generator -> (the problem class, the function that fits its models' state)."""
 
 
 @dataclass
@@ -49,102 +39,94 @@ class OutsourcedEvaluation:
     samples: np.ndarray
     """[N, d] noise-space samples z of the sampler."""
     figures: dict[str, Figure]
-    """'noise_samples' (z over the contours of log R), 'data_samples' (f(z) over exact ones), 'mode_masses'."""
+    """'noise_samples' (2-d: z over the contours of log R; else 'noise_marginals'), and the problem's."""
     files: dict[str, bytes] = field(default_factory=dict)
-    """'mode_masses.json': the sampler's, the exact posterior's and N4's masses on the 9 means."""
+    """The problem's (flow2d: 'mode_masses.json'; vae_digits: 'images.npz')."""
 
 
-def fitted_flow_state(config: OutsourcedConfig, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """{'flow': state dict, 'fit': {'nll', 'fit_s'}} of the flow fitted to the grid's data (deterministic)."""
-    flow, toy = new_flow(config, device), GridToy().to(device)
-    data_seed = config.flow.seed * FLOW_DATA_STRIDE
-    fc = config.flow
-    fit = fit_flow(flow, lambda n, s: toy.sample_data(n, seed=data_seed + s), fc.fit_iters, fc.batch_size, fc.lr)
-    return {"flow": flow.state_dict(), "fit": fit}
+def generator_state(config: OutsourcedConfig, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The fitted models of the config's problem (deterministic in their seeds)."""
+    return PROBLEMS[config.generator][1](config, device)
 
 
-def new_flow(config: OutsourcedConfig, device: torch.device | str) -> RealNVP:
-    """The generator's architecture, seeded without touching the global RNG (the identity map at init)."""
-    fc = config.flow
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(fc.seed)
-        flow = RealNVP(2, fc.num_couplings, fc.hidden_dim, output_scale=fc.output_scale)
-    return flow.to(device)
+def latent_shape_of(config: OutsourcedConfig) -> list[int]:
+    return [2] if config.generator == "flow2d" else list(config.vae.latent_shape)
 
 
 class OutsourcedLearner:
     def __init__(self, config: OutsourcedConfig, seed: int, device: str = "cpu", generator_state: dict | None = None):
         self.config, self.seed, self.device = config, seed, torch.device(device)
-        self.toy = GridToy().to(self.device)
-        state = generator_state if generator_state is not None else fitted_flow_state(config, self.device)
-        self.flow = new_flow(config, self.device)
-        self.flow.load_state_dict(state["flow"])
-        self.generator_fit = dict(state["fit"])
+        state = generator_state if generator_state is not None else PROBLEMS[config.generator][1](config, self.device)
+        expected = latent_shape_of(config)
+        if list(state.get("latent_shape", expected)) != expected:
+            raise ValueError(
+                f"generator_state: its generator has latent shape {list(state['latent_shape'])}, the config's "
+                f"{config.generator} has {expected} (vae.latent_channels, vae.image_size, vae.hidden_channels): load a "
+                "generator trained with this config, or let the learner train one"
+            )
+        self.problem = PROBLEMS[config.generator][0](config, state, self.device)
         self.target = NoiseSpaceTarget(
-            self.flow, self.toy.log_r, config.beta, config.reference_samples, reference_seed=config.flow.seed
+            self.problem.generator,
+            self.problem.log_r,
+            config.beta,
+            config.reference_samples,
+            reference_seed=config.flow.seed if config.generator == "flow2d" else config.vae_seed,
+            beta_start=config.beta_start,
+            anneal_iters=config.beta_anneal_iters,
         )
         self.sampler = SamplerLearner(config.sampler_config(), seed, device, target=self.target)
+        self.reward_evaluations = 0
+        """r(f(z)) evaluated in training: a batch per forward or reference iteration, and per replay iteration
+        when beta anneals (replayed states are re-scored then); evaluation's are not counted."""
 
     @property
     def step(self) -> int:
         return self.sampler.step
 
+    @property
+    def generator_fit(self) -> dict[str, float]:
+        return self.problem.fit
+
     def generator_state_dict(self) -> dict[str, Any]:
-        """What another learner with the same flow config takes as `generator_state` (no refit)."""
-        return copy.deepcopy({"flow": self.flow.state_dict(), "fit": self.generator_fit})
+        """What another learner with the same generator config takes as `generator_state` (no refit)."""
+        return self.problem.state_dict()
 
     def train(self, num_iters: int, replay: TerminalBatch | None = None) -> tuple[dict[str, float], TerminalBatch]:
         """`num_iters` iterations of the noise-space sampler (replay: z states with their log R)."""
-        return self.sampler.train(num_iters, replay)
+        metrics, terminals = self.sampler.train(num_iters, replay)
+        scored = [kind != "replay" or self.target.anneals for kind in self.sampler.last_kinds]
+        self.reward_evaluations += sum(scored) * self.sampler.config.batch_size
+        return metrics, terminals
 
     @torch.no_grad()
     def evaluate(self, num_samples: int | None = None) -> OutsourcedEvaluation:
         n = num_samples or self.config.eval_samples
         inner = self.sampler.evaluate(n)
-        toy = self.toy
-        x = self.flow(torch.as_tensor(inner.samples, device=self.device))  # [N, 2]
+        x = self.target.decode(torch.as_tensor(inner.samples, device=self.device))
         # the exact z of the sampler's own evaluation (same seed), pushed through f
-        exact_x = self.flow(self.target.sample(n, seed=self.seed + EXACT_SAMPLES_SEED_OFFSET))  # [N, 2]
-        masses = {
-            "sampler": mode_masses(toy.mode_of(x), toy.num_modes),
-            "exact posterior (fitted flow)": mode_masses(toy.mode_of(exact_x), toy.num_modes),
-            "N4": toy.target_mode_masses.double(),
-        }
-        metrics = inner.metrics | {
-            "eval/tv_to_exact": total_variation(masses["sampler"], masses["exact posterior (fitted flow)"]),
-            "eval/tv_to_target": total_variation(masses["sampler"], masses["N4"]),
-            "eval/w2_data": w2(x, exact_x),
-            "eval/mean_log_r": toy.log_r(x).double().mean().item(),
-            "eval/exact_mean_log_r": toy.log_r(exact_x).double().mean().item(),
-            "eval/exact_tv_to_target": total_variation(masses["exact posterior (fitted flow)"], masses["N4"]),
-            "eval/log_z_mc": self.target.log_z,
-            "eval/reference_ess": self.target.effective_sample_size(),
-            "eval/generator_nll": self.generator_fit["nll"],
-        }
-        title = f"step {self.step}: TV {metrics['eval/tv_to_exact']:.3f}"
-        bars = {label: m.cpu().numpy() for label, m in masses.items()}
-        means = toy.means.cpu().numpy()
-        figures = {
-            "noise_samples": inner.figures["samples"],
-            "data_samples": data_space_samples(x.cpu().numpy(), exact_x.cpu().numpy(), means, title),
-            "mode_masses": mode_mass_bars(bars, means, title),
-        }
-        mode_file = {"means": means.tolist()} | {label: m.tolist() for label, m in bars.items()}
-        return OutsourcedEvaluation(
-            metrics, inner.samples, figures, {"mode_masses.json": json.dumps(mode_file).encode()}
-        )
+        exact_x = self.target.decode(self.target.sample(n, seed=self.seed + EXACT_SAMPLES_SEED_OFFSET))
+        metrics, figures, files = self.problem.evaluate(x, exact_x, f"step {self.step}")
+        metrics = inner.metrics | metrics
+        metrics["eval/log_z_mc"] = self.target.log_z
+        metrics["eval/reference_ess"] = self.target.effective_sample_size()
+        metrics["eval/reward_evaluations"] = float(self.reward_evaluations)
+        noise_figures = {f"noise_{name}": figure for name, figure in inner.figures.items()}
+        return OutsourcedEvaluation(metrics, inner.samples, noise_figures | figures, files)
 
     def replay_seeds(self) -> None:
         """None: a replay buffer fills from training."""
 
     def state_dict(self) -> dict:
         """The sampler's training state and the generator (restoring needs no refit)."""
-        return {"sampler": self.sampler.state_dict(), "generator": self.generator_state_dict()}
+        return {
+            "sampler": self.sampler.state_dict(),
+            "generator": self.generator_state_dict(),
+            "reward_evaluations": self.reward_evaluations,
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        self.flow.load_state_dict(state["generator"]["flow"])
-        self.generator_fit = dict(state["generator"]["fit"])
         self.sampler.load_state_dict(state["sampler"])
+        self.reward_evaluations = state["reward_evaluations"]
 
     @classmethod
     def from_state_dict(cls, state: dict, config: OutsourcedConfig, device: str = "cpu") -> OutsourcedLearner:

@@ -37,22 +37,37 @@ class NoiseSpaceTarget(Target):
         beta: float = 1.0,
         reference_samples: int = 100_000,
         reference_seed: int = 0,
+        beta_start: float | None = None,
+        anneal_iters: int = 0,
     ):
         """generator: z [B, d] -> x, differentiable in z (its weights are not trained here); log_r: x -> [B],
-        differentiable in x; beta > 0."""
+        differentiable in x; beta > 0. With anneal_iters > 0, training step s uses
+        beta_s = beta_start + (beta - beta_start) min(1, s / anneal_iters) (`at_step`); evaluation and the exact
+        answers use beta."""
         super().__init__()
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
+        if beta <= 0 or (beta_start is not None and beta_start <= 0):
+            raise ValueError(f"beta and beta_start must be > 0, got beta={beta}, beta_start={beta_start}")
+        if anneal_iters > 0 and beta_start is None:
+            raise ValueError(f"anneal_iters={anneal_iters} needs a beta_start to anneal from")
         self.generator = generator.requires_grad_(False)
         self.log_r = log_r
-        self.beta = beta
+        self.beta, self.beta_start, self.anneal_iters = beta, beta_start, anneal_iters
+        self.anneals = anneal_iters > 0
+        self.current_beta = beta
         self.dim = math.prod(generator.latent_shape)
         self.reference_samples, self.reference_seed = reference_samples, reference_seed
         self._reference: tuple[Tensor, Tensor] | None = None
 
+    def at_step(self, step: int | None) -> None:
+        """beta_s of training step s (None: beta)."""
+        if step is None or not self.anneals:
+            self.current_beta = self.beta
+        else:
+            self.current_beta = self.beta_start + (self.beta - self.beta_start) * min(1.0, step / self.anneal_iters)
+
     def log_reward(self, z: Tensor) -> Tensor:
         """log R(z) = log N(z; 0, I) + beta log r(f(z)), z [B, d] -> [B]; differentiable in z through f."""
-        return standard_normal_log_prob(z) + self.beta * self.log_r(self.decode(z))
+        return standard_normal_log_prob(z) + self.current_beta * self.log_r(self.decode(z))
 
     def decode(self, z: Tensor) -> Tensor:
         """x = f(z) for z [B, d] (the latent flattened)."""

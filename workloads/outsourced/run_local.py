@@ -1,5 +1,5 @@
-"""Trains the outsourced sampler in one process, no Ray, no MLflow: the flow is fitted first (or loaded with
---load-generator); each evaluation prints one JSON line.
+"""Trains the outsourced sampler in one process, no Ray, no MLflow: the generator (and the reward's classifier) is
+fitted first (or loaded with --load-generator); each evaluation prints one JSON line.
 
     OMP_NUM_THREADS=1 python -m workloads.outsourced.run_local --iters 6000
     python -m workloads.outsourced.run_local --smoke-test
@@ -15,7 +15,7 @@ import torch
 from pydantic import ValidationError
 
 from workloads.outsourced.config import OutsourcedConfig
-from workloads.outsourced.learner import OutsourcedLearner, fitted_flow_state
+from workloads.outsourced.learner import OutsourcedLearner, generator_state
 
 SHOWN = (
     "eval/tv_to_exact",
@@ -23,6 +23,10 @@ SHOWN = (
     "eval/w2_data",
     "eval/mean_log_r",
     "eval/exact_mean_log_r",
+    "eval/fd",
+    "eval/exact_fd",
+    "eval/target_accuracy",
+    "eval/class_coverage",
     "eval/delta_log_z",
     "eval/delta_log_z_rw",
     "eval/elbo",
@@ -38,8 +42,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, help="total_iters")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON", help="a config field, e.g. beta=2")
     ap.add_argument("--sampler", nargs="*", default=[], metavar="KEY=JSON", help="a sampler field, e.g. num_steps=20")
-    ap.add_argument("--load-generator", help="a flow saved by --save-generator (skips the fit)")
-    ap.add_argument("--save-generator", help="save the fitted flow here (torch.save)")
+    ap.add_argument("--load-generator", help="a generator saved by --save-generator (skips the fit)")
+    ap.add_argument("--save-generator", help="save the fitted generator here (torch.save)")
     ap.add_argument("--smoke-test", action="store_true")
     a = ap.parse_args()
     fields = {key: json.loads(value) for key, value in (item.split("=", 1) for item in a.set)}
@@ -56,7 +60,7 @@ def main() -> None:
     if a.smoke_test:
         config = config.smoke()
     t0 = time.time()
-    state = torch.load(a.load_generator, weights_only=True) if a.load_generator else fitted_flow_state(config)
+    state = torch.load(a.load_generator, weights_only=True) if a.load_generator else generator_state(config)
     if a.save_generator:
         torch.save(state, a.save_generator)
     learner = OutsourcedLearner(config, a.seed, generator_state=state)
@@ -64,7 +68,8 @@ def main() -> None:
     while True:
         metrics = learner.evaluate().metrics
         row = {"step": learner.step, "time_s": round(time.time() - t0, 1)}
-        print(json.dumps(row | {k.removeprefix("eval/"): round(metrics[k], 4) for k in SHOWN}), flush=True)
+        shown = {k.removeprefix("eval/"): round(metrics[k], 4) for k in SHOWN if k in metrics}
+        print(json.dumps(row | shown), flush=True)
         if learner.step >= config.total_iters:
             return
         learner.train(min(config.eval_every, config.total_iters - learner.step))

@@ -16,7 +16,10 @@ class ReplayConfig(StrictConfig):
     """Replay buffer of terminal states and local search (MALA) on it."""
 
     enabled: bool = False
-    """Train odd iterations on backward trajectories from buffer states (paper: '+ LS')."""
+    """Train on backward trajectories from buffer states (paper: '+ LS'), on the iterations `share` says."""
+    share: float | None = Field(None, gt=0, lt=1)
+    """None: every odd iteration replays (arXiv:2402.05098). A value: each iteration replays with this
+    probability (arXiv:2502.06999's code: 0.1-0.2), drawn from (seed, step) so a resumed run draws the same."""
     capacity: int = Field(600_000, gt=0)
     prioritization: Literal["rank", "reward", "uniform"] = "rank"
     rank_k: float = Field(0.01, gt=0)
@@ -76,6 +79,10 @@ class SamplerConfig(StrictConfig):
     log_variance_range: float = Field(0.0, ge=0)
     """c > 0: the policy also learns its step variance sigma^2 dt exp(s(x, t)), |s| <= c per dimension
     (workloads/samplers/policy.py); 0: the fixed sigma^2 dt (the paper's)."""
+    reference_share: float = Field(0.0, ge=0, lt=1)
+    """Probability that an iteration which does not replay trains on trajectories of the reference process (the
+    Brownian motion from 0, terminal N(0, sigma^2 I), rolled back by the bridge) instead of the policy's; drawn as
+    `replay.share`. arXiv:2502.06999's code uses 0.2-0.4 in noise space, where that process ends in the prior."""
     batch_size: int = Field(300, gt=0)
     lr_policy: float = Field(1e-3, gt=0)
     lr_log_z: float = Field(1e-1, gt=0)

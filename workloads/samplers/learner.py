@@ -3,8 +3,10 @@ FL-SubTB or PIS, optionally with the Langevin-parameterized drift.
 
 One training iteration s (global step):
     expl_s = exploration * max(0, 1 - s / (exploration_decay * total_iters))     (config: per-target defaults)
-    if replay is given, replay.enabled and s is odd:        (backward / "local search" iteration)
+    if replay is given, replay.enabled and (s is odd | u_s < replay.share):   (backward / "local search" iteration)
         tau <- Brownian bridge backward from buffer states x (no exploration)
+    elif u'_s < reference_share:                            (reference iteration)
+        tau <- Brownian bridge backward from x ~ N(0, sigma^2 I): the reference process's own trajectories
     else:                                                    (forward iteration)
         tau <- forward SDE from x_0 = 0 with sampling std sqrt(sigma^2 dt + expl_s^2)
                (PIS: on-policy and reparameterized, the gradient kept through the states)
@@ -67,6 +69,8 @@ FLOW_LOSSES = ("subtb", "fl_subtb")
 """Losses with a learned flow network."""
 BATCH_LOG_Z_LOSSES = ("vargrad", "pis")
 """Losses that learn no log Z: `log_z` holds the last forward batch's estimate mean(log R + log PB - log PF)."""
+SCHEDULE_STREAM = 0x5C4ED
+"""Third word of the (seed, step, .) seed of the uniforms u_s, u'_s that pick an iteration's kind."""
 MALLOC_MMAP_THRESHOLD_BYTES = 32 << 20
 """Largest block glibc serves from the heap once `keep_freed_memory` ran (a training iteration's largest
 tensors, the noise and states [T, B, D], are 3.8 MB at batch 300, T = 100, D = 32)."""
@@ -140,11 +144,22 @@ class SamplerLearner:
         )
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.step = 0
+        self.last_kinds: list[str] = []
+        """The kind of each iteration of the last `train` call ('forward', 'replay', 'reference')."""
 
     # ---------------------------------------------------------------- training
     def exploration_std(self, step: int) -> float:
         c = self.config
         return c.exploration * max(0.0, 1.0 - step / (c.exploration_decay * c.total_iters))
+
+    def iteration_kind(self, step: int, replay_available: bool) -> str:
+        """'replay', 'reference' or 'forward': what iteration `step` trains on (module docstring). Random shares
+        draw from (seed, step) alone, so the schedule is the same however training is chunked or resumed."""
+        c = self.config
+        u_replay, u_reference = np.random.default_rng((self.seed, step, SCHEDULE_STREAM)).random(2)
+        if replay_available and (step % 2 == 1 if c.replay.share is None else u_replay < c.replay.share):
+            return "replay"
+        return "reference" if u_reference < c.reference_share else "forward"
 
     def _flow_loss(self, traj: Trajectory, log_r: Tensor) -> Tensor:
         """(FL-)SubTB over the flows log F(x_i, t_i), i = 0..T: log Z, the learned flow (subtb) or the learned
@@ -174,6 +189,10 @@ class SamplerLearner:
         if c.loss == "pis":
             return pis_loss(traj.log_pf, traj.log_pb, log_r), log_z_hat
         return vargrad_loss(traj.log_pf, traj.log_pb, log_r), log_z_hat
+
+    @torch.no_grad()
+    def _log_reward(self, x: Tensor) -> Tensor:
+        return self.target.log_reward(x)
 
     def _sample_forward(self, exploration_std: float) -> tuple[Trajectory, Tensor]:
         """Forward trajectories for training and their log R; PIS keeps the gradient through the states
@@ -206,22 +225,31 @@ class SamplerLearner:
         expls: list[float] = []
         terminal_x: list[Tensor] = []
         terminal_log_r: list[Tensor] = []
+        kinds: list[str] = []
         for _ in range(num_iters):
             expl = self.exploration_std(self.step)
-            backward_iter = use_replay and self.step % 2 == 1
-            if backward_iter:
+            kind = self.iteration_kind(self.step, use_replay)
+            self.target.at_step(self.step)
+            if kind == "replay":
                 idx = (cursor + torch.arange(c.batch_size, device=self.device)) % replay_x.shape[0]  # [B]
                 cursor += c.batch_size
-                log_r = replay_log_r[idx]  # [B]
                 if replay_search_step is not None:
                     staleness.append((self.step - replay_search_step[idx]).double().mean())
                 traj = sample_backward(self.policy, replay_x[idx], c.num_steps, c.diffusion_sigma2, self.generator)
+                log_r = self._log_reward(replay_x[idx]) if self.target.anneals else replay_log_r[idx]  # [B]
+            elif kind == "reference":
+                x_ref = math.sqrt(c.diffusion_sigma2) * torch.randn(
+                    c.batch_size, self.target.dim, device=self.device, generator=self.generator
+                )  # [B, D]: the reference process at t = 1
+                traj = sample_backward(self.policy, x_ref, c.num_steps, c.diffusion_sigma2, self.generator)
+                log_r = self._log_reward(x_ref)  # [B]
             else:
                 traj, log_r = self._sample_forward(expl)  # [B]
                 terminal_x.append(traj.terminal.detach())
                 terminal_log_r.append(log_r.detach())
+            kinds.append(kind)
             loss, log_z = self._loss(traj, log_r)
-            if c.loss in BATCH_LOG_Z_LOSSES and not backward_iter:
+            if c.loss in BATCH_LOG_Z_LOSSES and kind == "forward":
                 self.log_z.data.copy_(log_z)  # log Z holds the last forward-batch estimate
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -231,6 +259,8 @@ class SamplerLearner:
             self.step += 1
             logs.append(torch.stack([loss.detach(), log_z, grad_norm, log_r.detach().mean()]))
             expls.append(expl)
+        self.target.at_step(None)
+        self.last_kinds = kinds
         mean = torch.stack(logs).mean(0).tolist() if logs else [float("nan")] * 4
         metrics = {
             "train/loss": mean[0],
@@ -239,6 +269,8 @@ class SamplerLearner:
             "train/mean_log_reward": mean[3],
             "train/exploration_std": float(np.mean(expls)) if expls else float("nan"),
         }
+        if c.reference_share > 0:
+            metrics["train/reference_fraction"] = kinds.count("reference") / max(1, len(kinds))
         if staleness:
             metrics["train/replay_staleness_iters"] = torch.stack(staleness).mean().item()
         if terminal_x:

@@ -20,6 +20,13 @@ class Target(nn.Module):
     """D: dimension of the sample space."""
     log_z: float
     """Exact log Z = log int R(x) dx."""
+    anneals: bool = False
+    """Whether log_reward depends on `at_step` (a density annealed over training): the learner then recomputes
+    the log R of replayed states instead of reading the values stored with them."""
+
+    def at_step(self, step: int | None) -> None:
+        """Sets the density log_reward computes: that of training step `step`, or the target's own R for None.
+        The learner calls it before each training iteration and with None after; most targets have one R."""
 
     def log_reward(self, x: Tensor) -> Tensor:
         """log R(x) for x [B, D] -> [B]; differentiable in x."""

@@ -1,0 +1,135 @@
+"""The digits case of the outsourced sampler: f the decoder of a VAE on 8 x 8 digits (z ~ N(0, I) its prior, a 16-d
+latent), r(x) = p(c | x) of the RTB family's digits classifier, c a digit or the even / odd set. f is not invertible;
+the exact posterior is the M reference draws resampled by r(f(z))^beta (noise_target.py). Evaluation of x = f(z):
+
+    eval/mean_log_r           mean log r(f(z)), beside eval/exact_mean_log_r of the exact posterior samples
+    eval/fd                   Frechet distance on the classifier's features to the class's training images, beside
+                              eval/exact_fd (the exact posterior of this generator: the floor f allows)
+    eval/diversity            mean pairwise cosine distance of the features, beside eval/data_diversity
+    eval/target_accuracy      fraction of samples the classifier puts in the class (set)
+    eval/class_coverage       fraction of the set's classes holding >= 1 % of the samples
+    eval/class_tv_to_exact    TV between the predicted-class histograms of f(z) and of the exact samples
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from workloads.diffusion import classifier
+from workloads.diffusion.image_metrics import feature_diversity, frechet_distance, image_features
+from workloads.diffusion.vae import VAE, train_vae
+from workloads.image_models import build_model
+from workloads.outsourced.config import REWARD_CLASSIFIER_DATA, OutsourcedConfig
+from workloads.rtb.image_learner import sample_grid
+from workloads.rtb.metrics import total_variation
+
+CLASSIFIER_SEED = 0
+"""The RTB family's digits classifier is trained with prior_seed 0: the same r for both families."""
+GRID_SAMPLES = 64
+COVERAGE_SHARE = 0.01
+"""A class of the target set is covered when it holds at least this share of the samples."""
+
+
+class VAEGenerator(nn.Module):
+    """f(z) = Dec(z) for z [B, c, s, s] ~ N(0, I), the VAE's prior (unscaled latents)."""
+
+    def __init__(self, vae: VAE, latent_shape: tuple[int, ...]):
+        super().__init__()
+        self.vae, self.latent_shape = vae, tuple(latent_shape)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.vae(z)
+
+
+def trained_digits_state(config: OutsourcedConfig, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """{'vae', 'classifier' (state dicts), 'latent_shape', 'fit'} of the VAE (vae_seed) and the classifier."""
+    start = time.monotonic()
+    images, labels = classifier.labelled_training_images(REWARD_CLASSIFIER_DATA)
+    model, classifier_stats = classifier.train_classifier(
+        classifier.ClassifierConfig(), images, labels, CLASSIFIER_SEED, "cpu"
+    )
+    vae, stats = train_vae(config.vae, images, config.vae_seed, device)
+    fit = {f"vae_{k}": v for k, v in vars(stats).items()} | {f"classifier_{k}": v for k, v in classifier_stats.items()}
+    return {
+        "vae": vae.state_dict(),
+        "classifier": model.state_dict(),
+        "latent_shape": list(config.vae.latent_shape),
+        "fit": fit | {"fit_s": time.monotonic() - start},
+    }
+
+
+class DigitsProblem:
+    """Generator, reward and data-space evaluation of the digits case (the learner's `problem`)."""
+
+    def __init__(self, config: OutsourcedConfig, state: dict[str, Any], device: torch.device):
+        vae = VAE(config.vae).to(device)
+        vae.load_state_dict(state["vae"])
+        self.generator = VAEGenerator(vae.eval(), config.vae.latent_shape)
+        data = REWARD_CLASSIFIER_DATA
+        net = build_model(classifier.ClassifierConfig().architecture, config.vae.channels, data.image_size, 10)
+        net.load_state_dict(state["classifier"])
+        self.reward = classifier.ClassifierReward(net, num_classes=10).to(device)
+        self.target = torch.tensor(config.target_class, device=device)
+        self.members = classifier.class_sets(10)[config.target_class].to(device)  # [10] bool
+        self.fit, self.latent_shape, self.device = dict(state["fit"]), list(state["latent_shape"]), device
+        self._data_features: Tensor | None = None
+
+    def log_r(self, x: Tensor) -> Tensor:
+        """log p(c | x) (c a set: log sum over its classes), x [B, 1, 8, 8] -> [B]."""
+        return self.reward.log_r(x, self.target.expand(len(x)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(
+            {
+                "vae": self.generator.vae.state_dict(),
+                "classifier": self.reward.classifier.state_dict(),
+                "latent_shape": self.latent_shape,
+                "fit": self.fit,
+            }
+        )
+
+    def data_features(self) -> Tensor:
+        """The classifier's features [N_c, F] of the training images of the target class (set), computed once."""
+        if self._data_features is None:
+            images, labels = classifier.labelled_training_images(REWARD_CLASSIFIER_DATA)
+            members = self.members.cpu()[labels]
+            self._data_features = image_features(self.reward.classifier, images[members].to(self.device))
+        return self._data_features
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, exact_x: Tensor, title: str) -> tuple[dict, dict[str, Figure], dict[str, bytes]]:
+        """(metrics, figures, files) of images x = f(z) [N, 1, 8, 8] against exact posterior images exact_x."""
+        features, exact_features = (image_features(self.reward.classifier, images) for images in (x, exact_x))
+        data = self.data_features()
+        predicted, exact_predicted = (self.reward.classifier(images).argmax(1) for images in (x, exact_x))
+        shares = torch.bincount(predicted, minlength=10).double() / len(x)  # [10]
+        exact_shares = torch.bincount(exact_predicted, minlength=10).double() / len(exact_x)
+        mean_log_r = self.log_r(x).double().mean().item()
+        metrics = {
+            "eval/mean_log_r": mean_log_r,
+            "eval/exact_mean_log_r": self.log_r(exact_x).double().mean().item(),
+            "eval/fd": frechet_distance(data, features),
+            "eval/exact_fd": frechet_distance(data, exact_features),
+            "eval/diversity": feature_diversity(features),
+            "eval/data_diversity": feature_diversity(data),
+            "eval/target_accuracy": shares[self.members].sum().item(),
+            "eval/exact_target_accuracy": exact_shares[self.members].sum().item(),
+            "eval/class_coverage": (shares[self.members] >= COVERAGE_SHARE).double().mean().item(),
+            "eval/class_tv_to_exact": total_variation(shares, exact_shares),
+        }
+        images, exact_images = x.cpu().numpy(), exact_x.cpu().numpy()
+        figures = {
+            "samples": sample_grid(images[:GRID_SAMPLES], f"{title}: mean log r {mean_log_r:.3f}"),
+            "exact_samples": sample_grid(exact_images[:GRID_SAMPLES], "exact posterior (resampled reference draws)"),
+        }
+        npz = io.BytesIO()
+        np.savez_compressed(npz, images=images, predicted=predicted.cpu().numpy())
+        return metrics, figures, {"images.npz": npz.getvalue()}
