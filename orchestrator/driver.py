@@ -96,10 +96,11 @@ def mean_metrics(dicts: list[dict[str, float]]) -> dict[str, float]:
 class LearnerDriver(ActorDriver):
     """A trial of one learner actor and nothing beside it: its checkpoint is the learner's state."""
 
-    def __init__(self, ctx: TrialContext, learner_class: type):
+    def __init__(self, ctx: TrialContext, learner_class: Callable[..., Any], **learner_kwargs: Any):
+        """`learner_class` and `learner_kwargs` as `start_learner` takes them."""
         self.ctx = ctx
         self.config = ctx.config
-        self.learner = start_learner(ctx, learner_class)
+        self.learner = start_learner(ctx, learner_class, **learner_kwargs)
         self.step = 0
         self.device = ray.get(self.learner.device.remote())
 

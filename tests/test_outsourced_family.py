@@ -8,13 +8,21 @@ import math
 import mlflow
 import pandas as pd
 
+from orchestrator import model_cache
 from tests.conftest import ROOT, orchestrator_cli, smoke_run
 
 
 def test_smoke_sweep_logs_each_trials_data_space_metrics_and_artifacts(tmp_path):
+    """The flow is fitted once before the trials and cached in the store; a second sweep loads it. With
+    generator_missing: fail, a store without it stops the sweep before any trial, naming it."""
+    refused = smoke_run("outsourced.yaml", tmp_path, "config.generator_missing=fail")
+    assert refused.returncode != 0 and "has no fitted flow2d generator" in refused.stdout + refused.stderr
     result = smoke_run("outsourced.yaml", tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "not cached, fitting it before the trials" in result.stdout
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    cache = client.get_experiment_by_name(model_cache.CACHE_EXPERIMENT)
+    assert len(client.search_runs([cache.experiment_id])) == 1  # two trials, one flow
     experiment = client.get_experiment_by_name("outsourced")
     trials = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
     assert len(trials) == 2 and all(run.info.status == "FINISHED" for run in trials)
@@ -28,6 +36,26 @@ def test_smoke_sweep_logs_each_trials_data_space_metrics_and_artifacts(tmp_path)
         assert {"samples.parquet", "data_samples.png", "noise_samples.png", "mode_masses.json"} <= files, files
     samples = pd.read_parquet(client.download_artifacts(trials[0].info.run_id, f"{last}/samples.parquet"))
     assert samples.shape == (200, 2)  # the smoke's 200 noise-space samples
+    again = smoke_run("outsourced.yaml", tmp_path, "name=outsourced-again", "mlflow.experiment=outsourced-again")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "cached (MLflow model" in again.stdout and "not cached" not in again.stdout
+    assert len(client.search_runs([cache.experiment_id])) == 1  # reused, not fitted again
+
+
+def test_digits_smoke_sweep_logs_image_metrics_grids_and_images(tmp_path):
+    result = smoke_run("outsourced_digits.yaml", tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    experiment = client.get_experiment_by_name("outsourced-digits")
+    trials = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    assert len(trials) == 1 and trials[0].info.status == "FINISHED"  # --smoke: one point of the 2 x 2 variants
+    for run in trials:
+        m = run.data.metrics
+        for name in ("eval/mean_log_r", "eval/exact_mean_log_r", "eval/fd", "eval/exact_fd", "eval/delta_log_z"):
+            assert math.isfinite(m[name]), name
+        assert m["eval/reward_evaluations"] == 20 * 64  # the smoke's 20 iterations of batch 64, none replayed
+        files = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, "eval/step_0000020")}
+        assert {"samples.png", "exact_samples.png", "noise_marginals.png", "images.npz"} <= files, files
 
 
 def test_bad_beta_and_unknown_keys_are_refused_at_validation(tmp_path):

@@ -130,3 +130,29 @@ def test_a_generator_of_another_latent_shape_is_refused(digits_config, digits_ge
 def test_a_generator_whose_images_the_reward_cannot_read_is_a_config_error():
     with pytest.raises(ValueError, match=r"shape \[1, 16, 16\].*reads digits images of shape \[1, 8, 8\]"):
         OutsourcedConfig(generator="vae_digits", vae={"image_size": 16})
+
+
+def test_the_ddim_generator_takes_the_ddpm_noise_as_its_latent():
+    """ddim_digits: z = x_K [1, 8, 8] of the (smoke) digits DDPM, f its DDIM ODE; trains, counts and evaluates."""
+    config = OutsourcedConfig(generator="ddim_digits", target_class=10).smoke()
+    learner = OutsourcedLearner(config.model_copy(update={"reference_samples": 1_000}), seed=0)
+    assert learner.target.dim == 64 and config.latent_shape() == [1, 8, 8]
+    z = torch.randn(5, 64, generator=torch.Generator().manual_seed(1))
+    x = learner.target.decode(z)
+    assert x.shape == (5, 1, 8, 8) and torch.equal(x, learner.target.decode(z))  # deterministic in z
+    learner.train(2)
+    ev = learner.evaluate(100)
+    assert learner.reward_evaluations == 2 * 64 and all(map(math.isfinite, ev.metrics.values()))
+    with pytest.raises(ValueError, match=r"prior: the generator draws digits images of shape \[1, 16, 16\]"):
+        OutsourcedConfig(generator="ddim_digits", prior={"image_size": 16})
+
+
+def test_the_benchmark_measures_every_rate(flow_state):
+    """orchestrator/families/outsourced/benchmark.py on the smoke sampler: positive rates, and the reward's share
+    of an iteration is a fraction (its evaluation is part of the iteration)."""
+    from orchestrator.families.outsourced.benchmark import measure
+
+    learner = OutsourcedLearner(SMALL.smoke(), seed=0, generator_state=flow_state)
+    figures = measure(learner, iters=3, chains=10, mcmc_steps=2)
+    assert all(value > 0 for value in figures.values()) and 0 < figures["reward_share_of_an_iteration"] < 1
+    assert figures["sampler_reward_evaluations_per_s"] == pytest.approx(64 * figures["sampler_iterations_per_s"])

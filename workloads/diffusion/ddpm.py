@@ -173,6 +173,25 @@ class DDPM:
         log_prob_steps = torch.stack(log_probs, 1) if log_probs else torch.zeros(len(x), 0, device=device)
         return Trajectory(torch.stack(states, 1), log_prob_steps, start_index)
 
+    def ode_sample(self, model: nn.Module, x: Tensor) -> Tensor:
+        """x_0 of the deterministic DDIM chain (eta = 0, Song et al. 2021) from x_K = x [B, C, H, W] through the
+        strided levels, differentiable in x; a clipped x0_hat gets the eps that matches it (as diffusers' DDIM):
+
+            x0_hat = (x_j - sqrt(1 - abar_j) eps) / sqrt(abar_j),
+            x_{j-1} = sqrt(abar_{j-1}) x0_hat + sqrt(1 - abar_{j-1}) eps      (x_0 = x0_hat: abar_0 = 1)
+        """
+        s = self.schedule
+        for j in range(self.num_steps, 0, -1):
+            levels = torch.full((len(x),), j, device=x.device)
+            abar, abar_prev = s.at(s.abar, levels, x), s.at(s.abar, levels - 1, x)
+            eps = predict_eps(model, x, s.timesteps.to(x.device)[levels])
+            x0_hat = (x - (1 - abar).sqrt() * eps) / abar.sqrt()
+            if self.config.clip_x0_hat:
+                x0_hat = x0_hat.clamp(-1, 1)
+                eps = (x - abar.sqrt() * x0_hat) / (1 - abar).sqrt()
+            x = abar_prev.sqrt() * x0_hat + (1 - abar_prev).sqrt() * eps
+        return x
+
     def log_prob_steps(
         self,
         model: nn.Module,

@@ -6,11 +6,12 @@ diffusion sampler of workloads/samplers trained on it with sigma^2 = 1 (its refe
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from workloads.diffusion.config import DATASET_CHANNELS
+from workloads.diffusion.config import DATASET_CHANNELS, NOT_TRAINING_FIELDS, DDPMConfig
+from workloads.diffusion.vae import NOT_TRAINING_FIELDS as VAE_NOT_TRAINING_FIELDS
 from workloads.diffusion.vae import VAEConfig
 from workloads.rtb.image_config import DEFAULT_PRIOR, NUM_CLASSES
 from workloads.samplers.config import SamplerConfig
@@ -37,6 +38,9 @@ prior (docs/outsourced.md)."""
 REWARD_CLASSIFIER_DATA = DEFAULT_PRIOR
 """The classifier of r(x, c) = p(c | x) is the RTB family's digits classifier: trained on this prior's images."""
 
+GENERATOR_FORMAT = 1
+"""Bumped when the code that fits a generator (or the digits classifier) changes what it produces."""
+
 NOISE_SAMPLER = SamplerConfig(
     target="gmm25",  # unused: the learner passes its noise-space target
     sigma2=1.0,
@@ -52,15 +56,23 @@ learned log Z, exploration 0.2 decaying to 0 at half of training, a learned step
 class OutsourcedConfig(StrictConfig):
     """A diffusion sampler in the noise space of a generator, towards p_f(x) r(x)^beta."""
 
-    generator: Literal["flow2d", "vae_digits"] = "flow2d"
+    generator: Literal["flow2d", "vae_digits", "ddim_digits"] = "flow2d"
     """flow2d: RealNVP on the 9-mode grid, r keeping 4 of its modes (grid.py). vae_digits: the decoder of a VAE on
-    8 x 8 digits, r(x) = p(c | x) of the RTB family's classifier (digits.py)."""
+    8 x 8 digits; ddim_digits: the RTB family's digits DDPM run as the DDIM ODE, z = x_K; both with r(x) = p(c | x)
+    of the RTB family's classifier (digits.py)."""
     flow: FlowConfig = FlowConfig()
     vae: VAEConfig = DIGITS_VAE
     """vae_digits: the VAE whose decoder is f (z ~ N(0, I) its prior); trained once, deterministic in vae_seed."""
     vae_seed: int = 0
+    prior: DDPMConfig = DEFAULT_PRIOR
+    """ddim_digits: the DDPM (the RTB family's digits prior by default, so the data-space RTB posterior shares it),
+    its ODE taking prior.sampling_steps steps; trained once, deterministic in prior_seed."""
+    prior_seed: int = 0
     target_class: int = Field(0, ge=0, le=NUM_CLASSES["digits"] + 1)
     """vae_digits: c of r(x) = p(c | x): a digit 0-9, 10 the even digits, 11 the odd ones."""
+    generator_missing: Literal["fit", "fail"] = "fit"
+    """In a sweep: a generator that the MLflow store's cache lacks is fitted before the trials (fit), or the sweep
+    stops naming it (fail)."""
     beta: float = Field(1.0, gt=0)
     beta_start: float | None = Field(None, gt=0)
     """With beta_anneal_iters > 0: training anneals beta_s linearly from this to beta (the reference: 2 -> 4 over
@@ -77,16 +89,17 @@ class OutsourcedConfig(StrictConfig):
 
     @model_validator(mode="after")
     def _generator_output_is_the_rewards_input(self) -> OutsourcedConfig:
-        if self.generator != "vae_digits":
+        if self.generator == "flow2d":
             return self
-        vae, data = self.vae, REWARD_CLASSIFIER_DATA
-        produced = (vae.channels, vae.image_size, vae.image_size)
+        name, model = ("vae", self.vae) if self.generator == "vae_digits" else ("prior", self.prior)
+        data = REWARD_CLASSIFIER_DATA
+        produced = (model.channels, model.image_size, model.image_size)
         expected = (DATASET_CHANNELS[data.dataset], data.image_size, data.image_size)
-        if produced != expected or vae.dataset != data.dataset:
+        if produced != expected or model.dataset != data.dataset:
             raise ValueError(
-                f"vae: the generator draws {vae.dataset} images of shape {list(produced)} (vae.dataset, "
-                f"vae.image_size), but the reward's classifier reads {data.dataset} images of shape {list(expected)}: "
-                f"set vae.dataset: {data.dataset} and vae.image_size: {data.image_size}"
+                f"{name}: the generator draws {model.dataset} images of shape {list(produced)} ({name}.dataset, "
+                f"{name}.image_size), but the reward's classifier reads {data.dataset} images of shape "
+                f"{list(expected)}: set {name}.dataset: {data.dataset} and {name}.image_size: {data.image_size}"
             )
         return self
 
@@ -111,4 +124,25 @@ class OutsourcedConfig(StrictConfig):
         flow = self.flow.model_copy(update={"fit_iters": 50})
         vae = self.vae.model_copy(update={"train_iters": 50})
         run = {"total_iters": 20, "eval_every": 10, "eval_samples": 200, "reference_samples": 5_000}
-        return self.model_copy(update={"flow": flow, "vae": vae, "sampler": sampler} | run)
+        return self.model_copy(update={"flow": flow, "vae": vae, "prior": self.prior.smoke(), "sampler": sampler} | run)
+
+    def generator_key(self) -> dict[str, Any]:
+        """What determines the fitted generator state (and the classifier, fixed by the code): the generator's
+        training fields and seed, and GENERATOR_FORMAT. Equal keys, equal states; the cache's key."""
+        if self.generator == "flow2d":
+            fields = {"flow": self.flow.model_dump(mode="json")}
+        elif self.generator == "vae_digits":
+            vae = self.vae.model_dump(mode="json", exclude=set(VAE_NOT_TRAINING_FIELDS))
+            fields = {"vae": vae, "vae_seed": self.vae_seed}
+        else:
+            prior = self.prior.model_dump(mode="json", exclude=set(NOT_TRAINING_FIELDS))
+            fields = {"prior": prior, "prior_seed": self.prior_seed}
+        return {"generator": self.generator, "format": GENERATOR_FORMAT} | fields
+
+    def latent_shape(self) -> list[int]:
+        """The shape of z: 2, the VAE's latent, or the DDPM's image (x_K)."""
+        if self.generator == "flow2d":
+            return [2]
+        if self.generator == "vae_digits":
+            return list(self.vae.latent_shape)
+        return [self.prior.channels, self.prior.image_size, self.prior.image_size]

@@ -1,6 +1,7 @@
 """The digits case of the outsourced sampler: f the decoder of a VAE on 8 x 8 digits (z ~ N(0, I) its prior, a 16-d
-latent), r(x) = p(c | x) of the RTB family's digits classifier, c a digit or the even / odd set. f is not invertible;
-the exact posterior is the M reference draws resampled by r(f(z))^beta (noise_target.py). Evaluation of x = f(z):
+latent) or a digits DDPM run as the DDIM ODE (z = x_K, 64-d), r(x) = p(c | x) of the RTB family's digits
+classifier, c a digit or the even / odd set. f is not invertible; the exact posterior is the M reference draws
+resampled by r(f(z))^beta (noise_target.py). Evaluation of x = f(z):
 
     eval/mean_log_r           mean log r(f(z)), beside eval/exact_mean_log_r of the exact posterior samples
     eval/fd                   Frechet distance on the classifier's features to the class's training images, beside
@@ -24,7 +25,10 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from workloads.diffusion import classifier
+from workloads.diffusion.ddpm import DDPM
 from workloads.diffusion.image_metrics import feature_diversity, frechet_distance, image_features
+from workloads.diffusion.train import train_ddpm, training_images
+from workloads.diffusion.unet import make_unet
 from workloads.diffusion.vae import VAE, train_vae
 from workloads.image_models import build_model
 from workloads.outsourced.config import REWARD_CLASSIFIER_DATA, OutsourcedConfig
@@ -49,19 +53,46 @@ class VAEGenerator(nn.Module):
         return self.vae(z)
 
 
+class DDIMGenerator(nn.Module):
+    """f(z) = the DDIM ODE of a DDPM from x_K = z [B, C, H, W] ~ N(0, I) to x_0 (DDPM.ode_sample)."""
+
+    def __init__(self, unet: nn.Module, ddpm: DDPM):
+        super().__init__()
+        self.unet, self.ddpm, self.latent_shape = unet, ddpm, ddpm.shape
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.ddpm.ode_sample(self.unet, z)
+
+
+def digits_generator(config: OutsourcedConfig) -> VAEGenerator | DDIMGenerator:
+    """The untrained generator module of the config (its state dict is what trained_digits_state returns)."""
+    if config.generator == "vae_digits":
+        return VAEGenerator(VAE(config.vae), config.vae.latent_shape)
+    return DDIMGenerator(make_unet(config.prior), DDPM(config.prior))
+
+
 def trained_digits_state(config: OutsourcedConfig, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """{'vae', 'classifier' (state dicts), 'latent_shape', 'fit'} of the VAE (vae_seed) and the classifier."""
+    """{'generator', 'classifier' (state dicts), 'latent_shape', 'fit'}: the VAE (vae_seed) or the DDPM (prior_seed,
+    as the RTB family trains it) and the classifier."""
     start = time.monotonic()
     images, labels = classifier.labelled_training_images(REWARD_CLASSIFIER_DATA)
     model, classifier_stats = classifier.train_classifier(
         classifier.ClassifierConfig(), images, labels, CLASSIFIER_SEED, "cpu"
     )
-    vae, stats = train_vae(config.vae, images, config.vae_seed, device)
-    fit = {f"vae_{k}": v for k, v in vars(stats).items()} | {f"classifier_{k}": v for k, v in classifier_stats.items()}
+    if config.generator == "vae_digits":
+        vae, stats = train_vae(config.vae, images, config.vae_seed, device)
+        generator, generator_fit = (
+            VAEGenerator(vae, config.vae.latent_shape),
+            {f"vae_{k}": v for k, v in vars(stats).items()},
+        )
+    else:
+        unet = train_ddpm(config.prior, training_images(config.prior), config.prior_seed, device=device)
+        generator, generator_fit = DDIMGenerator(unet, DDPM(config.prior)), {}
+    fit = generator_fit | {f"classifier_{k}": v for k, v in classifier_stats.items()}
     return {
-        "vae": vae.state_dict(),
+        "generator": generator.state_dict(),
         "classifier": model.state_dict(),
-        "latent_shape": list(config.vae.latent_shape),
+        "latent_shape": config.latent_shape(),
         "fit": fit | {"fit_s": time.monotonic() - start},
     }
 
@@ -70,11 +101,11 @@ class DigitsProblem:
     """Generator, reward and data-space evaluation of the digits case (the learner's `problem`)."""
 
     def __init__(self, config: OutsourcedConfig, state: dict[str, Any], device: torch.device):
-        vae = VAE(config.vae).to(device)
-        vae.load_state_dict(state["vae"])
-        self.generator = VAEGenerator(vae.eval(), config.vae.latent_shape)
+        self.generator = digits_generator(config).to(device)
+        self.generator.load_state_dict(state["generator"])
+        self.generator.eval().requires_grad_(False)
         data = REWARD_CLASSIFIER_DATA
-        net = build_model(classifier.ClassifierConfig().architecture, config.vae.channels, data.image_size, 10)
+        net = build_model(classifier.ClassifierConfig().architecture, data.channels, data.image_size, 10)
         net.load_state_dict(state["classifier"])
         self.reward = classifier.ClassifierReward(net, num_classes=10).to(device)
         self.target = torch.tensor(config.target_class, device=device)
@@ -89,7 +120,7 @@ class DigitsProblem:
     def state_dict(self) -> dict[str, Any]:
         return copy.deepcopy(
             {
-                "vae": self.generator.vae.state_dict(),
+                "generator": self.generator.state_dict(),
                 "classifier": self.reward.classifier.state_dict(),
                 "latent_shape": self.latent_shape,
                 "fit": self.fit,

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from torch import Tensor
 
 from workloads.outsourced.config import OutsourcedConfig
 from workloads.outsourced.digits import DigitsProblem, trained_digits_state
@@ -29,7 +30,11 @@ from workloads.outsourced.noise_target import NoiseSpaceTarget
 from workloads.samplers.learner import EXACT_SAMPLES_SEED_OFFSET, SamplerLearner
 from workloads.samplers.replay import TerminalBatch
 
-PROBLEMS = {"flow2d": (GridProblem, fitted_flow_state), "vae_digits": (DigitsProblem, trained_digits_state)}
+PROBLEMS = {
+    "flow2d": (GridProblem, fitted_flow_state),
+    "vae_digits": (DigitsProblem, trained_digits_state),
+    "ddim_digits": (DigitsProblem, trained_digits_state),
+}
 """generator -> (the problem class, the function that fits its models' state)."""
 
 
@@ -49,20 +54,16 @@ def generator_state(config: OutsourcedConfig, device: torch.device | str = "cpu"
     return PROBLEMS[config.generator][1](config, device)
 
 
-def latent_shape_of(config: OutsourcedConfig) -> list[int]:
-    return [2] if config.generator == "flow2d" else list(config.vae.latent_shape)
-
-
 class OutsourcedLearner:
     def __init__(self, config: OutsourcedConfig, seed: int, device: str = "cpu", generator_state: dict | None = None):
         self.config, self.seed, self.device = config, seed, torch.device(device)
         state = generator_state if generator_state is not None else PROBLEMS[config.generator][1](config, self.device)
-        expected = latent_shape_of(config)
+        expected = config.latent_shape()
         if list(state.get("latent_shape", expected)) != expected:
             raise ValueError(
                 f"generator_state: its generator has latent shape {list(state['latent_shape'])}, the config's "
-                f"{config.generator} has {expected} (vae.latent_channels, vae.image_size, vae.hidden_channels): load a "
-                "generator trained with this config, or let the learner train one"
+                f"{config.generator} has {expected} (vae.latent_channels, vae.image_size, vae.hidden_channels; "
+                "prior.image_size): load a generator trained with this config, or let the learner train one"
             )
         self.problem = PROBLEMS[config.generator][0](config, state, self.device)
         self.target = NoiseSpaceTarget(
@@ -70,7 +71,9 @@ class OutsourcedLearner:
             self.problem.log_r,
             config.beta,
             config.reference_samples,
-            reference_seed=config.flow.seed if config.generator == "flow2d" else config.vae_seed,
+            reference_seed={"flow2d": config.flow.seed, "vae_digits": config.vae_seed}.get(
+                config.generator, config.prior_seed
+            ),
             beta_start=config.beta_start,
             anneal_iters=config.beta_anneal_iters,
         )
@@ -102,16 +105,21 @@ class OutsourcedLearner:
     def evaluate(self, num_samples: int | None = None) -> OutsourcedEvaluation:
         n = num_samples or self.config.eval_samples
         inner = self.sampler.evaluate(n)
-        x = self.target.decode(torch.as_tensor(inner.samples, device=self.device))
-        # the exact z of the sampler's own evaluation (same seed), pushed through f
-        exact_x = self.target.decode(self.target.sample(n, seed=self.seed + EXACT_SAMPLES_SEED_OFFSET))
-        metrics, figures, files = self.problem.evaluate(x, exact_x, f"step {self.step}")
+        metrics, figures, files = self.evaluate_noise(torch.as_tensor(inner.samples), f"step {self.step}")
         metrics = inner.metrics | metrics
         metrics["eval/log_z_mc"] = self.target.log_z
         metrics["eval/reference_ess"] = self.target.effective_sample_size()
         metrics["eval/reward_evaluations"] = float(self.reward_evaluations)
         noise_figures = {f"noise_{name}": figure for name, figure in inner.figures.items()}
         return OutsourcedEvaluation(metrics, inner.samples, noise_figures | figures, files)
+
+    @torch.no_grad()
+    def evaluate_noise(self, z: Tensor, title: str) -> tuple[dict[str, float], dict[str, Figure], dict[str, bytes]]:
+        """The problem's data-space evaluation of any noise samples z [N, d] (the sampler's, or MCMC chains'),
+        against as many exact posterior samples: those of the sampler's own evaluation (same seed)."""
+        x = self.target.decode(z.to(self.device))
+        exact_x = self.target.decode(self.target.sample(len(z), seed=self.seed + EXACT_SAMPLES_SEED_OFFSET))
+        return self.problem.evaluate(x, exact_x, title)
 
     def replay_seeds(self) -> None:
         """None: a replay buffer fills from training."""

@@ -1,5 +1,6 @@
 """Outsourced diffusion sampling (arXiv:2502.06999): a diffusion sampler in the noise space of a generator
-(workloads/outsourced/)."""
+(workloads/outsourced/). Generators are fitted once per generator key and cached in the sweep's MLflow store
+(generators.py)."""
 
 from orchestrator.registry import Family
 from workloads.outsourced.config import OutsourcedConfig
@@ -9,4 +10,5 @@ FAMILY = Family(
     config_model=OutsourcedConfig,
     driver="orchestrator.families.outsourced.driver:OutsourcedDriver",
     worker_roles={},
+    prepare="orchestrator.families.outsourced.generators:prepare",
 )

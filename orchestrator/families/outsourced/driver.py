@@ -1,4 +1,5 @@
-"""Outsourced sampler trial: one learner actor (the generator is fitted inside it, deterministic in flow.seed).
+"""Outsourced sampler trial: one learner actor, its generator loaded from the sweep's MLflow store (generators.py;
+fitted inside it when the sweep's generators could not be listed before the trials).
 
 Between two reports the learner trains `eval_every` iterations, in sub-chunks of the trial's `train_every` when the
 sweep sets one (points of the training curves), then evaluates.
@@ -13,14 +14,16 @@ from typing import Any
 import ray
 
 from orchestrator.driver import LearnerDriver, evaluation_artifacts, mean_metrics
+from orchestrator.families.outsourced.generators import cached_generator, cached_generator_learner
 from orchestrator.placement import TrialContext
 from orchestrator.tracking import TRAIN_HISTORY_KEY
-from workloads.outsourced.learner import OutsourcedLearner
 
 
 class OutsourcedDriver(LearnerDriver):
     def __init__(self, ctx: TrialContext):
-        super().__init__(ctx, OutsourcedLearner)
+        generator = cached_generator(ctx.tracking_uri, ctx.config)
+        model_id = None if generator is None else generator.model_id
+        super().__init__(ctx, cached_generator_learner, tracking_uri=ctx.tracking_uri, generator_model_id=model_id)
 
     def advance(self) -> tuple[dict[str, Any], dict[str, Callable[[Path], None]]]:
         """Train up to the next evaluation, evaluate; return metrics and artifact writers."""

@@ -1,0 +1,98 @@
+"""Fitted generators, shared: each distinct generator of a sweep (keyed by `OutsourcedConfig.generator_key()`: the
+flow, the VAE or the DDPM with its seed, and the digits classifier that comes with them) is fitted once, before
+the trials start, and kept in the sweep's MLflow store (`orchestrator/model_cache.py`) as the LoggedModel
+`outsourced-generator`; every trial, of this sweep and of later ones, loads it from there.
+
+Generator fields sampled from a continuous domain cannot be listed before the trials start: such trials fit their
+own generator (the learner fits it on construction) and do not cache it.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import ray
+import torch
+
+from orchestrator import model_cache
+from orchestrator.errors import OrchestratorError
+from orchestrator.spec import SweepSpec
+from workloads.outsourced.config import OutsourcedConfig
+from workloads.outsourced.learner import OutsourcedLearner, generator_state
+
+GENERATOR_KIND = "outsourced-generator"
+GENERATOR_FILE = "generator.pt"
+"""The cached model's one file: torch.save of `generator_state(config)`."""
+GENERATOR_PATHS = ("generator", "flow.", "vae.", "vae_seed", "prior.", "prior_seed")
+"""Sweep keys (dotted config paths, or their prefixes) that change the fitted generator."""
+
+
+def cached_generator(tracking_uri: str | None, config: OutsourcedConfig) -> model_cache.CachedModel | None:
+    return None if tracking_uri is None else model_cache.find(tracking_uri, GENERATOR_KIND, config.generator_key())
+
+
+def cached_generator_learner(
+    config: OutsourcedConfig,
+    seed: int,
+    device: str = "cpu",
+    tracking_uri: str | None = None,
+    generator_model_id: str | None = None,
+) -> OutsourcedLearner:
+    """The trial's learner, its generator a cached model of the sweep's store (None: it fits its own). Built from
+    the model's id, so a restarted actor fetches the generator again."""
+    state = None
+    if generator_model_id is not None:
+        data = model_cache.load_files(tracking_uri, generator_model_id)[GENERATOR_FILE]
+        state = torch.load(io.BytesIO(data), weights_only=True)
+    return OutsourcedLearner(config, seed=seed, device=device, generator_state=state)
+
+
+def sweep_generators(spec: SweepSpec) -> list[OutsourcedConfig]:
+    """One config per distinct generator the sweep's trials can have (none when a generator field is continuous)."""
+    continuous = [key for key, domain in spec.search_space.items() if domain.kind not in ("choice", "grid")]
+    if any(key == path or key.startswith(path) for key in continuous for path in GENERATOR_PATHS):
+        return []
+    by_key = {}
+    for config in spec.discrete_configs():
+        by_key.setdefault(model_cache.content_hash(GENERATOR_KIND, config.generator_key()), config)
+    return list(by_key.values())
+
+
+def _fit(config: OutsourcedConfig) -> bytes:
+    """A Ray task: the generator state fitted on this worker's device, as bytes."""
+    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    buffer = io.BytesIO()
+    torch.save(generator_state(config, device), buffer)
+    return buffer.getvalue()
+
+
+def prepare(spec: SweepSpec, tracking_uri: str) -> None:
+    """Fits (on the learner's resources) and caches every generator of the sweep that the store lacks; with
+    `generator_missing: fail`, stops instead, naming it."""
+    learner = spec.resources.learner
+    fit_task = ray.remote(_fit).options(num_cpus=learner.cpus, num_gpus=learner.gpus, resources=learner.custom or None)
+    for config in sweep_generators(spec):
+        key = config.generator_key()
+        digest = model_cache.content_hash(GENERATOR_KIND, key)
+        found = model_cache.find(tracking_uri, GENERATOR_KIND, key)
+        if found is not None:
+            print(f"generator {config.generator} {digest}: cached (MLflow model {found.model_id})", flush=True)
+            continue
+        if config.generator_missing == "fail":
+            raise OrchestratorError(
+                f"config.generator_missing: the MLflow store {tracking_uri} has no fitted {config.generator} "
+                f"generator {digest} ({', '.join(f'{k}={v}' for k, v in key.items())}), and generator_missing is "
+                "'fail'. Run the sweep once with generator_missing: fit (the default), or point --tracking-uri at "
+                "the store that has it."
+            )
+        print(f"generator {config.generator} {digest}: not cached, fitting it before the trials", flush=True)
+        start = time.monotonic()
+        data = ray.get(fit_task.remote(config))
+        fit = torch.load(io.BytesIO(data), weights_only=True)["fit"]
+        stored = model_cache.store(tracking_uri, GENERATOR_KIND, key, {GENERATOR_FILE: data}, fit)
+        print(
+            f"generator {config.generator} {digest}: fitted in {time.monotonic() - start:.0f} s, "
+            f"MLflow model {stored.model_id}",
+            flush=True,
+        )
