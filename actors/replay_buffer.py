@@ -12,6 +12,7 @@ and the calls every role answers (`ping`, `size`, `get_state`, `set_state`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,12 +20,15 @@ import torch
 from workloads.samplers.config import ReplayConfig
 from workloads.samplers.local_search import LocalSearchReplay
 from workloads.samplers.targets import make_target
+from workloads.samplers.targets.base import Target
 
 
 class ReplayBufferRole(LocalSearchReplay):
-    def __init__(self, config: ReplayConfig, target: str, seed: int, num_cpus: float = 1.0):
+    def __init__(self, config: ReplayConfig, target: str | Callable[[], Target], seed: int, num_cpus: float = 1.0):
+        """`target`: a named target of the samplers family, or a picklable function that builds one (e.g. the
+        outsourced family's noise-space target, from its cached generator)."""
         torch.set_num_threads(max(1, math.floor(num_cpus)))
-        super().__init__(config, make_target(target), seed)
+        super().__init__(config, make_target(target) if isinstance(target, str) else target(), seed)
 
     def ping(self) -> None:
         """Answers once the actor is alive."""
@@ -32,6 +36,9 @@ class ReplayBufferRole(LocalSearchReplay):
     def size(self) -> int:
         """States held in both buffers."""
         return len(self.forward_buffer) + len(self.searched_buffer)
+
+    def local_search_evaluations(self) -> int:
+        return self.reward_evaluations
 
     def get_state(self) -> dict[str, Any]:
         return self.state_dict()

@@ -88,6 +88,19 @@ def test_restored_learner_takes_its_own_learning_rates():
     assert [g["lr"] for g in perturbed.optimizer.param_groups] == [4e-3, 0.05]
 
 
+def test_cosine_schedule_scales_both_learning_rates_to_zero_at_the_end():
+    config = SamplerConfig(**SMALL, total_iters=10, lr_schedule="cosine", lr_policy=2e-3, lr_log_z=0.05)
+    learner = SamplerLearner(config, seed=0)
+    learner.train(4)  # the last step taken is iteration 3
+    factor = (1 + math.cos(math.pi * 3 / 10)) / 2
+    assert [g["lr"] for g in learner.optimizer.param_groups] == pytest.approx([2e-3 * factor, 0.05 * factor])
+    before = {name: p.detach().clone() for name, p in learner.policy.named_parameters()}
+    learner.train(6)  # iteration 9 steps at factor (1 + cos(0.9 pi)) / 2 = 0.024; none reaches 0 before the end
+    assert learner.optimizer.param_groups[1]["lr"] == pytest.approx(0.05 * (1 + math.cos(0.9 * math.pi)) / 2)
+    assert any(not torch.equal(before[name], p) for name, p in learner.policy.named_parameters())
+    assert config.lr_factor(10) == pytest.approx(0.0) and SamplerConfig().lr_factor(10) == 1.0
+
+
 def test_evaluate_does_not_perturb_training():
     config = SamplerConfig(**SMALL, total_iters=20)
     a, b = SamplerLearner(config, seed=1), SamplerLearner(config, seed=1)

@@ -54,29 +54,38 @@ def generator_state(config: OutsourcedConfig, device: torch.device | str = "cpu"
     return PROBLEMS[config.generator][1](config, device)
 
 
+def noise_space_problem(
+    config: OutsourcedConfig, state: dict[str, Any] | None, device: torch.device | str = "cpu"
+) -> tuple[GridProblem | DigitsProblem, NoiseSpaceTarget]:
+    """(the problem: generator, reward, data-space evaluation; its noise-space target) from a fitted generator
+    state (None: fitted here). The learner and a replay-buffer actor's local search build the same pair."""
+    state = state if state is not None else generator_state(config, device)
+    expected = config.latent_shape()
+    if list(state.get("latent_shape", expected)) != expected:
+        raise ValueError(
+            f"generator_state: its generator has latent shape {list(state['latent_shape'])}, the config's "
+            f"{config.generator} has {expected} (vae.latent_channels, vae.image_size, vae.hidden_channels; "
+            "prior.image_size): load a generator trained with this config, or let the learner train one"
+        )
+    problem = PROBLEMS[config.generator][0](config, state, torch.device(device))
+    target = NoiseSpaceTarget(
+        problem.generator,
+        problem.log_r,
+        config.beta,
+        config.reference_samples,
+        reference_seed={"flow2d": config.flow.seed, "vae_digits": config.vae_seed}.get(
+            config.generator, config.prior_seed
+        ),
+        beta_start=config.beta_start,
+        anneal_iters=config.beta_anneal_iters,
+    )
+    return problem, target
+
+
 class OutsourcedLearner:
     def __init__(self, config: OutsourcedConfig, seed: int, device: str = "cpu", generator_state: dict | None = None):
         self.config, self.seed, self.device = config, seed, torch.device(device)
-        state = generator_state if generator_state is not None else PROBLEMS[config.generator][1](config, self.device)
-        expected = config.latent_shape()
-        if list(state.get("latent_shape", expected)) != expected:
-            raise ValueError(
-                f"generator_state: its generator has latent shape {list(state['latent_shape'])}, the config's "
-                f"{config.generator} has {expected} (vae.latent_channels, vae.image_size, vae.hidden_channels; "
-                "prior.image_size): load a generator trained with this config, or let the learner train one"
-            )
-        self.problem = PROBLEMS[config.generator][0](config, state, self.device)
-        self.target = NoiseSpaceTarget(
-            self.problem.generator,
-            self.problem.log_r,
-            config.beta,
-            config.reference_samples,
-            reference_seed={"flow2d": config.flow.seed, "vae_digits": config.vae_seed}.get(
-                config.generator, config.prior_seed
-            ),
-            beta_start=config.beta_start,
-            anneal_iters=config.beta_anneal_iters,
-        )
+        self.problem, self.target = noise_space_problem(config, generator_state, self.device)
         self.sampler = SamplerLearner(config.sampler_config(), seed, device, target=self.target)
         self.reward_evaluations = 0
         """r(f(z)) evaluated in training: a batch per forward or reference iteration, and per replay iteration

@@ -5,6 +5,7 @@ A sweep file's `config:` block may only override fields that exist here (unknown
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -86,6 +87,9 @@ class SamplerConfig(StrictConfig):
     batch_size: int = Field(300, gt=0)
     lr_policy: float = Field(1e-3, gt=0)
     lr_log_z: float = Field(1e-1, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """constant (the reference), or cosine: both learning rates scaled by (1 + cos(pi s / total_iters)) / 2 at
+    iteration s, to 0 at the end, so the final sampler is not one draw of Adam's noise."""
     grad_clip: float | None = Field(100.0, gt=0)
     """Largest global gradient norm of an Adam step (larger gradients are scaled down to it); None: no clipping,
     as the reference code. Manywell without LP runs at norms of 500-3,000 for most of training, so 100 rescales
@@ -151,6 +155,12 @@ class SamplerConfig(StrictConfig):
         if self.exploration_decay_fraction is not None:
             return self.exploration_decay_fraction
         return EXPLORATION_BY_TARGET[self.target][1]
+
+    def lr_factor(self, step: int) -> float:
+        """The learning rates' scale at iteration `step` (lr_schedule)."""
+        if self.lr_schedule == "constant":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, self.total_iters) / self.total_iters))
 
     def smoke(self) -> SamplerConfig:
         """A few iterations of the same model: a whole-stack check in seconds."""

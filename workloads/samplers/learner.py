@@ -255,6 +255,8 @@ class SamplerLearner:
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(params, math.inf if c.grad_clip is None else c.grad_clip)
             if torch.isfinite(grad_norm):
+                for group, lr in zip(self.optimizer.param_groups, (c.lr_policy, c.lr_log_z)):
+                    group["lr"] = lr * c.lr_factor(self.step)
                 self.optimizer.step()
             self.step += 1
             logs.append(torch.stack([loss.detach(), log_z, grad_norm, log_r.detach().mean()]))

@@ -120,6 +120,8 @@ class LocalSearchReplay:
         self.searched_buffer = ReplayBuffer(config.capacity, config.prioritization, config.rank_k, seed + 1)
         self.step_size = config.mala_step_size
         self.generator = torch.Generator(device=target.device).manual_seed(seed + 2)
+        self.reward_evaluations = 0
+        """Evaluations of log R (with its gradient) by local search: 1 + mala_steps per chain and round."""
 
     def add(self, batch: TerminalBatch) -> int:
         """Forward samples into `forward_buffer`; returns its size."""
@@ -148,6 +150,7 @@ class LocalSearchReplay:
             keep_accepted=keep_accepted,
         )
         self.step_size = result.step_size
+        self.reward_evaluations += len(start) * (1 + self.config.mala_steps)
         x, log_r = (result.accepted_x, result.accepted_log_reward) if keep_accepted else (result.x, result.log_reward)
         self.searched_buffer.add(TerminalBatch(x.cpu().numpy(), log_r.cpu().numpy(), learner_step))
         return {
@@ -162,6 +165,7 @@ class LocalSearchReplay:
             "forward_buffer": self.forward_buffer.state_dict(),
             "searched_buffer": self.searched_buffer.state_dict(),
             "generator": self.generator.get_state(),
+            "reward_evaluations": self.reward_evaluations,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -169,3 +173,4 @@ class LocalSearchReplay:
         self.forward_buffer.load_state_dict(state["forward_buffer"])
         self.searched_buffer.load_state_dict(state["searched_buffer"])
         self.generator.set_state(state["generator"])
+        self.reward_evaluations = state.get("reward_evaluations", 0)  # checkpoints before it was counted: 0

@@ -9,6 +9,6 @@ FAMILY = Family(
     name="outsourced",
     config_model=OutsourcedConfig,
     driver="orchestrator.families.outsourced.driver:OutsourcedDriver",
-    worker_roles={},
+    worker_roles={"replay_buffer": 1},
     prepare="orchestrator.families.outsourced.generators:prepare",
 )

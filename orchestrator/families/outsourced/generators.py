@@ -19,7 +19,8 @@ from orchestrator import model_cache
 from orchestrator.errors import OrchestratorError
 from orchestrator.spec import SweepSpec
 from workloads.outsourced.config import OutsourcedConfig
-from workloads.outsourced.learner import OutsourcedLearner, generator_state
+from workloads.outsourced.learner import OutsourcedLearner, generator_state, noise_space_problem
+from workloads.outsourced.noise_target import NoiseSpaceTarget
 
 GENERATOR_KIND = "outsourced-generator"
 GENERATOR_FILE = "generator.pt"
@@ -41,11 +42,24 @@ def cached_generator_learner(
 ) -> OutsourcedLearner:
     """The trial's learner, its generator a cached model of the sweep's store (None: it fits its own). Built from
     the model's id, so a restarted actor fetches the generator again."""
-    state = None
-    if generator_model_id is not None:
-        data = model_cache.load_files(tracking_uri, generator_model_id)[GENERATOR_FILE]
-        state = torch.load(io.BytesIO(data), weights_only=True)
+    state = cached_state(tracking_uri, generator_model_id)
     return OutsourcedLearner(config, seed=seed, device=device, generator_state=state)
+
+
+def cached_noise_target(
+    config: OutsourcedConfig, tracking_uri: str | None, generator_model_id: str | None
+) -> NoiseSpaceTarget:
+    """The trial's noise-space target on the CPU, for the replay-buffer actor's local search (a `ReplayBufferRole`
+    target builder: functools.partial of this is small and picklable)."""
+    return noise_space_problem(config, cached_state(tracking_uri, generator_model_id))[1]
+
+
+def cached_state(tracking_uri: str | None, generator_model_id: str | None) -> dict | None:
+    """The generator state of a cached model; None without one."""
+    if generator_model_id is None:
+        return None
+    data = model_cache.load_files(tracking_uri, generator_model_id)[GENERATOR_FILE]
+    return torch.load(io.BytesIO(data), weights_only=True)
 
 
 def sweep_generators(spec: SweepSpec) -> list[OutsourcedConfig]:

@@ -23,28 +23,44 @@ from actors.channel import BoundedInFlight
 from actors.replay_buffer import ReplayBufferRole
 from orchestrator.driver import LearnerBufferDriver, mean_metrics, start_learner
 from orchestrator.placement import TrialContext
+from workloads.samplers.config import SamplerConfig
 from workloads.samplers.learner import SamplerLearner
 
 MAX_IN_FLIGHT = 2
 
 
 class SamplerDriver(LearnerBufferDriver):
-    def __init__(self, ctx: TrialContext):
+    def __init__(
+        self,
+        ctx: TrialContext,
+        learner_class: Callable[..., Any] = SamplerLearner,
+        buffer_target: str | Callable[[], Any] | None = None,
+        **learner_kwargs: Any,
+    ):
+        """`learner_class`, `learner_kwargs`: as `start_learner` takes them; `buffer_target`: the buffer's target
+        (ReplayBufferRole), the config's named one by default. A family whose learner wraps a SamplerLearner
+        (outsourced) passes its own and overrides `sampler`."""
         self.ctx = ctx
         self.config = ctx.config
-        self.learner = start_learner(ctx, SamplerLearner)
+        self.learner = start_learner(ctx, learner_class, **learner_kwargs)
+        target = self.config.target if buffer_target is None else buffer_target
         self.buffer = (
             ray.remote(ReplayBufferRole)
             .options(**ctx.actor_options("replay_buffer"))
-            .remote(self.config.replay, self.config.target, ctx.seed + 1, ctx.cpus("replay_buffer"))
+            .remote(self.sampler.replay, target, ctx.seed + 1, ctx.cpus("replay_buffer"))
         )
         self.to_buffer = BoundedInFlight(MAX_IN_FLIGHT)
         self.step = 0
         self.device = ray.get(self.learner.device.remote())
 
+    @property
+    def sampler(self) -> SamplerConfig:
+        """The sampler's config (replay, batch size); its eval_every and total_iters are the trial config's."""
+        return self.config
+
     def advance(self) -> tuple[dict[str, float], dict[str, Callable[[Path], None]]]:
         """Train up to the next evaluation, evaluate; return metrics and artifact writers."""
-        cfg = self.config
+        cfg = self.sampler
         # With replay, local search runs between sub-chunks; without, sub-chunks only give training curves points.
         sizes = self.next_chunks(
             cfg.replay.local_search_every if cfg.replay.enabled else self.ctx.train_every or cfg.eval_every
@@ -70,9 +86,9 @@ class SamplerDriver(LearnerBufferDriver):
 
     def _replay_batch(self, num_iters: int) -> Any:
         """States for the odd (backward-trajectory) iterations of the next `num_iters`."""
-        if not self.config.replay.enabled:
+        if not self.sampler.replay.enabled:
             return None
-        return self.buffer.sample.remote(math.ceil(num_iters / 2) * self.config.batch_size)
+        return self.buffer.sample.remote(math.ceil(num_iters / 2) * self.sampler.batch_size)
 
     def actors(self) -> list[Any]:
         return [self.learner, self.buffer]
