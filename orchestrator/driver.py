@@ -7,6 +7,7 @@ A driver is built with a `placement.TrialContext` and has `step`, `finished`, `d
 trial's run, tracking.MODEL_PREFIX), `state()`, `load_state(state)`, `recover(state)` and `actors()`.
 """
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ from typing import Any
 import numpy as np
 import ray
 
+from actors.channel import BoundedInFlight
 from actors.learner import Learner
+from actors.replay_buffer import ReplayBufferRole
 from orchestrator.placement import TrialContext, wait_until_alive
 from orchestrator.tracking import TRAIN_HISTORY_KEY
 
@@ -46,6 +49,10 @@ class ActorDriver:
             self.load_state(state)
         else:
             self.step = ray.get(self.learner.step.remote())
+
+
+MAX_IN_FLIGHT = 2
+"""Terminal-state batches on their way to a buffer actor at once (actors/channel.py): backpressure beyond."""
 
 
 def start_learner(ctx: TrialContext, learner_class: type, **learner_kwargs: Any) -> Any:
@@ -155,3 +162,77 @@ class LearnerBufferDriver(ActorDriver):
     def recover(self, state: dict[str, Any] | None) -> None:
         self.to_buffer.discard()  # calls to a dead actor never finish
         super().recover(state)
+
+
+class LocalSearchReplayDriver(LearnerBufferDriver):
+    """A learner whose `train(n, replay)` returns (metrics, terminal states) and trains some iterations on a replay
+    batch, and a replay-buffer actor (actors/replay_buffer.py) that searches near the buffer's states between the
+    learner's chunks; batches are passed as ObjectRefs.
+
+    Between two reports the learner trains `eval_every` iterations in sub-chunks of `replay.local_search_every`.
+    Each sub-chunk's terminal states go to the buffer through a bounded channel; with replay on, each sub-chunk
+    trains its odd iterations on a batch sampled from the buffer, and a local-search round runs on the buffer actor
+    while the learner trains. Each round is told the learner step at its start (the end of the sub-chunk whose
+    states it may search); its results keep it, and the learner reports train/replay_staleness_iters, the
+    iterations between that step and the one that trains on them.
+    """
+
+    def __init__(
+        self,
+        ctx: TrialContext,
+        learner_class: Callable[..., Any],
+        replay: Any,
+        batch_size: int,
+        buffer_target: str | Callable[[], Any],
+        **learner_kwargs: Any,
+    ):
+        """`learner_class`, `learner_kwargs`: as `start_learner` takes them; `replay`: the ReplayConfig of the
+        buffer and the learner; `buffer_target`: the target the buffer's local search runs on, by name or as a
+        small picklable function that builds it (ReplayBufferRole)."""
+        self.ctx = ctx
+        self.config = ctx.config
+        self.replay, self.batch_size = replay, batch_size
+        self.learner = start_learner(ctx, learner_class, **learner_kwargs)
+        self.buffer = (
+            ray.remote(ReplayBufferRole)
+            .options(**ctx.actor_options("replay_buffer"))
+            .remote(replay, buffer_target, ctx.seed + 1, ctx.cpus("replay_buffer"))
+        )
+        self.to_buffer = BoundedInFlight(MAX_IN_FLIGHT)
+        self.step = 0
+        self.device = ray.get(self.learner.device.remote())
+
+    def advance(self) -> tuple[dict[str, float], dict[str, Callable[[Path], None]]]:
+        """Train up to the next evaluation, evaluate; return metrics and artifact writers."""
+        replay = self.replay
+        # With replay, local search runs between sub-chunks; without, sub-chunks only give training curves points.
+        sizes = self.next_chunks(
+            replay.local_search_every if replay.enabled else self.ctx.train_every or self.config.eval_every
+        )
+        metric_refs, search_refs = [], []
+        replay_batch = self._replay_batch(sizes[0])
+        step = self.step
+        for k, n in enumerate(sizes):
+            metrics_ref, states_ref = self.learner.train.options(num_returns=2).remote(n, replay_batch)
+            metric_refs.append(metrics_ref)
+            step += n
+            self.to_buffer.submit(self.buffer.add.remote, states_ref)
+            if replay.enabled:
+                # The next replay batch is queued before this round's local search, so the learner
+                # trains sub-chunk k+1 (from `step` on) while the search runs; its results serve
+                # sub-chunk k+2 on.
+                replay_batch = self._replay_batch(sizes[k + 1]) if k + 1 < len(sizes) else None
+                search_refs.append(self.buffer.local_search.remote(step))
+        train_metrics = ray.get(metric_refs)
+        metrics = mean_metrics(train_metrics + [m for m in ray.get(search_refs) if m])
+        ends = [self.step + sum(sizes[: k + 1]) for k in range(len(sizes))]
+        return self.evaluate_into(metrics, train_metrics, ends)
+
+    def _replay_batch(self, num_iters: int) -> Any:
+        """States for the odd (backward-trajectory) iterations of the next `num_iters`."""
+        if not self.replay.enabled:
+            return None
+        return self.buffer.sample.remote(math.ceil(num_iters / 2) * self.batch_size)
+
+    def actors(self) -> list[Any]:
+        return [self.learner, self.buffer]

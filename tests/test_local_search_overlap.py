@@ -1,6 +1,6 @@
 """The samplers' local search overlaps training in wall-clock time, not only in step numbers: in a real local Ray
 run of the samplers driver, each local-search round on the replay-buffer actor runs while the learner actor trains
-the next sub-chunk (see orchestrator/families/samplers/driver.py).
+the next sub-chunk (see orchestrator/driver.py: LocalSearchReplayDriver).
 
 The intervals are Ray's own record of when each actor method ran (`ray.timeline()`: the task events every worker
 reports), so the roles' code is measured as it ships. The check can fail: a round the driver waited for before the

@@ -1,5 +1,5 @@
-"""Outsourced sampler trial: the samplers family's trial (a learner and a replay-buffer actor, batches passed as
-ObjectRefs; orchestrator/families/samplers/driver.py) on the noise-space target. The learner's generator and the
+"""Outsourced sampler trial: the diffusion samplers' trial (a learner and a replay-buffer actor running local
+search; orchestrator/driver.py: LocalSearchReplayDriver) on the noise-space target. The learner's generator and the
 buffer's copy of the target (for local search in z) load the generator cached in the sweep's MLflow store
 (generators.py; each fits its own when the sweep's generators could not be listed before the trials).
 
@@ -15,31 +15,29 @@ from pathlib import Path
 
 import ray
 
+from orchestrator.driver import LocalSearchReplayDriver
 from orchestrator.families.outsourced.generators import (
     cached_generator,
     cached_generator_learner,
     cached_noise_target,
 )
-from orchestrator.families.samplers.driver import SamplerDriver
 from orchestrator.placement import TrialContext
-from workloads.samplers.config import SamplerConfig
 
 
-class OutsourcedDriver(SamplerDriver):
+class OutsourcedDriver(LocalSearchReplayDriver):
     def __init__(self, ctx: TrialContext):
         generator = cached_generator(ctx.tracking_uri, ctx.config)
         model_id = None if generator is None else generator.model_id
+        sampler = ctx.config.sampler
         super().__init__(
             ctx,
             cached_generator_learner,
-            buffer_target=functools.partial(cached_noise_target, ctx.config, ctx.tracking_uri, model_id),
+            sampler.replay,
+            sampler.batch_size,
+            functools.partial(cached_noise_target, ctx.config, ctx.tracking_uri, model_id),
             tracking_uri=ctx.tracking_uri,
             generator_model_id=model_id,
         )
-
-    @property
-    def sampler(self) -> SamplerConfig:
-        return self.config.sampler_config()
 
     def advance(self) -> tuple[dict[str, float], dict[str, Callable[[Path], None]]]:
         metrics, artifacts = super().advance()
