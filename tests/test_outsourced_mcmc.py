@@ -4,8 +4,8 @@ are deterministic in the seed, and the step size adapts during burn-in only."""
 
 import pytest
 import torch
-from torch import nn
 
+from tests.test_outsourced_target import Affine
 from workloads.outsourced.mcmc import MCMCConfig, hmc, run_chains
 from workloads.outsourced.noise_target import NoiseSpaceTarget
 
@@ -13,20 +13,6 @@ A = torch.tensor([[1.0, 0.5, 0.0], [-0.3, 2.0, 0.4], [0.2, 0.0, 1.5]])
 B = torch.tensor([0.2, -1.0, 0.5])
 C = torch.tensor([0.8, -0.6, 0.7])
 SHIFT = A.T @ C  # beta = 1: the posterior is N(A^T c, I); [1.12, -0.8, 0.81], away from the chains' N(0, I) start
-
-
-class Affine(nn.Module):
-    """x = A z + b on a 3-d latent."""
-
-    latent_shape = (3,)
-
-    def __init__(self, a: torch.Tensor, b: torch.Tensor):
-        super().__init__()
-        self.register_buffer("a", a)
-        self.register_buffer("b", b)
-
-    def forward(self, z):
-        return z @ self.a.T + self.b
 
 
 class CountingTarget(NoiseSpaceTarget):

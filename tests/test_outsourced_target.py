@@ -59,12 +59,11 @@ def test_flow_fit_raises_the_likelihood_of_the_data():
 
 
 class Affine(nn.Module):
-    """x = A z + b."""
-
-    latent_shape = (2,)
+    """x = A z + b, z of A's column count (also the MCMC tests' generator)."""
 
     def __init__(self, a: torch.Tensor, b: torch.Tensor):
         super().__init__()
+        self.latent_shape = (a.shape[1],)
         self.register_buffer("a", a)
         self.register_buffer("b", b)
 
