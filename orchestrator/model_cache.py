@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,3 +105,38 @@ def load_files(tracking_uri: str, model_id: str) -> dict[str, bytes]:
             artifact_uri=model.artifact_location, dst_path=folder, tracking_uri=tracking_uri
         )
         return {file.name: file.read_bytes() for file in Path(path).iterdir() if file.is_file()}
+
+
+def fit_if_missing(
+    tracking_uri: str,
+    kind: str,
+    key: dict[str, Any],
+    fit: Callable[[], tuple[dict[str, bytes], dict[str, float]]],
+    *,
+    label: str,
+    missing: str,
+    missing_field: str,
+) -> CachedModel:
+    """The cached model of (kind, key). If the store lacks it: with missing == "fit", `fit()` -> (files, metrics)
+    is stored and returned; with "fail", an OrchestratorError naming `missing_field` (e.g. config.prior_missing).
+    Progress lines start with `label` and the content hash."""
+    from orchestrator.errors import OrchestratorError
+
+    digest = content_hash(kind, key)
+    found = find(tracking_uri, kind, key)
+    if found is not None:
+        print(f"{label} {digest}: cached (MLflow model {found.model_id})", flush=True)
+        return found
+    field = missing_field.rsplit(".", 1)[-1]
+    if missing == "fail":
+        raise OrchestratorError(
+            f"{missing_field}: the MLflow store {tracking_uri} has no fitted {kind} {digest} "
+            f"({', '.join(f'{k}={v}' for k, v in key.items())}), and {field} is 'fail'. Run the sweep once with "
+            f"{field}: fit (the default), or point --tracking-uri at the store that has it."
+        )
+    print(f"{label} {digest}: not cached, fitting the {kind} before the trials", flush=True)
+    start = time.monotonic()
+    files, metrics = fit()
+    stored = store(tracking_uri, kind, key, files, metrics)
+    print(f"{label} {digest}: fitted in {time.monotonic() - start:.0f} s, MLflow model {stored.model_id}", flush=True)
+    return stored

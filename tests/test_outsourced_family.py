@@ -20,10 +20,10 @@ def test_smoke_sweep_logs_each_trials_data_space_metrics_and_artifacts(tmp_path)
     noise-space target (the cached flow) after each chunk of 5 iterations, and the learner replays the results;
     every log R that local search evaluated is counted: 4 rounds x 16 chains x (1 + 4 steps) = 320."""
     refused = smoke_run("outsourced.yaml", tmp_path, "config.generator_missing=fail")
-    assert refused.returncode != 0 and "has no fitted flow2d generator" in refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "has no fitted outsourced-generator" in refused.stdout + refused.stderr
     result = smoke_run("outsourced.yaml", tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "not cached, fitting it before the trials" in result.stdout
+    assert "not cached, fitting the outsourced-generator before the trials" in result.stdout
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
     cache = client.get_experiment_by_name(model_cache.CACHE_EXPERIMENT)
     assert len(client.search_runs([cache.experiment_id])) == 1  # two trials, one flow

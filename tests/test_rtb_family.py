@@ -77,7 +77,7 @@ def test_smoke_sweep_trains_the_digits_prior_once_and_a_second_sweep_reuses_it(t
     sweep = _rtb_sweep(tmp_path, "digit 3", "RTB", replay={"enabled": True, "draw_every": 2})
     first = _smoke(sweep, tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "not cached, training the ddpm-prior" in first.stdout
+    assert "not cached, fitting the ddpm-prior" in first.stdout
     client = mlflow.MlflowClient(uri)
     cache = client.get_experiment_by_name(model_cache.CACHE_EXPERIMENT)
     assert len(client.search_runs([cache.experiment_id])) == 1
@@ -106,7 +106,7 @@ def test_smoke_sweep_trains_the_digits_prior_once_and_a_second_sweep_reuses_it(t
 
     second = _smoke(sweep, tmp_path, "name=rtb-again", "mlflow.experiment=rtb-again")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "cached (MLflow model" in second.stdout and "training the" not in second.stdout
+    assert "cached (MLflow model" in second.stdout and "not cached" not in second.stdout
     assert len(client.search_runs([cache.experiment_id])) == 1  # reused, not retrained
     posteriors = [
         torch.load(io.BytesIO(open(client.download_artifacts(_trial_runs(client, name)[0].info.run_id,
@@ -120,7 +120,7 @@ def test_smoke_sweep_trains_the_digits_prior_once_and_a_second_sweep_reuses_it(t
 def test_a_missing_prior_with_prior_missing_fail_stops_before_the_sweep(tmp_path):
     result = _smoke(_rtb_sweep(tmp_path, "2-D toy", "RTB"), tmp_path, "config.prior_missing=fail")
     assert result.returncode != 0
-    assert "config.prior_missing" in result.stderr and "no trained rtb-toy-prior" in result.stderr, result.stderr
+    assert "config.prior_missing" in result.stderr and "no fitted rtb-toy-prior" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
     experiment = client.get_experiment_by_name("rtb")
@@ -135,7 +135,7 @@ def test_inverse_smoke_sweep_on_a_latent_prior_trains_its_vae_and_prior_once_and
     replay = {"backtrack_every": 2, "replay": {"enabled": True, "draw_every": 2}}
     result = _smoke(_one_variant_sweep(tmp_path, "inverse", "inverse", choices, **replay), tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "not cached, training the latent-ddpm-prior" in result.stdout
+    assert "not cached, fitting the latent-ddpm-prior" in result.stdout
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
     trials = _trial_runs(client, "inverse")
     assert len(trials) == 2 and all(run.info.status == "FINISHED" for run in trials)

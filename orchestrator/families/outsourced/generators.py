@@ -10,13 +10,11 @@ own generator (the learner fits it on construction) and do not cache it.
 from __future__ import annotations
 
 import io
-import time
 
 import ray
 import torch
 
 from orchestrator import model_cache
-from orchestrator.errors import OrchestratorError
 from orchestrator.spec import SweepSpec
 from workloads.outsourced.config import OutsourcedConfig
 from workloads.outsourced.learner import OutsourcedLearner, generator_state, noise_space_problem
@@ -87,26 +85,17 @@ def prepare(spec: SweepSpec, tracking_uri: str) -> None:
     learner = spec.resources.learner
     fit_task = ray.remote(_fit).options(num_cpus=learner.cpus, num_gpus=learner.gpus, resources=learner.custom or None)
     for config in sweep_generators(spec):
-        key = config.generator_key()
-        digest = model_cache.content_hash(GENERATOR_KIND, key)
-        found = model_cache.find(tracking_uri, GENERATOR_KIND, key)
-        if found is not None:
-            print(f"generator {config.generator} {digest}: cached (MLflow model {found.model_id})", flush=True)
-            continue
-        if config.generator_missing == "fail":
-            raise OrchestratorError(
-                f"config.generator_missing: the MLflow store {tracking_uri} has no fitted {config.generator} "
-                f"generator {digest} ({', '.join(f'{k}={v}' for k, v in key.items())}), and generator_missing is "
-                "'fail'. Run the sweep once with generator_missing: fit (the default), or point --tracking-uri at "
-                "the store that has it."
-            )
-        print(f"generator {config.generator} {digest}: not cached, fitting it before the trials", flush=True)
-        start = time.monotonic()
-        data = ray.get(fit_task.remote(config))
-        fit = torch.load(io.BytesIO(data), weights_only=True)["fit"]
-        stored = model_cache.store(tracking_uri, GENERATOR_KIND, key, {GENERATOR_FILE: data}, fit)
-        print(
-            f"generator {config.generator} {digest}: fitted in {time.monotonic() - start:.0f} s, "
-            f"MLflow model {stored.model_id}",
-            flush=True,
+
+        def fit(config: OutsourcedConfig = config) -> tuple[dict[str, bytes], dict[str, float]]:
+            data = ray.get(fit_task.remote(config))
+            return {GENERATOR_FILE: data}, torch.load(io.BytesIO(data), weights_only=True)["fit"]
+
+        model_cache.fit_if_missing(
+            tracking_uri,
+            GENERATOR_KIND,
+            config.generator_key(),
+            fit,
+            label=f"generator {config.generator}",
+            missing=config.generator_missing,
+            missing_field="config.generator_missing",
         )

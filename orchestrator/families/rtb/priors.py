@@ -148,19 +148,18 @@ def prepare(spec: SweepSpec, tracking_uri: str) -> None:
         num_cpus=learner.cpus, num_gpus=learner.gpus, resources=learner.custom or None
     )
     for config in sweep_priors(spec):
-        (kind, key), digest = prior_kind_and_key(config), prior_digest(config)
-        found = model_cache.find(tracking_uri, kind, key)
-        if found is not None:
-            print(f"prior {digest}: cached (MLflow model {found.model_id})", flush=True)
-            continue
-        if config.prior_missing == "fail":
-            raise OrchestratorError(
-                f"config.prior_missing: the MLflow store {tracking_uri} has no trained {kind} {digest} "
-                f"({', '.join(f'{k}={v}' for k, v in key.items())}), and prior_missing is 'fail'. Run the sweep once "
-                "with prior_missing: fit (the default), or point --tracking-uri at the store that has it."
-            )
-        print(f"prior {digest}: not cached, training the {kind} before the trials", flush=True)
-        data = ray.get(train_task.remote(config))
-        state = prior_from_bytes(data)
-        stored = model_cache.store(tracking_uri, kind, key, {PRIOR_FILE: data}, state["fit"])
-        print(f"prior {digest}: trained in {state['fit']['fit_s']:.0f} s, MLflow model {stored.model_id}", flush=True)
+        kind, key = prior_kind_and_key(config)
+
+        def fit(config: RTBTrialConfig = config) -> tuple[dict[str, bytes], dict[str, float]]:
+            data = ray.get(train_task.remote(config))
+            return {PRIOR_FILE: data}, prior_from_bytes(data)["fit"]
+
+        model_cache.fit_if_missing(
+            tracking_uri,
+            kind,
+            key,
+            fit,
+            label="prior",
+            missing=config.prior_missing,
+            missing_field="config.prior_missing",
+        )
