@@ -126,6 +126,11 @@ class OutsourcedConfig(StrictConfig):
         run = {"total_iters": 20, "eval_every": 10, "eval_samples": 200, "reference_samples": 5_000}
         return self.model_copy(update={"flow": flow, "vae": vae, "prior": self.prior.smoke(), "sampler": sampler} | run)
 
+    @property
+    def generator_seed(self) -> int:
+        """The seed the generator is fitted with (flow.seed, vae_seed or prior_seed); also the reference draws'."""
+        return {"flow2d": self.flow.seed, "vae_digits": self.vae_seed}.get(self.generator, self.prior_seed)
+
     def generator_key(self) -> dict[str, Any]:
         """What determines the fitted generator state (and the classifier, fixed by the code): the generator's
         training fields and seed, and GENERATOR_FORMAT. Equal keys, equal states; the cache's key."""

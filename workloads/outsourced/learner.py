@@ -73,9 +73,7 @@ def noise_space_problem(
         problem.log_r,
         config.beta,
         config.reference_samples,
-        reference_seed={"flow2d": config.flow.seed, "vae_digits": config.vae_seed}.get(
-            config.generator, config.prior_seed
-        ),
+        reference_seed=config.generator_seed,
         beta_start=config.beta_start,
         anneal_iters=config.beta_anneal_iters,
     )

@@ -37,7 +37,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from workloads.samplers.local_search import MalaResult, _log_r_and_grad, mala
+from workloads.samplers.local_search import MalaResult, log_r_and_grad, mala
 from workloads.samplers.targets.base import Target
 from workloads.typed_config import StrictConfig
 
@@ -103,7 +103,7 @@ def hmc(
     burn_in steps. Costs 1 + L num_steps evaluations of log R and its gradient per chain."""
     z = z0.detach().clone()  # [B, d]
     B = z.shape[0]
-    log_r, grad = _log_r_and_grad(target, z)  # [B], [B, d]
+    log_r, grad = log_r_and_grad(target, z)  # [B], [B, d]
     log_eps = math.log(step_size)
     accepted, counted = torch.zeros((), device=z.device), 0
     for s in range(num_steps):
@@ -112,7 +112,7 @@ def hmc(
         z_new, p = z, p0 + 0.5 * eps * grad
         for leap in range(leapfrog_steps):
             z_new = z_new + eps * p
-            log_r_new, grad_new = _log_r_and_grad(target, z_new)
+            log_r_new, grad_new = log_r_and_grad(target, z_new)
             p = p + (eps if leap < leapfrog_steps - 1 else 0.5 * eps) * grad_new
         log_alpha = (log_r_new - 0.5 * (p**2).sum(-1)) - (log_r - 0.5 * (p0**2).sum(-1))  # H - H', [B]
         u = torch.rand(B, device=z.device, generator=generator)

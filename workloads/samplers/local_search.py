@@ -45,7 +45,7 @@ class MalaResult:
     """[A] their log R."""
 
 
-def _log_r_and_grad(target: Target, x: Tensor) -> tuple[Tensor, Tensor]:
+def log_r_and_grad(target: Target, x: Tensor) -> tuple[Tensor, Tensor]:
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         log_r = target.log_reward(x)  # [B]
@@ -66,7 +66,7 @@ def mala(
 ) -> MalaResult:
     x = x0.detach().clone()  # [B, D]
     B = x.shape[0]
-    log_r, grad = _log_r_and_grad(target, x)  # [B], [B, D]
+    log_r, grad = log_r_and_grad(target, x)  # [B], [B, D]
     log_eta = math.log(step_size)
     accepted, counted = torch.zeros((), device=x.device), 0
     kept_x: list[Tensor] = []
@@ -75,7 +75,7 @@ def mala(
         eta = math.exp(log_eta)
         xi = torch.randn(x.shape, device=x.device, generator=generator)  # [B, D]
         x_prop = x + eta * grad + math.sqrt(2 * eta) * xi  # [B, D]
-        log_r_prop, grad_prop = _log_r_and_grad(target, x_prop)
+        log_r_prop, grad_prop = log_r_and_grad(target, x_prop)
         log_q_fwd = -((x_prop - x - eta * grad) ** 2).sum(-1) / (4 * eta)  # log q(x' | x), [B]
         log_q_bwd = -((x - x_prop - eta * grad_prop) ** 2).sum(-1) / (4 * eta)  # log q(x | x'), [B]
         log_alpha = log_r_prop - log_r + log_q_bwd - log_q_fwd  # [B]
