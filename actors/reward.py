@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from actors.energy import ACTOR_DIED
+from actors.named import NamedActors
 
 
 class RewardWorker:
@@ -47,26 +48,13 @@ class RewardWorker:
         return self.rows
 
 
-class PooledReward:
-    """log r through the reward actors. `workers`: handles, or names in `namespace` looked up on first use (a
-    learner actor gets names: a handle passed to its constructor is not kept across its restart,
-    ray-project/ray#53727)."""
+class PooledReward(NamedActors):
+    """log r through the reward actors. `workers`: handles, or names in `namespace` (NamedActors)."""
 
     def __init__(self, workers: list[Any], namespace: str | None = None, min_chunk: int = 16):
-        self._workers, self._namespace, self.min_chunk = list(workers), namespace, min_chunk
-        self._handles: list[Any] | None = None
+        super().__init__(workers, namespace)
+        self.min_chunk = min_chunk
         self.resent_chunks = 0
-
-    @property
-    def workers(self) -> list[Any]:
-        if self._handles is None:
-            self._handles = [
-                ray.get_actor(w, namespace=self._namespace) if isinstance(w, str) else w for w in self._workers
-            ]
-        return self._handles
-
-    def __getstate__(self) -> dict[str, Any]:  # handles are looked up again wherever the pool is unpickled
-        return self.__dict__ | {"_handles": None}
 
     def log_r(self, x: Tensor, targets: Tensor) -> Tensor:
         """x [B, ...], targets [B] -> log r [B] on x's device, in x's dtype."""

@@ -70,6 +70,17 @@ def start_learner(ctx: TrialContext, learner_class: type, **learner_kwargs: Any)
     )
 
 
+def start_workers(ctx: TrialContext, role: str, actor_class: type, arguments: list[tuple]) -> tuple[list, list[str]]:
+    """One actor of `role` per entry of `arguments` (its constructor's arguments, before the role's CPU count),
+    in the role's bundles: (handles, names). A learner gets the names (actors.named.NamedActors), which outlast a
+    restart."""
+    actors = [
+        ray.remote(actor_class).options(**ctx.actor_options(role, i)).remote(*args, ctx.cpus(role))
+        for i, args in enumerate(arguments)
+    ]
+    return actors, [ctx.actor_name(role, i) for i in range(len(arguments))]
+
+
 def bytes_writers(files: dict[str, bytes]) -> dict[str, Callable[[Path], None]]:
     """Artifact writers for files an actor rendered as bytes (figures as PNG, structure files)."""
     return {name: (lambda path, data=data: path.write_bytes(data)) for name, data in files.items()}

@@ -49,18 +49,23 @@ def _bundle(resources: RoleResources) -> dict[str, float]:
     return bundle
 
 
-def role_layout(spec: SweepSpec) -> list[tuple[str, int, RoleResources]]:
-    """[(role, index within role, resources)] in bundle order, learner first."""
+def role_layout(spec: SweepSpec, config: Any = None) -> list[tuple[str, int, RoleResources]]:
+    """[(role, index within role, resources)] in bundle order, learner first: of a trial of `config` (the roles
+    its family says it starts, `Family.trial_roles`), or of any trial (None: every role the sweep names)."""
+    family = get_family(spec.workload)
+    started = None if config is None else family.roles_of(config)
     layout = [("learner", 0, spec.resources.learner)]
-    for role in get_family(spec.workload).worker_roles:
+    for role in family.worker_roles:
         resources = spec.resources.workers.get(role)  # None: an optional role the sweep does not name
-        layout += [(role, i, resources) for i in range(resources.count if resources else 0)]
+        if started is None or role in started:
+            layout += [(role, i, resources) for i in range(resources.count if resources else 0)]
     return layout
 
 
-def trial_bundles(spec: SweepSpec) -> list[dict[str, float]]:
-    """The trial's placement group: the trial function's bundle on the head, then one bundle per actor."""
-    return [dict(TRIAL_BUNDLE)] + [_bundle(resources) for _, _, resources in role_layout(spec)]
+def trial_bundles(spec: SweepSpec, config: Any = None) -> list[dict[str, float]]:
+    """The trial's placement group: the trial function's bundle on the head, then one bundle per actor (of a trial
+    of `config`, or of any trial: `role_layout`)."""
+    return [dict(TRIAL_BUNDLE)] + [_bundle(resources) for _, _, resources in role_layout(spec, config)]
 
 
 # ---------------------------------------------------------------- does one trial fit the cluster?
@@ -302,9 +307,9 @@ class TrialContext:
     _bundle_index: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        layout = role_layout(self.spec)
+        layout = role_layout(self.spec, self.config)
         # Tune drops an empty first bundle from the real placement group; ours (the trial's) stays.
-        first = 1 if trial_bundles(self.spec)[0] else 0
+        first = 1 if trial_bundles(self.spec, self.config)[0] else 0
         self._bundle_index = {(role, i): first + index for index, (role, i, _) in enumerate(layout)}
         self._resources = {role: resources for role, _, resources in layout}
 

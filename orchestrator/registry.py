@@ -47,6 +47,9 @@ class Family:
     optional_roles: tuple[str, ...] = ()
     """Worker roles a trial has only when the sweep's `resources.workers` names them (a role left out otherwise
     gets one actor of the default resources)."""
+    trial_roles: str | None = None
+    """"module:function" (the trial's resolved config) -> the worker roles that trial starts (e.g. a method's);
+    its placement group reserves bundles for those only. None: every role of the sweep's."""
     summary: str | None = None
     """"module:function" called when a sweep ends with its finished trials (`tracking.TrialHistory`: params and
     metric histories), returning {file name: matplotlib figure or text} for the sweep's parent run."""
@@ -66,6 +69,10 @@ class Family:
 
     def load_driver(self) -> type:
         return import_path(self.driver)
+
+    def roles_of(self, config: Any) -> set[str] | None:
+        """The worker roles a trial of `config` starts; None: all."""
+        return None if self.trial_roles is None else set(import_path(self.trial_roles)(config))
 
     def load_summary(self) -> Any:
         return None if self.summary is None else import_path(self.summary)

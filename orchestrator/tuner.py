@@ -97,7 +97,12 @@ def _stop(spec: SweepSpec) -> dict[str, Any]:
 
 def _trainable(spec: SweepSpec, tracking: dict[str, str]) -> Any:
     trainable = tune.with_parameters(run_trial, spec=spec, tracking=tracking)
-    return tune.with_resources(trainable, tune.PlacementGroupFactory(trial_bundles(spec)))
+    if get_family(spec.workload).trial_roles is None:
+        return tune.with_resources(trainable, tune.PlacementGroupFactory(trial_bundles(spec)))
+    # each trial reserves the roles of its own config (a sweep may mix methods that start different actors)
+    return tune.with_resources(
+        trainable, lambda point: tune.PlacementGroupFactory(trial_bundles(spec, spec.resolved_config(point)))
+    )
 
 
 @dataclass

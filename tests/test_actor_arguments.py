@@ -30,6 +30,18 @@ DRIVERS = {
     "sed": RUNS["sed"],
     "sed-heads": {**RUNS["sed"], "config": {**RUNS["sed"]["config"], "mode": "heads"}},
     "wcst": RUNS["wcst"],
+    "outsourced-pools": {
+        "workload": "outsourced",
+        "smoke": True,
+        "config": {},
+        "resources": {"learner": {"cpus": 0.5}, "workers": {"reward": {"count": 2, "cpus": 0.25}}},
+    },
+    "outsourced-mcmc": {
+        "workload": "outsourced",
+        "smoke": True,
+        "config": {"method": "mcmc"},
+        "resources": {"learner": {"cpus": 0.5}, "workers": {"chains": {"count": 2, "cpus": 0.25}}},
+    },
 }
 
 
@@ -72,6 +84,26 @@ def test_a_restarted_torsional_learner_finds_its_energy_actors(ray_cluster):
         driver.recover(state)
         metrics, _ = driver.advance()
         assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["eval/jsd"])
+    finally:
+        stop_actors(driver)
+
+
+def test_a_killed_chain_actor_is_restarted_from_the_checkpoint(ray_cluster):
+    """MCMC in z on two chain actors: one is killed after a checkpoint; the trial's recovery restarts it and loads
+    the checkpoint into both, and the next report is the one it would have been."""
+    driver = build_driver("outsourced-mcmc", "outsourced_restart", DRIVERS["outsourced-mcmc"])
+    try:
+        driver.advance()
+        state = driver.state()
+        expected, _ = driver.advance()
+        ray.kill(driver.chain_actors[0], no_restart=False)
+        _until_it_fails(driver.chain_actors[0])
+        driver.recover(state)
+        assert driver.step == 10
+        metrics, _ = driver.advance()
+        assert driver.step == 20
+        for name in ("eval/reward_evaluations", "eval/step_size", "eval/mean_log_reward", "eval/tv_to_exact"):
+            assert metrics[name] == expected[name], name
     finally:
         stop_actors(driver)
 

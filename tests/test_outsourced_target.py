@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from workloads.outsourced.config import OutsourcedConfig
 from workloads.outsourced.flow import RealNVP, fit_flow, standard_normal_log_prob
+from workloads.outsourced.learner import noise_space_problem
 from workloads.outsourced.noise_target import NoiseSpaceTarget
 from workloads.outsourced.toy import GridToy
 from workloads.rtb.toy import Toy2D
@@ -144,3 +146,20 @@ def test_beta_anneals_over_training_and_the_exact_answers_keep_beta():
     assert target.log_z == pytest.approx(0.5 * 2.0**2, abs=0.02)  # Z at beta, not at beta_0
     with pytest.raises(ValueError, match="beta_start"):
         NoiseSpaceTarget(Affine(a, b), lambda x: x @ c, anneal_iters=10)
+
+
+def test_grid_problems_exact_mode_masses_are_the_quadrature_posteriors():
+    """eval/tv_to_exact's reference: the M weighted reference draws' mode masses equal those of p_f(x) r(x) by
+    quadrature on a grid, for a (briefly) fitted flow."""
+    config = OutsourcedConfig(reference_samples=100_000).smoke()
+    config = config.model_copy(update={"reference_samples": 100_000})
+    problem, target = noise_space_problem(config, None)
+    masses = problem.exact_mode_masses(target)
+    u = torch.linspace(-12, 12, 481)
+    grid = torch.cartesian_prod(u, u)
+    with torch.no_grad():
+        posterior = torch.softmax(problem.generator.log_prob(grid) + problem.log_r(grid), 0).double()
+    quadrature = torch.zeros(9, dtype=torch.float64).index_add_(0, problem.toy.mode_of(grid), posterior)
+    assert masses.sum().item() == pytest.approx(1.0)
+    assert 0.5 * (masses - quadrature).abs().sum().item() < 0.02  # 0.011 at M = 100,000 (ESS 45,000)
+    assert 0.5 * (masses - torch.full((9,), 1 / 9, dtype=torch.float64)).abs().sum().item() > 0.2  # not uniform

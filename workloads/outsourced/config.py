@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from workloads.diffusion.config import DATASET_CHANNELS, NOT_TRAINING_FIELDS, DDPMConfig
 from workloads.diffusion.vae import NOT_TRAINING_FIELDS as VAE_NOT_TRAINING_FIELDS
 from workloads.diffusion.vae import VAEConfig
+from workloads.outsourced.mcmc import ChainsConfig
 from workloads.rtb.image_config import DEFAULT_PRIOR, NUM_CLASSES
 from workloads.samplers.config import SamplerConfig
 from workloads.typed_config import StrictConfig
@@ -54,8 +55,12 @@ learned log Z, exploration 0.2 decaying to 0 at half of training, a learned step
 
 
 class OutsourcedConfig(StrictConfig):
-    """A diffusion sampler in the noise space of a generator, towards p_f(x) r(x)^beta."""
+    """A diffusion sampler in the noise space of a generator, towards p_f(x) r(x)^beta (or, method: mcmc, MCMC
+    chains there, the baseline)."""
 
+    method: Literal["sampler", "mcmc"] = "sampler"
+    """sampler: the diffusion sampler of `sampler`; mcmc: `mcmc.num_chains` MALA or HMC chains in z (mcmc.py), a
+    step of all of them an iteration (total_iters, eval_every count MCMC steps)."""
     generator: Literal["flow2d", "vae_digits", "ddim_digits"] = "flow2d"
     """flow2d: RealNVP on the 9-mode grid, r keeping 4 of its modes (grid.py). vae_digits: the decoder of a VAE on
     8 x 8 digits; ddim_digits: the RTB family's digits DDPM run as the DDIM ODE, z = x_K; both with r(x) = p(c | x)
@@ -82,6 +87,8 @@ class OutsourcedConfig(StrictConfig):
     """M: N(0, I) draws behind the exact answers (log Z_MC, resampled exact posterior samples)."""
     sampler: SamplerConfig = NOISE_SAMPLER
     """The noise-space sampler (workloads/samplers/config.py); its total_iters and eval_every are this config's."""
+    mcmc: ChainsConfig = ChainsConfig()
+    """method: mcmc: the chains (on the sweep's `chains` worker actors when it names them, else in the learner)."""
     total_iters: int = Field(6_000, gt=0)
     eval_every: int = Field(1_000, gt=0)
     eval_samples: int = Field(4_000, gt=1)
@@ -123,8 +130,10 @@ class OutsourcedConfig(StrictConfig):
         sampler = self.sampler.model_copy(update={"num_steps": 10, "batch_size": 64})
         flow = self.flow.model_copy(update={"fit_iters": 50})
         vae = self.vae.model_copy(update={"train_iters": 50})
+        mcmc = self.mcmc.model_copy(update={"num_chains": 32, "burn_in": 5})
         run = {"total_iters": 20, "eval_every": 10, "eval_samples": 200, "reference_samples": 5_000}
-        return self.model_copy(update={"flow": flow, "vae": vae, "prior": self.prior.smoke(), "sampler": sampler} | run)
+        models = {"flow": flow, "vae": vae, "prior": self.prior.smoke(), "sampler": sampler, "mcmc": mcmc}
+        return self.model_copy(update=models | run)
 
     @property
     def generator_seed(self) -> int:

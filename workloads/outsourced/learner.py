@@ -80,10 +80,51 @@ def noise_space_problem(
     return problem, target
 
 
+@torch.no_grad()
+def evaluate_noise(
+    problem: GridProblem | DigitsProblem, target: NoiseSpaceTarget, z: Tensor, seed: int, title: str
+) -> tuple[dict[str, float], dict[str, Figure], dict[str, bytes]]:
+    """The problem's data-space evaluation of noise samples z [N, d] (a sampler's, or MCMC chains'), against as
+    many exact posterior samples: the same for every method of a trial seed (seed + EXACT_SAMPLES_SEED_OFFSET)."""
+    x = target.decode(z.to(target.device))
+    exact_x = target.decode(target.sample(len(z), seed=seed + EXACT_SAMPLES_SEED_OFFSET))
+    if isinstance(problem, GridProblem):  # its mode masses are exact from the weighted reference draws
+        return problem.evaluate(x, exact_x, title, problem.exact_mode_masses(target))
+    return problem.evaluate(x, exact_x, title)
+
+
+def reference_metrics(target: NoiseSpaceTarget) -> dict[str, float]:
+    """log Z_MC and the effective sample size of the M reference draws behind the exact answers."""
+    return {"eval/log_z_mc": target.log_z, "eval/reference_ess": target.effective_sample_size()}
+
+
+class NoiseReward:
+    """r(f(z)) as a reward of z, for a pool of reward actors (actors/reward.py: `log_r(x, targets)`, the targets
+    unused: the config fixes r's class)."""
+
+    def __init__(self, config: OutsourcedConfig, generator_state: dict | None):
+        self.problem, self.target = noise_space_problem(config, generator_state)
+
+    def log_r(self, z: Tensor, targets: Tensor) -> Tensor:
+        return self.problem.log_r(self.target.decode(z))
+
+
 class OutsourcedLearner:
-    def __init__(self, config: OutsourcedConfig, seed: int, device: str = "cpu", generator_state: dict | None = None):
+    def __init__(
+        self,
+        config: OutsourcedConfig,
+        seed: int,
+        device: str = "cpu",
+        generator_state: dict | None = None,
+        reward_pool: Any = None,
+    ):
+        """reward_pool: a reward over z (`log_r(z, targets)`, e.g. actors.reward.PooledReward of `NoiseReward`s)
+        that evaluates r(f(z)) wherever no gradient is needed: the sampler's terminal states, replayed states
+        re-scored, evaluation and the reference draws."""
         self.config, self.seed, self.device = config, seed, torch.device(device)
         self.problem, self.target = noise_space_problem(config, generator_state, self.device)
+        if reward_pool is not None:
+            self.target.value_pool = lambda z: reward_pool.log_r(z, torch.zeros(len(z), dtype=torch.long))
         self.sampler = SamplerLearner(config.sampler_config(), seed, device, target=self.target)
         self.reward_evaluations = 0
         """r(f(z)) evaluated in training: a batch per forward or reference iteration, and per replay iteration
@@ -113,20 +154,14 @@ class OutsourcedLearner:
         n = num_samples or self.config.eval_samples
         inner = self.sampler.evaluate(n)
         metrics, figures, files = self.evaluate_noise(torch.as_tensor(inner.samples), f"step {self.step}")
-        metrics = inner.metrics | metrics
-        metrics["eval/log_z_mc"] = self.target.log_z
-        metrics["eval/reference_ess"] = self.target.effective_sample_size()
+        metrics = inner.metrics | metrics | reference_metrics(self.target)
         metrics["eval/reward_evaluations"] = float(self.reward_evaluations)
         noise_figures = {f"noise_{name}": figure for name, figure in inner.figures.items()}
         return OutsourcedEvaluation(metrics, inner.samples, noise_figures | figures, files)
 
-    @torch.no_grad()
     def evaluate_noise(self, z: Tensor, title: str) -> tuple[dict[str, float], dict[str, Figure], dict[str, bytes]]:
-        """The problem's data-space evaluation of any noise samples z [N, d] (the sampler's, or MCMC chains'),
-        against as many exact posterior samples: those of the sampler's own evaluation (same seed)."""
-        x = self.target.decode(z.to(self.device))
-        exact_x = self.target.decode(self.target.sample(len(z), seed=self.seed + EXACT_SAMPLES_SEED_OFFSET))
-        return self.problem.evaluate(x, exact_x, title)
+        """The problem's data-space evaluation of any noise samples z [N, d] (`evaluate_noise` below)."""
+        return evaluate_noise(self.problem, self.target, z, self.seed, title)
 
     def replay_seeds(self) -> None:
         """None: a replay buffer fills from training."""

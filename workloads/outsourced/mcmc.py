@@ -22,8 +22,8 @@ Reward evaluations are counted per chain, as the code calls `target.log_reward` 
 evaluations of log R and, by autograd, its gradient; divided by the number of chains):
     a call of `mala` for K steps:  1 + K     (its start state, then one proposal per step)
     a call of `hmc`  for K steps:  1 + L K   (its start state, then L leapfrog positions per step)
-`run_chains` calls one of them per segment of `record_every` steps, so every segment pays the 1 for its start
-state again (1 / record_every of overhead) -- counted, because it is evaluated.
+less the 1 when the call is given its start state's (log R, grad). `MCMCChains` advances in segments and carries
+them from one segment to the next, so chains run for K steps in any segments cost 1 + K (MALA) or 1 + L K (HMC).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -46,12 +46,11 @@ TARGET_ACCEPTANCE = {"mala": 0.574, "hmc": 0.65}
 one (Beskos et al. 2013 give 0.651)."""
 
 
-class MCMCConfig(StrictConfig):
-    """Parallel chains on a noise-space density; deterministic in the seed passed to `run_chains`."""
+class ChainsConfig(StrictConfig):
+    """Parallel chains on a noise-space density (their run length is the caller's); deterministic in their seed."""
 
     method: Literal["mala", "hmc"] = "mala"
     num_chains: int = Field(300, gt=0)
-    num_steps: int = Field(1_000, gt=0)
     burn_in: int = Field(100, ge=0)
     """The first `burn_in` steps (overall, not per segment) adapt the step size; later ones keep it."""
     step_size: float = Field(0.05, gt=0)
@@ -60,8 +59,10 @@ class MCMCConfig(StrictConfig):
     """L, HMC only."""
     target_acceptance: float | None = Field(None, gt=0, lt=1)
     """a*; None: TARGET_ACCEPTANCE[method]."""
-    record_every: int = Field(50, gt=0)
-    """Steps between snapshots (the last segment is shorter when it does not divide num_steps)."""
+    thin: int = Field(10, gt=0)
+    """As a trial's learner (mcmc_learner.py): steps between the states kept as samples; an evaluation takes the
+    last ones kept, up to eval_samples of them, so that a few hundred chains still give as many samples as the
+    sampler's evaluation."""
 
     def acceptance(self) -> float:
         """The a* in use."""
@@ -70,6 +71,14 @@ class MCMCConfig(StrictConfig):
     def evaluations_per_step(self) -> int:
         """Per-chain evaluations of log R and its gradient in one step: 1 (MALA) or L (HMC)."""
         return 1 if self.method == "mala" else self.leapfrog_steps
+
+
+class MCMCConfig(ChainsConfig):
+    """Chains run for `num_steps`, a snapshot every `record_every` (run_chains)."""
+
+    num_steps: int = Field(1_000, gt=0)
+    record_every: int = Field(50, gt=0)
+    """Steps between snapshots (the last segment is shorter when it does not divide num_steps)."""
 
 
 @dataclass
@@ -98,12 +107,14 @@ def hmc(
     target_acceptance: float = 0.65,
     generator: torch.Generator | None = None,
     adaptation_rate: float = 1.0,
+    start: tuple[Tensor, Tensor] | None = None,
 ) -> MalaResult:
     """num_steps of HMC with L = leapfrog_steps from z0 [B, d]; the step size adapts as `mala`'s during the first
-    burn_in steps. Costs 1 + L num_steps evaluations of log R and its gradient per chain."""
+    burn_in steps. Costs 1 + L num_steps evaluations of log R and its gradient per chain (L num_steps given
+    `start`, the (log R, grad log R) of z0)."""
     z = z0.detach().clone()  # [B, d]
     B = z.shape[0]
-    log_r, grad = log_r_and_grad(target, z)  # [B], [B, d]
+    log_r, grad = log_r_and_grad(target, z) if start is None else start  # [B], [B, d]
     log_eps = math.log(step_size)
     accepted, counted = torch.zeros((), device=z.device), 0
     for s in range(num_steps):
@@ -129,7 +140,78 @@ def hmc(
             counted += 1
     if counted == 0:  # no post-burn-in steps: report the last step's rate, as `mala` does
         accepted, counted = rate, 1
-    return MalaResult(z, log_r, (accepted / counted).item(), math.exp(log_eps))
+    return MalaResult(z, log_r, (accepted / counted).item(), math.exp(log_eps), grad)
+
+
+class MCMCChains:
+    """config.num_chains chains on `target` from z ~ N(0, I) (drawn from `seed`), advanced in segments; the adapted
+    step size, the step count and the per-chain reward evaluations carry over between segments. Chains sample the
+    final target: an annealed beta is the sampler's schedule, not theirs."""
+
+    def __init__(self, target: Target, config: ChainsConfig, seed: int):
+        target.at_step(None)
+        self.target, self.config = target, config
+        self.generator = torch.Generator(device=target.device).manual_seed(seed)
+        self.z = torch.randn(config.num_chains, target.dim, device=target.device, generator=self.generator)  # [C, d]
+        self.start: tuple[Tensor, Tensor] | None = None
+        """(log R(z) [C], grad log R(z) [C, d]) of the states now, once evaluated: the next segment starts there."""
+        self.step_size, self.step, self.reward_evaluations = config.step_size, 0, 0
+
+    def advance(self, steps: int) -> Snapshot:
+        """`steps` more steps of every chain (the part of the overall burn-in that falls in them adapts); 0 steps:
+        a snapshot of the states as they are (acceptance rate NaN)."""
+        c = self.config
+        if self.start is None:  # the initial states' log R and gradient, the chains' one evaluation beyond steps
+            self.start = log_r_and_grad(self.target, self.z)
+            self.reward_evaluations += 1
+        burn_in = min(steps, max(0, c.burn_in - self.step))
+        if steps == 0:
+            result = MalaResult(self.z, self.start[0], math.nan, self.step_size, self.start[1])
+        elif c.method == "mala":
+            result = mala(
+                self.target, self.z, steps, burn_in, self.step_size, c.acceptance(), self.generator, start=self.start
+            )
+        else:
+            result = hmc(
+                self.target,
+                self.z,
+                steps,
+                burn_in,
+                self.step_size,
+                c.leapfrog_steps,
+                c.acceptance(),
+                self.generator,
+                start=self.start,
+            )
+        self.z, self.start = result.x.detach(), (result.log_reward, result.grad_log_reward)
+        self.step_size, self.step = result.step_size, self.step + steps
+        self.reward_evaluations += steps * c.evaluations_per_step()
+        return Snapshot(
+            step=self.step,
+            reward_evaluations=self.reward_evaluations,
+            z=self.z.cpu(),
+            log_reward=result.log_reward.detach().cpu(),
+            acceptance_rate=result.acceptance_rate,
+            step_size=self.step_size,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "z": self.z.cpu(),
+            "start": None if self.start is None else tuple(t.cpu() for t in self.start),
+            "step_size": self.step_size,
+            "step": self.step,
+            "reward_evaluations": self.reward_evaluations,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = self.target.device
+        self.z = state["z"].to(device)
+        self.start = None if state["start"] is None else tuple(t.to(device) for t in state["start"])
+        self.step_size, self.step = state["step_size"], state["step"]
+        self.reward_evaluations = state["reward_evaluations"]
+        self.generator.set_state(state["generator"])
 
 
 def run_chains(
@@ -139,29 +221,11 @@ def run_chains(
     on_snapshot: Callable[[Snapshot], None] | None = None,
 ) -> list[Snapshot]:
     """config.num_chains chains from z ~ N(0, I), run in segments of record_every steps; a Snapshot after each
-    (also passed to `on_snapshot`). The adapted step size carries over between segments."""
-    target.at_step(None)  # chains sample the final target: an annealed beta is the sampler's schedule, not theirs
-    generator = torch.Generator(device=target.device).manual_seed(seed)
-    z = torch.randn(config.num_chains, target.dim, device=target.device, generator=generator)  # [C, d]
-    step_size, evaluations, step = config.step_size, 0, 0
+    (also passed to `on_snapshot`)."""
+    chains = MCMCChains(target, config, seed)
     snapshots: list[Snapshot] = []
-    while step < config.num_steps:
-        steps = min(config.record_every, config.num_steps - step)
-        burn_in = min(steps, max(0, config.burn_in - step))  # the part of the overall burn-in in this segment
-        if config.method == "mala":
-            result = mala(target, z, steps, burn_in, step_size, config.acceptance(), generator)
-        else:
-            result = hmc(target, z, steps, burn_in, step_size, config.leapfrog_steps, config.acceptance(), generator)
-        z, step_size, step = result.x, result.step_size, step + steps
-        evaluations += 1 + steps * config.evaluations_per_step()
-        snapshot = Snapshot(
-            step=step,
-            reward_evaluations=evaluations,
-            z=z.detach().cpu(),
-            log_reward=result.log_reward.detach().cpu(),
-            acceptance_rate=result.acceptance_rate,
-            step_size=step_size,
-        )
+    while chains.step < config.num_steps:
+        snapshot = chains.advance(min(config.record_every, config.num_steps - chains.step))
         snapshots.append(snapshot)
         if on_snapshot is not None:
             on_snapshot(snapshot)

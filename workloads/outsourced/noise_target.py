@@ -57,6 +57,8 @@ class NoiseSpaceTarget(Target):
         self.dim = math.prod(generator.latent_shape)
         self.reference_samples, self.reference_seed = reference_samples, reference_seed
         self._reference: tuple[Tensor, Tensor] | None = None
+        self.value_pool: Callable[[Tensor], Tensor] | None = None
+        """z [B, d] -> log r(f(z)) [B], values only, computed elsewhere (the reward actors; None: here)."""
 
     def at_step(self, step: int | None) -> None:
         """beta_s of training step s (None: beta)."""
@@ -67,7 +69,13 @@ class NoiseSpaceTarget(Target):
 
     def log_reward(self, z: Tensor) -> Tensor:
         """log R(z) = log N(z; 0, I) + beta log r(f(z)), z [B, d] -> [B]; differentiable in z through f."""
-        return standard_normal_log_prob(z) + self.current_beta * self.log_r(self.decode(z))
+        return standard_normal_log_prob(z) + self.current_beta * self.log_r_of_noise(z)
+
+    def log_r_of_noise(self, z: Tensor) -> Tensor:
+        """log r(f(z)) [B]: from `value_pool` where no gradient is asked for and one is set, else here."""
+        if self.value_pool is not None and not (torch.is_grad_enabled() and z.requires_grad):
+            return self.value_pool(z)
+        return self.log_r(self.decode(z))
 
     def decode(self, z: Tensor) -> Tensor:
         """x = f(z) for z [B, d] (the latent flattened)."""
@@ -79,7 +87,7 @@ class NoiseSpaceTarget(Target):
         if self._reference is None:
             g = torch.Generator().manual_seed(self.reference_seed)  # CPU draws: the same on every device
             z = torch.randn(self.reference_samples, self.dim, generator=g).to(self.device)  # [M, d]
-            log_w = torch.cat([self.beta * self.log_r(self.decode(chunk)) for chunk in z.split(REFERENCE_CHUNK)])
+            log_w = torch.cat([self.beta * self.log_r_of_noise(chunk) for chunk in z.split(REFERENCE_CHUNK)])
             self._reference = (z, log_w)
         return self._reference
 

@@ -39,6 +39,8 @@ class MalaResult:
     """Mean acceptance over the post-burn-in steps (over all steps if burn_in >= num_steps)."""
     step_size: float
     """Final (adapted) step size eta."""
+    grad_log_reward: Tensor | None = None
+    """[B, D] grad log R(x) at the final states (what a next call can start from, `start`)."""
     accepted_x: Tensor | None = None
     """[A, D] every proposal accepted after burn-in, in step order (with keep_accepted; else None)."""
     accepted_log_reward: Tensor | None = None
@@ -63,10 +65,11 @@ def mala(
     generator: torch.Generator | None = None,
     adaptation_rate: float = 1.0,
     keep_accepted: bool = False,
+    start: tuple[Tensor, Tensor] | None = None,
 ) -> MalaResult:
     x = x0.detach().clone()  # [B, D]
     B = x.shape[0]
-    log_r, grad = log_r_and_grad(target, x)  # [B], [B, D]
+    log_r, grad = log_r_and_grad(target, x) if start is None else start  # [B], [B, D]
     log_eta = math.log(step_size)
     accepted, counted = torch.zeros((), device=x.device), 0
     kept_x: list[Tensor] = []
@@ -96,7 +99,7 @@ def mala(
                 kept_log_r.append(log_r_prop[accept])
     if counted == 0:  # no post-burn-in steps: report the last step's rate
         accepted, counted = rate, 1
-    result = MalaResult(x, log_r, (accepted / counted).item(), math.exp(log_eta))
+    result = MalaResult(x, log_r, (accepted / counted).item(), math.exp(log_eta), grad)
     if keep_accepted:
         result.accepted_x = torch.cat(kept_x) if kept_x else x[:0]
         result.accepted_log_reward = torch.cat(kept_log_r) if kept_log_r else log_r[:0]

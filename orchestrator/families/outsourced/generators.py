@@ -17,7 +17,8 @@ import torch
 from orchestrator import model_cache
 from orchestrator.spec import SweepSpec
 from workloads.outsourced.config import OutsourcedConfig
-from workloads.outsourced.learner import OutsourcedLearner, generator_state, noise_space_problem
+from workloads.outsourced.learner import NoiseReward, OutsourcedLearner, generator_state, noise_space_problem
+from workloads.outsourced.mcmc_learner import MCMCLearner
 from workloads.outsourced.noise_target import NoiseSpaceTarget
 
 GENERATOR_KIND = "outsourced-generator"
@@ -37,11 +38,14 @@ def cached_generator_learner(
     device: str = "cpu",
     tracking_uri: str | None = None,
     generator_model_id: str | None = None,
-) -> OutsourcedLearner:
-    """The trial's learner, its generator a cached model of the sweep's store (None: it fits its own). Built from
-    the model's id, so a restarted actor fetches the generator again."""
+    **pools: object,
+) -> OutsourcedLearner | MCMCLearner:
+    """The trial's learner (the sampler's, or the MCMC chains' with method: mcmc), its generator a cached model of
+    the sweep's store (None: it fits its own). Built from the model's id, so a restarted actor fetches the
+    generator again. `pools`: reward_pool (the sampler's) or chains (MCMC's)."""
     state = cached_state(tracking_uri, generator_model_id)
-    return OutsourcedLearner(config, seed=seed, device=device, generator_state=state)
+    learner_class = MCMCLearner if config.method == "mcmc" else OutsourcedLearner
+    return learner_class(config, seed=seed, device=device, generator_state=state, **pools)
 
 
 def cached_noise_target(
@@ -50,6 +54,13 @@ def cached_noise_target(
     """The trial's noise-space target on the CPU, for the replay-buffer actor's local search (a `ReplayBufferRole`
     target builder: functools.partial of this is small and picklable)."""
     return noise_space_problem(config, cached_state(tracking_uri, generator_model_id))[1]
+
+
+def cached_noise_reward(
+    config: OutsourcedConfig, tracking_uri: str | None, generator_model_id: str | None
+) -> NoiseReward:
+    """r(f(z)) on the CPU, for a reward actor (a `RewardWorker` builder, as small as `cached_noise_target`)."""
+    return NoiseReward(config, cached_state(tracking_uri, generator_model_id))
 
 
 def cached_state(tracking_uri: str | None, generator_model_id: str | None) -> dict | None:

@@ -23,7 +23,7 @@ import torch
 from actors.channel import BoundedInFlight
 from actors.reward import PooledReward, RewardWorker
 from actors.sample_buffer import SampleBufferRole
-from orchestrator.driver import LearnerBufferDriver, mean_metrics, start_learner
+from orchestrator.driver import LearnerBufferDriver, mean_metrics, start_learner, start_workers
 from orchestrator.families.rtb import REWARD_ROLE
 from orchestrator.families.rtb.priors import cached_prior, cached_prior_learner
 from orchestrator.placement import ACTOR_NAMESPACE, TrialContext
@@ -44,13 +44,7 @@ class RTBDriver(LearnerBufferDriver):
         if REWARD_ROLE in ctx.spec.resources.workers:  # r on a pool of actors (digits; prepare() checks the task)
             count = ctx.spec.resources.workers[REWARD_ROLE].count
             build_reward = functools.partial(make_reward, self.task_config, "cpu")
-            self.reward_workers = [
-                ray.remote(RewardWorker)
-                .options(**ctx.actor_options(REWARD_ROLE, i))
-                .remote(build_reward, ctx.cpus(REWARD_ROLE))
-                for i in range(count)
-            ]
-            names = [ctx.actor_name(REWARD_ROLE, i) for i in range(count)]  # names: see PooledReward
+            self.reward_workers, names = start_workers(ctx, REWARD_ROLE, RewardWorker, [(build_reward,)] * count)
             learner_kwargs["reward_pool"] = PooledReward(names, namespace=ACTOR_NAMESPACE)
         self.learner = start_learner(
             ctx,
