@@ -147,6 +147,30 @@ def test_the_ddim_generator_takes_the_ddpm_noise_as_its_latent():
         OutsourcedConfig(generator="ddim_digits", prior={"image_size": 16})
 
 
+def test_the_color_dsprites_vae_decodes_shapes_for_a_shape_classifier():
+    """vae_color_dsprites: z [4, 4, 4] of the (smoke) ColorDSprites VAE, f its decoder to 16 x 16 x 3 images, r a
+    classifier of the 3 shapes; trains, counts and evaluates, and its classes are 0-2 and the two sets."""
+    config = OutsourcedConfig(generator="vae_color_dsprites", target_class=2).smoke()
+    learner = OutsourcedLearner(config.model_copy(update={"reference_samples": 1_000}), seed=0)
+    assert learner.target.dim == 64 and config.latent_shape() == [4, 4, 4]
+    assert (
+        learner.generator_fit["classifier_num_classes"] == 3
+        and learner.generator_fit["classifier_heldout_accuracy"] > 0.45
+    )
+    x = learner.target.decode(torch.randn(5, 64, generator=torch.Generator().manual_seed(1)))
+    assert x.shape == (5, 3, 16, 16)
+    learner.train(2)
+    ev = learner.evaluate(100)
+    assert learner.reward_evaluations == 2 * 64 and all(map(math.isfinite, ev.metrics.values()))
+    assert np.load(io.BytesIO(ev.files["images.npz"]))["images"].shape == (100, 3, 16, 16)
+    assert config.generator_key() != config.model_copy(update={"generator": "vae_digits"}).generator_key()
+    OutsourcedConfig(generator="vae_color_dsprites", target_class=4)  # the odd shapes
+    with pytest.raises(ValueError, match=r"target_class=5: the color_dsprites classifier has 3 classes"):
+        OutsourcedConfig(generator="vae_color_dsprites", target_class=5)
+    with pytest.raises(ValueError, match=r"color_dsprites_vae: the generator draws digits images"):
+        OutsourcedConfig(generator="vae_color_dsprites", color_dsprites_vae={"dataset": "digits"})
+
+
 def test_the_benchmark_measures_every_rate(flow_state):
     """orchestrator/families/outsourced/benchmark.py on the smoke sampler: positive rates, and the reward's share
     of an iteration is a fraction (its evaluation is part of the iteration)."""

@@ -1,6 +1,7 @@
-"""The digits case of the outsourced sampler: f the decoder of a VAE on 8 x 8 digits (z ~ N(0, I) its prior, a 16-d
+"""The image cases of the outsourced sampler: f the decoder of a VAE on 8 x 8 digits (z ~ N(0, I) its prior, a 16-d
 latent) or a digits DDPM run as the DDIM ODE (z = x_K, 64-d), r(x) = p(c | x) of the RTB family's digits
-classifier, c a digit or the even / odd set. f is not invertible; the exact posterior is the M reference draws
+classifier, c a digit or the even / odd set; or f the decoder of a VAE on 16 x 16 ColorDSprites (64-d latent), r a
+classifier of its three shapes. f is not invertible; the exact posterior is the M reference draws
 resampled by r(f(z))^beta (noise_target.py). Evaluation of x = f(z):
 
     eval/mean_log_r           mean log r(f(z)), beside eval/exact_mean_log_r of the exact posterior samples
@@ -31,7 +32,7 @@ from workloads.diffusion.train import train_ddpm, training_images
 from workloads.diffusion.unet import make_unet
 from workloads.diffusion.vae import VAE, train_vae
 from workloads.image_models import build_model
-from workloads.outsourced.config import REWARD_CLASSIFIER_DATA, OutsourcedConfig
+from workloads.outsourced.config import VAE_GENERATORS, OutsourcedConfig
 from workloads.rtb.image_learner import sample_grid
 from workloads.rtb.metrics import total_variation
 
@@ -66,8 +67,9 @@ class DDIMGenerator(nn.Module):
 
 def digits_generator(config: OutsourcedConfig) -> VAEGenerator | DDIMGenerator:
     """The untrained generator module of the config (its state dict is what trained_digits_state returns)."""
-    if config.generator == "vae_digits":
-        return VAEGenerator(VAE(config.vae), config.vae.latent_shape)
+    if config.generator in VAE_GENERATORS:
+        vae = config.image_generator_config()
+        return VAEGenerator(VAE(vae), vae.latent_shape)
     return DDIMGenerator(make_unet(config.prior), DDPM(config.prior))
 
 
@@ -75,14 +77,15 @@ def trained_digits_state(config: OutsourcedConfig, device: torch.device | str = 
     """{'generator', 'classifier' (state dicts), 'latent_shape', 'fit'}: the VAE (vae_seed) or the DDPM (prior_seed,
     as the RTB family trains it) and the classifier."""
     start = time.monotonic()
-    images, labels = classifier.labelled_training_images(REWARD_CLASSIFIER_DATA)
+    images, labels = classifier.labelled_training_images(config.reward_data())
     model, classifier_stats = classifier.train_classifier(
-        classifier.ClassifierConfig(), images, labels, CLASSIFIER_SEED, "cpu"
+        config.reward_classifier(), images, labels, CLASSIFIER_SEED, "cpu"
     )
-    if config.generator == "vae_digits":
-        vae, stats = train_vae(config.vae, images, config.vae_seed, device)
+    if config.generator in VAE_GENERATORS:
+        vae_config = config.image_generator_config()
+        vae, stats = train_vae(vae_config, images, config.vae_seed, device)
         generator, generator_fit = (
-            VAEGenerator(vae, config.vae.latent_shape),
+            VAEGenerator(vae, vae_config.latent_shape),
             {f"vae_{k}": v for k, v in vars(stats).items()},
         )
     else:
@@ -97,19 +100,20 @@ def trained_digits_state(config: OutsourcedConfig, device: torch.device | str = 
     }
 
 
-class DigitsProblem:
-    """Generator, reward and data-space evaluation of the digits case (the learner's `problem`)."""
+class ImageProblem:
+    """Generator, reward and data-space evaluation of an image case (the learner's `problem`)."""
 
     def __init__(self, config: OutsourcedConfig, state: dict[str, Any], device: torch.device):
         self.generator = digits_generator(config).to(device)
         self.generator.load_state_dict(state["generator"])
         self.generator.eval().requires_grad_(False)
-        data = REWARD_CLASSIFIER_DATA
-        net = build_model(classifier.ClassifierConfig().architecture, data.channels, data.image_size, 10)
+        self.data, self.num_classes = config.reward_data(), config.num_classes()
+        K = self.num_classes
+        net = build_model(config.reward_classifier().architecture, self.data.channels, self.data.image_size, K)
         net.load_state_dict(state["classifier"])
-        self.reward = classifier.ClassifierReward(net, num_classes=10).to(device)
+        self.reward = classifier.ClassifierReward(net, num_classes=K).to(device)
         self.target = torch.tensor(config.target_class, device=device)
-        self.members = classifier.class_sets(10)[config.target_class].to(device)  # [10] bool
+        self.members = classifier.class_sets(K)[config.target_class].to(device)  # [K] bool
         self.fit, self.latent_shape, self.device = dict(state["fit"]), list(state["latent_shape"]), device
         self._data_features: Tensor | None = None
 
@@ -130,7 +134,7 @@ class DigitsProblem:
     def data_features(self) -> Tensor:
         """The classifier's features [N_c, F] of the training images of the target class (set), computed once."""
         if self._data_features is None:
-            images, labels = classifier.labelled_training_images(REWARD_CLASSIFIER_DATA)
+            images, labels = classifier.labelled_training_images(self.data)
             members = self.members.cpu()[labels]
             self._data_features = image_features(self.reward.classifier, images[members].to(self.device))
         return self._data_features
@@ -141,8 +145,8 @@ class DigitsProblem:
         features, exact_features = (image_features(self.reward.classifier, images) for images in (x, exact_x))
         data = self.data_features()
         predicted, exact_predicted = (self.reward.classifier(images).argmax(1) for images in (x, exact_x))
-        shares = torch.bincount(predicted, minlength=10).double() / len(x)  # [10]
-        exact_shares = torch.bincount(exact_predicted, minlength=10).double() / len(exact_x)
+        shares = torch.bincount(predicted, minlength=self.num_classes).double() / len(x)  # [K]
+        exact_shares = torch.bincount(exact_predicted, minlength=self.num_classes).double() / len(exact_x)
         mean_log_r = self.log_r(x).double().mean().item()
         metrics = {
             "eval/mean_log_r": mean_log_r,

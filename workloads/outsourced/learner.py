@@ -5,8 +5,9 @@
     reference process, whose terminal marginal is N(0, I)
 
 The problem (f, r and the data-space evaluation) is the config's generator: flow2d (grid.py: a RealNVP on the 9-mode
-grid) or vae_digits (digits.py: a VAE decoder on digits, r a classifier). Its models are fitted on first use
-(deterministic in their seeds) or given as `generator_state`; they never train afterwards. Evaluation adds to the
+grid), vae_digits, ddim_digits or vae_color_dsprites (digits.py: a VAE decoder or the DDIM ODE, r a classifier).
+Its models are fitted on first use (deterministic in their seeds) or given as `generator_state`; they never train
+afterwards. Evaluation adds to the
 sampler's own metrics (log Z estimates against log Z_MC, W2 in z) the problem's, of f(z) against f of the exact
 noise-space posterior samples (the M reference draws resampled by r^beta), and log Z_MC with its effective sample size.
 
@@ -24,7 +25,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from workloads.outsourced.config import OutsourcedConfig
-from workloads.outsourced.digits import DigitsProblem, trained_digits_state
+from workloads.outsourced.digits import ImageProblem, trained_digits_state
 from workloads.outsourced.grid import GridProblem, fitted_flow_state
 from workloads.outsourced.noise_target import NoiseSpaceTarget
 from workloads.samplers.learner import EXACT_SAMPLES_SEED_OFFSET, SamplerLearner
@@ -32,8 +33,9 @@ from workloads.samplers.replay import TerminalBatch
 
 PROBLEMS = {
     "flow2d": (GridProblem, fitted_flow_state),
-    "vae_digits": (DigitsProblem, trained_digits_state),
-    "ddim_digits": (DigitsProblem, trained_digits_state),
+    "vae_digits": (ImageProblem, trained_digits_state),
+    "ddim_digits": (ImageProblem, trained_digits_state),
+    "vae_color_dsprites": (ImageProblem, trained_digits_state),
 }
 """generator -> (the problem class, the function that fits its models' state)."""
 
@@ -56,7 +58,7 @@ def generator_state(config: OutsourcedConfig, device: torch.device | str = "cpu"
 
 def noise_space_problem(
     config: OutsourcedConfig, state: dict[str, Any] | None, device: torch.device | str = "cpu"
-) -> tuple[GridProblem | DigitsProblem, NoiseSpaceTarget]:
+) -> tuple[GridProblem | ImageProblem, NoiseSpaceTarget]:
     """(the problem: generator, reward, data-space evaluation; its noise-space target) from a fitted generator
     state (None: fitted here). The learner and a replay-buffer actor's local search build the same pair."""
     state = state if state is not None else generator_state(config, device)
@@ -82,7 +84,7 @@ def noise_space_problem(
 
 @torch.no_grad()
 def evaluate_noise(
-    problem: GridProblem | DigitsProblem, target: NoiseSpaceTarget, z: Tensor, seed: int, title: str
+    problem: GridProblem | ImageProblem, target: NoiseSpaceTarget, z: Tensor, seed: int, title: str
 ) -> tuple[dict[str, float], dict[str, Figure], dict[str, bytes]]:
     """The problem's data-space evaluation of noise samples z [N, d] (a sampler's, or MCMC chains'), against as
     many exact posterior samples: the same for every method of a trial seed (seed + EXACT_SAMPLES_SEED_OFFSET)."""

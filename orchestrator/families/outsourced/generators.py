@@ -24,7 +24,7 @@ from workloads.outsourced.noise_target import NoiseSpaceTarget
 GENERATOR_KIND = "outsourced-generator"
 GENERATOR_FILE = "generator.pt"
 """The cached model's one file: torch.save of `generator_state(config)`."""
-GENERATOR_PATHS = ("generator", "flow.", "vae.", "vae_seed", "prior.", "prior_seed")
+GENERATOR_PATHS = ("generator", "flow.", "vae.", "color_dsprites_vae.", "vae_seed", "prior.", "prior_seed")
 """Sweep keys (dotted config paths, or their prefixes) that change the fitted generator."""
 
 
