@@ -36,6 +36,12 @@ class ActorDriver:
     def finished(self) -> bool:
         return self.step >= self.config.total_iters
 
+    def next_chunks(self, sub_chunk: int) -> list[int]:
+        """The iterations from `step` to the next evaluation (every `eval_every`) or the budget, in sub-chunks of at
+        most `sub_chunk`: one `train` call each."""
+        chunk = min(self.config.eval_every, self.config.total_iters - self.step)
+        return [min(sub_chunk, chunk - start) for start in range(0, chunk, sub_chunk)]
+
     def actors(self) -> list[Any]:
         raise NotImplementedError
 
@@ -138,12 +144,6 @@ class LearnerBufferDriver(ActorDriver):
 
     buffer: Any
     to_buffer: Any  # actors.channel.BoundedInFlight
-
-    def next_chunks(self, sub_chunk: int) -> list[int]:
-        """The iterations from `step` to the next evaluation (every `eval_every`) or the budget, in sub-chunks of at
-        most `sub_chunk`: one `train` call each."""
-        chunk = min(self.config.eval_every, self.config.total_iters - self.step)
-        return [min(sub_chunk, chunk - start) for start in range(0, chunk, sub_chunk)]
 
     def evaluate_into(
         self, metrics: dict[str, Any], chunk_metrics: list[dict[str, float]], chunk_ends: list[int]

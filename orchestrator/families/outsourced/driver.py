@@ -127,9 +127,7 @@ class MCMCDriver(LearnerDriver):
         )
 
     def advance(self) -> tuple[dict[str, float], dict[str, Callable[[Path], None]]]:
-        chunk = min(self.config.eval_every, self.config.total_iters - self.step)
-        sub_chunk = self.ctx.train_every or chunk
-        sizes = [min(sub_chunk, chunk - start) for start in range(0, chunk, sub_chunk)]
+        sizes = self.next_chunks(self.ctx.train_every or self.config.eval_every)
         train_metrics = ray.get([self.learner.train.options(num_returns=2).remote(n)[0] for n in sizes])
         evaluation = ray.get(self.learner.evaluate.remote())
         ends = [self.step + sum(sizes[: k + 1]) for k in range(len(sizes))]
