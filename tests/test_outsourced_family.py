@@ -79,7 +79,7 @@ def test_smoke_sweep_logs_each_trials_data_space_metrics_and_artifacts(tmp_path)
     for name in ("eval/tv_to_exact", "eval/w2_data", "eval/mean_log_r", "eval/log_z_mc"):
         assert math.isfinite(m[name]), name
     samples = pd.read_parquet(client.download_artifacts(trial.info.run_id, f"{last}/samples.parquet"))
-    assert samples.shape == (32, 2)  # one state per chain, from both actors
+    assert samples.shape == (64, 2)  # the states kept at steps 20 and 10 (thin 10) of the 32 chains of both actors
 
 
 def test_digits_smoke_sweep_logs_image_metrics_grids_and_images(tmp_path):
@@ -88,14 +88,18 @@ def test_digits_smoke_sweep_logs_image_metrics_grids_and_images(tmp_path):
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
     experiment = client.get_experiment_by_name("outsourced-digits")
     trials = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
-    assert len(trials) == 1 and trials[0].info.status == "FINISHED"  # --smoke: one point of the 2 x 2 variants
+    assert len(trials) == 1 and trials[0].info.status == "FINISHED"  # --smoke: one point of the 2 x 2 x 2 variants
     for run in trials:
-        m = run.data.metrics
-        for name in ("eval/mean_log_r", "eval/exact_mean_log_r", "eval/fd", "eval/exact_fd", "eval/delta_log_z"):
+        m, params = run.data.metrics, run.data.params
+        for name in ("eval/mean_log_r", "eval/exact_mean_log_r", "eval/fd", "eval/exact_fd"):
             assert math.isfinite(m[name]), name
-        assert m["eval/reward_evaluations"] == 20 * 64  # the smoke's 20 iterations of batch 64, none replayed
+        if params["config.method"] == "sampler":  # the smoke's 20 iterations of batch 64, none replayed
+            assert math.isfinite(m["eval/delta_log_z"]) and m["eval/reward_evaluations"] == 20 * 64
+        else:  # MALA: 1 + 20 evaluations of each of the generator's chains
+            assert m["eval/reward_evaluations"] == int(params["config.mcmc.num_chains"]) * (1 + 20)
         files = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, "eval/step_0000020")}
-        assert {"samples.png", "exact_samples.png", "noise_marginals.png", "images.npz"} <= files, files
+        expected = {"samples.png", "exact_samples.png", "images.npz"}
+        assert expected | ({"noise_marginals.png"} if params["config.method"] == "sampler" else set()) <= files, files
 
 
 def test_bad_beta_and_unknown_keys_are_refused_at_validation(tmp_path):
