@@ -66,14 +66,14 @@ class DDIMGenerator(nn.Module):
 
 
 def digits_generator(config: OutsourcedConfig) -> VAEGenerator | DDIMGenerator:
-    """The untrained generator module of the config (its state dict is what trained_digits_state returns)."""
+    """The untrained generator module of the config (its state dict is what trained_image_state returns)."""
     if config.generator in VAE_GENERATORS:
         vae = config.image_generator_config()
         return VAEGenerator(VAE(vae), vae.latent_shape)
     return DDIMGenerator(make_unet(config.prior), DDPM(config.prior))
 
 
-def trained_digits_state(config: OutsourcedConfig, device: torch.device | str = "cpu") -> dict[str, Any]:
+def trained_image_state(config: OutsourcedConfig, device: torch.device | str = "cpu") -> dict[str, Any]:
     """{'generator', 'classifier' (state dicts), 'latent_shape', 'fit'}: the VAE (vae_seed) or the DDPM (prior_seed,
     as the RTB family trains it) and the classifier."""
     start = time.monotonic()

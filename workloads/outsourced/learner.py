@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from workloads.outsourced.config import OutsourcedConfig
-from workloads.outsourced.digits import ImageProblem, trained_digits_state
+from workloads.outsourced.digits import ImageProblem, trained_image_state
 from workloads.outsourced.grid import GridProblem, fitted_flow_state
 from workloads.outsourced.noise_target import NoiseSpaceTarget
 from workloads.samplers.learner import EXACT_SAMPLES_SEED_OFFSET, SamplerLearner
@@ -33,9 +33,9 @@ from workloads.samplers.replay import TerminalBatch
 
 PROBLEMS = {
     "flow2d": (GridProblem, fitted_flow_state),
-    "vae_digits": (ImageProblem, trained_digits_state),
-    "ddim_digits": (ImageProblem, trained_digits_state),
-    "vae_color_dsprites": (ImageProblem, trained_digits_state),
+    "vae_digits": (ImageProblem, trained_image_state),
+    "ddim_digits": (ImageProblem, trained_image_state),
+    "vae_color_dsprites": (ImageProblem, trained_image_state),
 }
 """generator -> (the problem class, the function that fits its models' state)."""
 
