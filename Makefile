@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 	touch $@
 
-.PHONY: setup run smoke ui ui-check test test-slow test-py312 lint format validate device-wheels
+.PHONY: setup run smoke ui ui-check test test-slow test-study test-py312 lint format validate device-wheels
 setup: $(VENV)/.installed
 
 run: $(VENV)/.installed
@@ -34,8 +34,10 @@ ui-check: $(VENV)/.installed
 validate: $(VENV)/.installed
 	$(PYTHON) -m orchestrator validate sweeps/*.yaml
 
+# Two pytest-xdist workers, a whole test module each at a time (a module shares one local Ray): most tests keep
+# one core busy (torch on one thread), so two at once halve the time on 2 cores (docs/runtime.md).
 test: lint
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -49,6 +51,11 @@ format: $(VENV)/.installed
 # authentication on, whatever the environment says; the tests that start a cluster give it a token of their own.
 test-slow: $(VENV)/.installed
 	RAY_AUTH_MODE=token $(PYTHON) -m pytest -q -m slow
+
+# The convergence studies (each many minutes on one core; docs/runtime.md): a trained sampler against an exact
+# answer. Not in CI (its 90 minutes hold make test, test-slow and test-py312); run them after changing a learner.
+test-study: $(VENV)/.installed
+	$(PYTHON) -m pytest -q -m study
 
 # Python 3.12 (the GPU machines' version): the same install in its own venv, and the checks that import every
 # module and run every family's trial. PYTHON312 defaults to a python3.12 on the PATH, else pyenv's.

@@ -23,6 +23,25 @@ os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="rt", dir="/tmp"))
 
 ROOT = Path(__file__).resolve().parents[1]
 
+LONGEST_MODULES = (
+    "test_outsourced_family",
+    "test_rtb_family",
+    "test_cli",
+    "test_faults",
+    "test_torsional_sample",
+    "test_trial_runtime",
+    "test_outsourced_learner",
+    "test_actor_arguments",
+)
+"""The modules of `make test` with the longest end-to-end sweeps (3-8 minutes each), run first: `make test` hands
+whole modules to 2 pytest-xdist workers in collection order, and a long module left to the end keeps one worker
+busy while the other idles."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)))  # stable: file order
+
 
 @pytest.fixture(scope="module")
 def ray_cluster():

@@ -15,8 +15,10 @@ from pydantic import ValidationError
 from torch import Tensor, nn
 
 from workloads.data.images import load_images
-from workloads.diffusion import DDPM, LORA_TARGETS, DDPMConfig, build_unet, gaussian_log_prob, prior_key, train_ddpm
-from workloads.diffusion.ddpm import predict_eps
+from workloads.diffusion.config import DDPMConfig
+from workloads.diffusion.ddpm import DDPM, gaussian_log_prob, predict_eps
+from workloads.diffusion.train import prior_key, train_ddpm
+from workloads.diffusion.unet import LORA_TARGETS, build_unet
 
 SMOKE = DDPMConfig().smoke()  # 1 x 8 x 8 digits, a (16, 32) UNet, K = 10
 

@@ -322,7 +322,7 @@ def test_short_rtb_run_moves_the_posterior_towards_the_closed_form():
     assert math.isfinite(train["train/loss"])
 
 
-@pytest.mark.slow
+@pytest.mark.study
 def test_amortized_posterior_is_calibrated():
     """The default toy (d = 4, n = 2, sigma_y = 0.5, K = 50 fixed_large), 1,000 iterations of batch 128, evaluated on
     1,000 pairs with 128 samples each. Measured 2026-12-06 (seed 0; ~4 min on a shared core): RMS mean error 0.094

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.outbox import REJECTED, Later, Outbox
@@ -174,6 +175,7 @@ def _tune_steps(sweep_folder: Path) -> dict[str, list[int]]:
     return steps
 
 
+@pytest.mark.slow
 def test_a_sweep_outlives_an_mlflow_server_stopped_for_longer_than_the_retry_budget(tmp_path):
     """`orchestrator run` against a real `mlflow server` that is stopped once the trials have logged and stays down
     to the sweep's end (the budget is 3 s): the sweep finishes with exit 0 and says what waits; `orchestrator sync`

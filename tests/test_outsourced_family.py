@@ -24,10 +24,7 @@ def test_smoke_sweep_logs_each_trials_data_space_metrics_and_artifacts(tmp_path)
     The second sweep runs with replay: the buffer actor holds z states, runs MALA in z on its own copy of the
     noise-space target (the cached flow) after each chunk of 5 iterations, and the learner replays the results;
     every log R that local search evaluated is counted: 4 rounds x 16 chains x (1 + 4 steps) = 320. Its r(f(z))
-    values are evaluated on two reward actors: the 5,000 reference draws, 20 x 64 training states, evaluation's.
-
-    A third sweep runs the MCMC baseline on two chain actors (16 chains each): its evaluations are the chains'
-    (1 + 20 MALA steps) x 32."""
+    values are evaluated on two reward actors: the 5,000 reference draws, 20 x 64 training states, evaluation's."""
     refused = smoke_run("outsourced.yaml", tmp_path, "config.generator_missing=fail")
     assert refused.returncode != 0 and "has no fitted outsourced-generator" in refused.stdout + refused.stderr
     result = smoke_run("outsourced.yaml", tmp_path)
@@ -67,10 +64,16 @@ def test_smoke_sweep_logs_each_trials_data_space_metrics_and_artifacts(tmp_path)
     assert m["eval/reward_evaluations"] == 320 + 20 * 64
     assert m["eval/reward_pool_rows"] >= 5_000 + 20 * 64
 
+
+@pytest.mark.slow
+def test_mcmc_smoke_sweep_runs_its_chains_on_chain_actors(tmp_path):
+    """The MCMC baseline on two chain actors (16 chains each): its evaluations are the chains' (1 + 20 MALA steps)
+    x 32. (In `make test`, tests/test_actor_arguments.py runs the same trial's driver on chain actors.)"""
     chains = "resources.workers.chains={count: 2, cpus: 0.25}"
     sets = ("name=outsourced-mcmc", "mlflow.experiment=mcmc", "tune.num_samples=1", "config.method=mcmc", chains)
     mcmc = smoke_run("outsourced.yaml", tmp_path, *sets)
     assert mcmc.returncode == 0, mcmc.stdout[-3000:] + mcmc.stderr[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
     experiment = client.get_experiment_by_name("mcmc")
     (trial,) = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
     m = trial.data.metrics
@@ -78,7 +81,7 @@ def test_smoke_sweep_logs_each_trials_data_space_metrics_and_artifacts(tmp_path)
     assert m["eval/reward_evaluations"] == 32 * (1 + 20)
     for name in ("eval/tv_to_exact", "eval/w2_data", "eval/mean_log_r", "eval/log_z_mc"):
         assert math.isfinite(m[name]), name
-    samples = pd.read_parquet(client.download_artifacts(trial.info.run_id, f"{last}/samples.parquet"))
+    samples = pd.read_parquet(client.download_artifacts(trial.info.run_id, "eval/step_0000020/samples.parquet"))
     assert samples.shape == (64, 2)  # the states kept at steps 20 and 10 (thin 10) of the 32 chains of both actors
 
 

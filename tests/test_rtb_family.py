@@ -104,7 +104,7 @@ def test_smoke_sweep_trains_the_digits_prior_once_and_a_second_sweep_reuses_it(t
     assert state["step"] == file_state["step"] == 6
     assert all(torch.equal(tensor, file_state["prior"][name]) for name, tensor in state["prior"].items())
 
-    second = _smoke(sweep, tmp_path, "name=rtb-again", "mlflow.experiment=rtb-again")
+    second = _smoke(sweep, tmp_path, "name=rtb-again", "mlflow.experiment=rtb-again", "tune.num_samples=1")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "cached (MLflow model" in second.stdout and "not cached" not in second.stdout
     assert len(client.search_runs([cache.experiment_id])) == 1  # reused, not retrained

@@ -309,7 +309,7 @@ def test_the_classifier_reward_is_built_on_first_use_and_scores_samples_against_
     assert ev["eval/diversity_ratio"] == pytest.approx(ev["eval/diversity"] / ev["eval/data_diversity"])
 
 
-@pytest.mark.slow
+@pytest.mark.study
 def test_rtb_towards_the_exact_posterior_of_the_analytic_reward(prior_state):
     """150 LoRA iterations (lr 1e-3, batch 8) on target 5, against the exact answer of the fitted prior (E_post[log r]
     = -0.33 and log Z = -0.53 by reweighting 2,048 of its samples with r^beta). Measured on this 30-step smoke prior:

@@ -2,8 +2,8 @@
 the exact posterior's mode weights, the Monte Carlo log Z on closed forms, the RTB loss at an exact posterior pair
 (a tilted Brownian motion), relative VarGrad and clipping, the gradient through a subset of steps, mode masses and
 TV on known mixtures; a short seeded prior fit + RTB run improves on the prior; checkpoints resume identically;
-classifier guidance, DPS and the RL baselines run, DPS's drift against an independent Jacobian. One slow test holds
-RTB to the paper-level checks."""
+classifier guidance, DPS and the RL baselines run, DPS's drift against an independent Jacobian. One study test holds
+RTB to the paper-level checks (`make test-study`)."""
 
 from __future__ import annotations
 
@@ -385,7 +385,7 @@ def test_smoke_config_runs():
     assert math.isfinite(learner.evaluate().metrics["eval/tv_to_prior_posterior"])
 
 
-# ---------------------------------------------------------------- the paper-level check (slow)
+# ---------------------------------------------------------------- the paper-level check (study: make test-study)
 CONVERGENCE = {
     "hidden_dim": 128,
     "prior_iters": 5_000,
@@ -398,7 +398,7 @@ CONVERGENCE = {
 gradient clipping and a cosine learning rate: the settings measured to meet the checks below (docs: the report)."""
 
 
-@pytest.mark.slow
+@pytest.mark.study
 def test_rtb_converges_to_the_exact_posterior_of_its_prior():
     """RTB's mode masses within TV 0.05 of the fitted prior's exact posterior, where classifier guidance, on the same
     prior, is visibly further off; its importance-weighted log Z within 0.05 of the Monte Carlo log E_prior[r].

@@ -81,6 +81,7 @@ def mlflow_server(tmp_path):
     server.stop()
 
 
+@pytest.mark.slow  # as tests/test_tracking_server.py's CLI smoke sweep: each starts an `mlflow server`
 def test_sweep_logs_to_an_mlflow_server(ray_cluster, tmp_path, mlflow_server):
     spec = load_sweep(write_tiny_sweep(tmp_path, name="served", total_iters=40, eval_every=20, num_samples=2))
     _, status = run_sweep(spec, mlflow_server)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.vision_transformer import Encoder
 
 ARCHITECTURES = ("resnet20", "convnet", "mlp", "vit")
 
@@ -115,6 +114,9 @@ class ViT(Classifier):
         patch = image_size // patches_per_side
         self.patchify = nn.Conv2d(in_channels, dim, patch, patch)
         self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
+        # imported here: torchvision.models costs ~2.5 s to import, and only the ViT needs it
+        from torchvision.models.vision_transformer import Encoder
+
         self.encoder = Encoder(patches_per_side**2 + 1, depth, heads, dim, 2 * dim, dropout=0.0, attention_dropout=0.0)
         self.head = nn.Linear(dim, num_classes)
         self.feature_dim = dim

@@ -22,37 +22,17 @@ the held-out split and every batch (a generator of its own) come from it; the gl
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor, nn
 
 from workloads.data.images import load_images
-from workloads.diffusion.config import DDPMConfig
+from workloads.diffusion.config import ClassifierConfig, DDPMConfig
 from workloads.diffusion.train import lr_factor
 from workloads.image_models import build_model
-from workloads.typed_config import StrictConfig
 
 SET_NAMES = ("even", "odd")
 """The named class sets, in their order after the single classes in `class_sets`."""
-
-
-class ClassifierConfig(StrictConfig):
-    """Architecture and training of the classifier; its data (dataset, image_size) is the prior's (DDPMConfig)."""
-
-    architecture: Literal["resnet20", "convnet", "mlp", "vit"] = "convnet"
-    """One of image_models.ARCHITECTURES."""
-    epochs: int = Field(10, ge=0)
-    """Passes over the train part, in shuffled minibatches."""
-    batch_size: int = Field(64, gt=0)
-    lr: float = Field(3e-3, gt=0)
-    """Peak learning rate, decayed to 0 by a cosine over all steps (no warm-up)."""
-    weight_decay: float = Field(1e-4, ge=0)
-    """AdamW's decoupled weight decay."""
-    heldout_fraction: float = Field(0.15, gt=0, lt=1)
-    """Images held out of training (a seeded random subset) to score the accuracy."""
 
 
 def labelled_training_images(prior: DDPMConfig, seed: int = 0) -> tuple[Tensor, Tensor]:

@@ -133,3 +133,102 @@ class DDPMConfig(StrictConfig):
             "sampling_steps": 10,
         }
         return DDPMConfig.model_validate(self.model_dump() | tiny)  # validated, unlike model_copy(update=)
+
+
+VAE_NOT_TRAINING_FIELDS = ("data_root",)
+"""Fields that do not change the trained VAE: left out of latent.py's `latent_prior_key`."""
+
+
+class VAEConfig(StrictConfig):
+    """The VAE's data, shape, objective and training; the latent is [latent_channels, latent_size, latent_size]."""
+
+    # ---------------------------------------------------------------- data (workloads/data/images.py)
+    dataset: Literal["digits", "color_dsprites", "mnist", "cifar10"] = "digits"
+    """Images the VAE encodes: as DDPMConfig.dataset."""
+    image_size: int = Field(16, ge=4)
+    """S: side of the images (digits: bilinear up from 8)."""
+    num_images: int | None = Field(None, gt=0)
+    """Training images: the first this many of the train split; None = all of it (digits: 1,257)."""
+    data_root: str | None = None
+    """Folder of mnist / cifar10 (None = ./data); unused by digits, color_dsprites."""
+
+    # ---------------------------------------------------------------- shape
+    hidden_channels: tuple[int, ...] = (32, 64)
+    """Encoder channels per level; each level halves the side, so s = S / 2^len(hidden_channels)."""
+    latent_channels: int = Field(4, gt=0)
+    """c: channels of the latent."""
+
+    # ---------------------------------------------------------------- objective and training
+    kl_weight: float = Field(0.01, ge=0)
+    """beta = 2 sigma_x^2 in L (module docstring): the weight of the KL term against the summed squared error."""
+    train_iters: int = Field(3000, ge=0)
+    """Adam steps on L."""
+    batch_size: int = Field(64, gt=0)
+    lr: float = Field(2e-3, gt=0)
+    """Peak learning rate, reached after warmup_iters and decayed to 0 by a cosine (train.py's lr_factor)."""
+    warmup_iters: int = Field(50, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VAEConfig:
+        if not self.hidden_channels or min(self.hidden_channels) <= 0:
+            raise ValueError(f"hidden_channels must be positive channel counts, got {self.hidden_channels}")
+        if self.image_size % 2 ** len(self.hidden_channels):
+            raise ValueError(
+                f"image_size={self.image_size} must be divisible by 2^{len(self.hidden_channels)} "
+                f"(hidden_channels has {len(self.hidden_channels)} levels)"
+            )
+        return self
+
+    @property
+    def channels(self) -> int:
+        """C: image channels, fixed by the data set."""
+        return DATASET_CHANNELS[self.dataset]
+
+    @property
+    def latent_size(self) -> int:
+        """s: side of the latent."""
+        return self.image_size // 2 ** len(self.hidden_channels)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(c, s, s)."""
+        return (self.latent_channels, self.latent_size, self.latent_size)
+
+
+class LatentDDPMConfig(DDPMConfig):
+    """A DDPM prior on latents [latent_channels, image_size, image_size]; the defaults fit VAEConfig's 4 x 4 x 4."""
+
+    latent_channels: int = Field(4, gt=0)
+    """c: the VAE's VAEConfig.latent_channels."""
+    image_size: int = Field(4, ge=1)
+    """s: the VAE's VAEConfig.latent_size."""
+    block_out_channels: tuple[int, ...] = (64, 128)
+    """Two levels: 4 x 4, then 2 x 2 with attention."""
+    clip_x0_hat: bool = False
+    """Latents are not in [-1, 1]: clamping x0_hat there would bias every reverse step."""
+
+    @property
+    def channels(self) -> int:
+        """c: channels of the latent, not of the data set."""
+        return self.latent_channels
+
+    def smoke(self) -> LatentDDPMConfig:
+        """The same latent prior made tiny: a (16, 32) UNet, 30 training steps, 10 sampling steps."""
+        tiny_run = {"train_iters": 30, "batch_size": 16, "warmup_iters": 5, "sampling_steps": 10}
+        return LatentDDPMConfig.model_validate(self.model_dump() | tiny_run | {"block_out_channels": (16, 32)})
+
+
+class ClassifierConfig(StrictConfig):
+    """Architecture and training of the classifier; its data (dataset, image_size) is the prior's (DDPMConfig)."""
+
+    architecture: Literal["resnet20", "convnet", "mlp", "vit"] = "convnet"
+    """One of image_models.ARCHITECTURES."""
+    epochs: int = Field(10, ge=0)
+    """Passes over the train part, in shuffled minibatches."""
+    batch_size: int = Field(64, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    """Peak learning rate, decayed to 0 by a cosine over all steps (no warm-up)."""
+    weight_decay: float = Field(1e-4, ge=0)
+    """AdamW's decoupled weight decay."""
+    heldout_fraction: float = Field(0.15, gt=0, lt=1)
+    """Images held out of training (a seeded random subset) to score the accuracy."""

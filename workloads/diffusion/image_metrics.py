@@ -17,8 +17,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
-from torchmetrics.image.fid import FrechetInceptionDistance
 
 DATA_RANGE = 2.0
 """max - min of images in [-1, 1]."""
@@ -43,6 +41,8 @@ def image_features(classifier: nn.Module, images: Tensor, batch_size: int = 512)
 
 def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
     """FD between Gaussians fitted (mean, unbiased covariance) to features_a [N, F] and features_b [M, F]; float64."""
+    from torchmetrics.image.fid import FrechetInceptionDistance  # ~3 s to import: where a distance is asked for
+
     metric = FrechetInceptionDistance(feature=_GivenFeatures(features_a.shape[1])).to(features_a.device)
     metric.update(features_a.double(), real=True)
     metric.update(features_b.double(), real=False)
@@ -63,6 +63,8 @@ def feature_diversity(features: Tensor) -> float:
 def psnr(images: Tensor, targets: Tensor) -> float:
     """Mean over images [B, C, H, W] in [-1, 1] of each one's PSNR (dB) to its target; inf where they are equal.
     Not clamped: values outside [-1, 1] count as they are."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
     return peak_signal_noise_ratio(
         images, targets, data_range=DATA_RANGE, reduction="elementwise_mean", dim=(1, 2, 3)
     ).item()
@@ -70,4 +72,6 @@ def psnr(images: Tensor, targets: Tensor) -> float:
 
 def ssim(images: Tensor, targets: Tensor) -> float:
     """Mean over images [B, C, H, W] in [-1, 1] of each one's SSIM to its target; 1 where they are equal."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     return structural_similarity_index_measure(images, targets, data_range=DATA_RANGE).item()

@@ -19,40 +19,15 @@ import json
 from collections.abc import Callable
 
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
-from workloads.diffusion.config import DDPMConfig
+from workloads.diffusion.config import VAE_NOT_TRAINING_FIELDS, LatentDDPMConfig, VAEConfig
 from workloads.diffusion.ddpm import DDPM
 from workloads.diffusion.train import prior_key, train_ddpm
-from workloads.diffusion.vae import NOT_TRAINING_FIELDS as VAE_NOT_TRAINING_FIELDS
-from workloads.diffusion.vae import VAE, VAEConfig, VAEStats, decode, encode_latents, train_vae, vae_images
+from workloads.diffusion.vae import VAE, VAEStats, decode, encode_latents, train_vae, vae_images
 
 LATENT_PRIOR_FORMAT = 1
 """Part of `latent_prior_key`: raise it when a change to vae.py's training or this file's makes a cached pair stale."""
-
-
-class LatentDDPMConfig(DDPMConfig):
-    """A DDPM prior on latents [latent_channels, image_size, image_size]; the defaults fit VAEConfig's 4 x 4 x 4."""
-
-    latent_channels: int = Field(4, gt=0)
-    """c: the VAE's VAEConfig.latent_channels."""
-    image_size: int = Field(4, ge=1)
-    """s: the VAE's VAEConfig.latent_size."""
-    block_out_channels: tuple[int, ...] = (64, 128)
-    """Two levels: 4 x 4, then 2 x 2 with attention."""
-    clip_x0_hat: bool = False
-    """Latents are not in [-1, 1]: clamping x0_hat there would bias every reverse step."""
-
-    @property
-    def channels(self) -> int:
-        """c: channels of the latent, not of the data set."""
-        return self.latent_channels
-
-    def smoke(self) -> LatentDDPMConfig:
-        """The same latent prior made tiny: a (16, 32) UNet, 30 training steps, 10 sampling steps."""
-        tiny_run = {"train_iters": 30, "batch_size": 16, "warmup_iters": 5, "sampling_steps": 10}
-        return LatentDDPMConfig.model_validate(self.model_dump() | tiny_run | {"block_out_channels": (16, 32)})
 
 
 def train_latent_prior(

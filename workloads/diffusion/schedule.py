@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers import DDPMScheduler
 from torch import Tensor
 
 from workloads.diffusion.config import DDPMConfig
@@ -57,6 +56,9 @@ class StridedSchedule:
 
     @classmethod
     def from_config(cls, config: DDPMConfig) -> StridedSchedule:
+        # imported here: diffusers costs ~5 s to import, and a process that samples no DDPM never needs it
+        from diffusers import DDPMScheduler
+
         c = config
         scheduler = DDPMScheduler(
             num_train_timesteps=c.num_train_timesteps,

@@ -9,10 +9,14 @@ problem, resized to the image) concatenated to it; output channels C (the predic
 
 from __future__ import annotations
 
-from diffusers import UNet2DModel
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from workloads.diffusion.config import DDPMConfig
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DModel
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 """Module names of the attention projections (peft's `LoraConfig(target_modules=...)`)."""
@@ -20,6 +24,9 @@ LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 def build_unet(config: DDPMConfig, extra_in_channels: int = 0) -> UNet2DModel:
     """A fresh UNet of the config's shape (initialized from the global torch RNG: seed it, or fork it, first)."""
+    # imported here: diffusers costs ~5 s to import, and a process that builds no UNet never needs it
+    from diffusers import UNet2DModel
+
     levels = len(config.block_out_channels)
     lowest_down, lowest_up = ("AttnDownBlock2D", "AttnUpBlock2D") if config.attention else ("DownBlock2D", "UpBlock2D")
     return UNet2DModel(
@@ -37,6 +44,8 @@ def build_unet(config: DDPMConfig, extra_in_channels: int = 0) -> UNet2DModel:
 
 def load_pretrained_unet(config: DDPMConfig, extra_in_channels: int = 0) -> UNet2DModel:
     """`UNet2DModel.from_pretrained(config.pretrained)`: needs internet or the hub cache (or a local folder)."""
+    from diffusers import UNet2DModel
+
     model = UNet2DModel.from_pretrained(config.pretrained)
     found = (model.config.in_channels, model.config.out_channels, model.config.sample_size)
     expected = (config.channels + extra_in_channels, config.channels, config.image_size)

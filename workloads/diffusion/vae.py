@@ -25,76 +25,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from workloads.data.images import load_images
-from workloads.diffusion.config import DATASET_CHANNELS
+from workloads.diffusion.config import VAEConfig
 from workloads.diffusion.image_metrics import psnr
 from workloads.diffusion.train import lr_factor
-from workloads.typed_config import StrictConfig
-
-NOT_TRAINING_FIELDS = ("data_root",)
-"""Fields that do not change the trained VAE: left out of latent.py's `latent_prior_key`."""
-
-
-class VAEConfig(StrictConfig):
-    """The VAE's data, shape, objective and training; the latent is [latent_channels, latent_size, latent_size]."""
-
-    # ---------------------------------------------------------------- data (workloads/data/images.py)
-    dataset: Literal["digits", "color_dsprites", "mnist", "cifar10"] = "digits"
-    """Images the VAE encodes: as DDPMConfig.dataset."""
-    image_size: int = Field(16, ge=4)
-    """S: side of the images (digits: bilinear up from 8)."""
-    num_images: int | None = Field(None, gt=0)
-    """Training images: the first this many of the train split; None = all of it (digits: 1,257)."""
-    data_root: str | None = None
-    """Folder of mnist / cifar10 (None = ./data); unused by digits, color_dsprites."""
-
-    # ---------------------------------------------------------------- shape
-    hidden_channels: tuple[int, ...] = (32, 64)
-    """Encoder channels per level; each level halves the side, so s = S / 2^len(hidden_channels)."""
-    latent_channels: int = Field(4, gt=0)
-    """c: channels of the latent."""
-
-    # ---------------------------------------------------------------- objective and training
-    kl_weight: float = Field(0.01, ge=0)
-    """beta = 2 sigma_x^2 in L (module docstring): the weight of the KL term against the summed squared error."""
-    train_iters: int = Field(3000, ge=0)
-    """Adam steps on L."""
-    batch_size: int = Field(64, gt=0)
-    lr: float = Field(2e-3, gt=0)
-    """Peak learning rate, reached after warmup_iters and decayed to 0 by a cosine (train.py's lr_factor)."""
-    warmup_iters: int = Field(50, ge=0)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> VAEConfig:
-        if not self.hidden_channels or min(self.hidden_channels) <= 0:
-            raise ValueError(f"hidden_channels must be positive channel counts, got {self.hidden_channels}")
-        if self.image_size % 2 ** len(self.hidden_channels):
-            raise ValueError(
-                f"image_size={self.image_size} must be divisible by 2^{len(self.hidden_channels)} "
-                f"(hidden_channels has {len(self.hidden_channels)} levels)"
-            )
-        return self
-
-    @property
-    def channels(self) -> int:
-        """C: image channels, fixed by the data set."""
-        return DATASET_CHANNELS[self.dataset]
-
-    @property
-    def latent_size(self) -> int:
-        """s: side of the latent."""
-        return self.image_size // 2 ** len(self.hidden_channels)
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        """(c, s, s)."""
-        return (self.latent_channels, self.latent_size, self.latent_size)
 
 
 def vae_images(config: VAEConfig, split: str = "train", seed: int = 0) -> Tensor:

@@ -17,9 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from workloads.diffusion.config import DDPMConfig
-from workloads.diffusion.latent import LatentDDPMConfig
-from workloads.diffusion.vae import VAEConfig
+from workloads.diffusion.config import DDPMConfig, LatentDDPMConfig, VAEConfig
 from workloads.rtb.config import IMAGE_REPLAY, PosteriorReplayConfig
 from workloads.typed_config import StrictConfig
 

@@ -77,11 +77,11 @@ from torch import Tensor, nn
 
 from workloads.checkpoint import restore_training_state, training_state
 from workloads.data.images import load_images
-from workloads.diffusion import DDPM, make_unet, prior_key, train_ddpm, training_images
-from workloads.diffusion.ddpm import Guidance, predict_eps
+from workloads.diffusion.ddpm import DDPM, Guidance, predict_eps
 from workloads.diffusion.image_metrics import psnr, ssim
 from workloads.diffusion.latent import fit_vae_and_latent_prior, latent_prior_key
-from workloads.diffusion.train import LossLog
+from workloads.diffusion.train import LossLog, prior_key, train_ddpm, training_images
+from workloads.diffusion.unet import make_unet
 from workloads.diffusion.vae import VAE, decode, encode_latents, vae_images
 from workloads.inverse.amortized import log_z_network
 from workloads.inverse.config import ImageInverseConfig

@@ -10,10 +10,14 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from workloads.diffusion.classifier import ClassifierConfig
-from workloads.diffusion.config import DATASET_CHANNELS, NOT_TRAINING_FIELDS, DDPMConfig
-from workloads.diffusion.vae import NOT_TRAINING_FIELDS as VAE_NOT_TRAINING_FIELDS
-from workloads.diffusion.vae import VAEConfig
+from workloads.diffusion.config import (
+    DATASET_CHANNELS,
+    NOT_TRAINING_FIELDS,
+    VAE_NOT_TRAINING_FIELDS,
+    ClassifierConfig,
+    DDPMConfig,
+    VAEConfig,
+)
 from workloads.outsourced.mcmc import ChainsConfig
 from workloads.rtb.image_config import DEFAULT_PRIOR, NUM_CLASSES
 from workloads.samplers.config import SamplerConfig

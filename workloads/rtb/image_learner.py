@@ -51,18 +51,11 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from workloads.checkpoint import restore_training_state, training_state
-from workloads.diffusion import (
-    DDPM,
-    LORA_TARGETS,
-    classifier,
-    make_unet,
-    prior_key,
-    train_ddpm,
-    training_images,
-)
-from workloads.diffusion.ddpm import Guidance, predict_eps
+from workloads.diffusion import classifier
+from workloads.diffusion.ddpm import DDPM, Guidance, predict_eps
 from workloads.diffusion.image_metrics import feature_diversity, frechet_distance, image_features
-from workloads.diffusion.train import LossLog
+from workloads.diffusion.train import LossLog, prior_key, train_ddpm, training_images
+from workloads.diffusion.unet import LORA_TARGETS, make_unet
 from workloads.objectives import backtracking_pair_loss, clipped_relative_tb_loss, relative_tb_loss
 from workloads.rtb.image_config import ImagePosteriorConfig
 from workloads.rtb.losses import kl_regularized_advantage, reinforce_loss, reward_advantage

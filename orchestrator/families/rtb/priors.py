@@ -20,8 +20,7 @@ from orchestrator import model_cache
 from orchestrator.errors import OrchestratorError
 from orchestrator.families.rtb import REWARD_ROLE
 from orchestrator.spec import SweepSpec
-from workloads.diffusion.config import NOT_TRAINING_FIELDS
-from workloads.diffusion.vae import NOT_TRAINING_FIELDS as VAE_NOT_TRAINING_FIELDS
+from workloads.diffusion.config import NOT_TRAINING_FIELDS, VAE_NOT_TRAINING_FIELDS
 from workloads.inverse.image_posterior import ImageInverseLearner
 from workloads.rtb.config import PRIOR_FIELDS
 from workloads.rtb.image_learner import ImageRTBLearner, trained_prior_state
