@@ -271,6 +271,30 @@ def test_classifier_guidance_is_a_shift_of_the_reverse_mean_by_its_formula(prior
     torch.testing.assert_close(shift, (0.5 * (1 - a) / math.sqrt(a) * grad).view(2, 1, 1, 1).expand(2, 1, 8, 8))
 
 
+def test_reward_guidance_starts_as_the_prior_and_learns_its_scale_per_level(prior_state):
+    """With reward_guidance the posterior's mean adds lambda_j (1 - a_j) / sqrt(a_j) grad log r(x0_hat), lambda = 0 at
+    the start: the prior for every trajectory; RTB then trains lambda, and log p_post scores the shift it samples."""
+    rtb = learner(prior_state, reward_guidance=True, lr=1e-2)
+    assert rtb.posterior.guidance_scale.requires_grad
+    idx = rtb.class_index(4)
+    traj = rtb.ddpm.sample(rtb.prior, 4, generator=1)
+    before = rtb._log_p_post(traj.states, idx, 0)
+    torch.testing.assert_close(before, rtb.ddpm.log_prob_steps(rtb.prior, traj.states).sum(-1), rtol=0, atol=0)
+    rtb.train(3)
+    scales = rtb.posterior.guidance_scale.detach()
+    assert scales[1:].abs().min() > 0  # every level's lambda has moved (level 0 is x_0: never a start)
+    # the shift at level j, against its formula (MeanIntensityReward: grad = -(m(x) - level) / (s_r^2 D) per pixel)
+    x, j = torch.randn(2, 1, 8, 8), 4
+    t, a = rtb.ddpm.schedule.timesteps[j].repeat(2), rtb.ddpm.schedule.step_alpha[j].item()
+    grad = -(x.flatten(1).mean(1) - 0.0) / (0.1**2 * 64)
+    expected = (scales[j] * (1 - a) / math.sqrt(a) * grad).view(2, 1, 1, 1).expand(2, 1, 8, 8)
+    torch.testing.assert_close(rtb.posterior_guidance(rtb.class_index(2))(x, t, x), expected)
+    # samples are drawn with the shift and scored with it: the sampler's log-probabilities are log p_post's
+    with torch.no_grad():
+        drawn = rtb.ddpm.sample(rtb.posterior, 4, 2, guidance=rtb.posterior_guidance(idx))
+        torch.testing.assert_close(drawn.log_prob_steps.sum(-1), rtb._log_p_post(drawn.states, idx, 0))
+
+
 # ---------------------------------------------------------------- backtracking
 
 
@@ -307,6 +331,20 @@ def test_the_classifier_reward_is_built_on_first_use_and_scores_samples_against_
     ev = rtb.evaluate(16).metrics
     assert ev["eval/fd"] > 0 and 0 < ev["eval/diversity"] <= 2 and 0 < ev["eval/data_diversity"] <= 2
     assert ev["eval/diversity_ratio"] == pytest.approx(ev["eval/diversity"] / ev["eval/data_diversity"])
+    assert ev["eval/exact_fd"] > 0 and 0 < ev["eval/exact_diversity"] <= 2
+
+
+def test_the_exact_posterior_samples_are_the_prior_samples_resampled_by_r(prior_state):
+    """The images behind eval/exact_fd: prior samples drawn with weights r^beta, so their mean log r estimates the
+    self-normalized E_post[log r] (eval/exact_mean_log_r), far from the prior's own mean when r is sharp."""
+    rtb = learner(prior_state, targets=(2, 8), beta=2.0, eval_samples=4000, prior_eval_samples=512)
+    _, prior_mean_log_r, exact_mean_log_r = rtb.prior_reference()
+    exact_images = rtb._exact_images  # [n_c, n, C, H, W]
+    assert exact_images.shape == (2, 4000, *rtb.ddpm.shape)
+    for i in range(2):
+        resampled = rtb.log_r(exact_images[i], torch.full((4000,), i)).double().mean()
+        assert abs(exact_mean_log_r[i] - prior_mean_log_r[i]) > 0.5
+        assert resampled.item() == pytest.approx(exact_mean_log_r[i].item(), abs=0.1)
 
 
 @pytest.mark.study

@@ -10,8 +10,10 @@ def test_the_digits_and_inverse_studies_run_and_reuse_their_prior(tmp_path, caps
     main(["digits", "--smoke", "--iters", "2", "--eval-every", "1", "--cosine", "--prior", str(prior)])
     out = capsys.readouterr().out
     assert "prior trained" in out and prior.exists()
-    assert [line.split()[0] for line in out.splitlines()[1:]] == ["it=0", "it=1", "it=2"]
-    assert "mean_log_r=" in out and "exact_mean_log_r=" in out
+    lines = out.splitlines()[1:]
+    assert [line.split()[0] for line in lines] == ["it=0", "it=1", "train", "it=2", "train"]
+    assert "mean_log_r=" in lines[0] and "exact_mean_log_r=" in lines[0] and "exact_fd=" in lines[0]
+    assert "train/grad_norm=" in lines[2] and "train/loss=" in lines[4]  # the training metrics since it=1
     main(["digits", "--smoke", "--iters", "1", "--prior", str(prior), "--set", "batch_size=2"])
     assert "prior trained" not in capsys.readouterr().out  # loaded from the file
     main(["inverse", "--smoke", "--iters", "1", "--dps", "1", "--set", "guided_share=1"])

@@ -245,6 +245,7 @@ class DDPM:
         *,
         extra: Tensor | None = None,
         exploration_std: float = 0.0,
+        guidance: Guidance | None = None,
     ) -> tuple[Tensor, Trajectory]:
         """Backtracking (arXiv:2405.20971's back_and_forth): x0 [B, C, H, W] noised k = num_steps levels back by q
         (`noise_back`, states [B, k + 1, ...] from x_{K-k} down to x0), and `model`'s re-denoising of that same
@@ -253,6 +254,13 @@ class DDPM:
         noised = self.noise_back(x0, from_index=self.num_steps, num_steps=num_steps, generator=gen)
         start_index = self.num_steps - num_steps
         redenoised = self.sample(
-            model, None, gen, extra=extra, start=noised[:, 0], start_index=start_index, exploration_std=exploration_std
+            model,
+            None,
+            gen,
+            extra=extra,
+            guidance=guidance,
+            start=noised[:, 0],
+            start_index=start_index,
+            exploration_std=exploration_std,
         )
         return noised, redenoised

@@ -66,6 +66,11 @@ class ImagePosteriorConfig(StrictConfig):
     """r of the adapters W + (alpha / r) B A (the reference: 32)."""
     lora_alpha: float = Field(8.0, gt=0)
     """alpha of the adapters' scale alpha / r (the reference: alpha = r)."""
+    reward_guidance: bool = False
+    """The posterior's reverse mean adds lambda_j (1 - a_j) / sqrt(a_j) grad log r(x0_hat, c), the gradient taken at
+    its own x0_hat (detached: an input, as the Langevin drift of the samplers' family) with one learned lambda_j per
+    level, 0 at the start (the prior); the reference's `--langevin`, which is a no-op there. RTB's optimum is still
+    the exact posterior: the gradient is a feature, not a bias."""
     learned_variance: bool = False
     """The posterior also learns one log-scale s_j per level j of its reverse variance, var_j exp(s_j) (s = 0 at
     the start: the prior's variance); False: the prior's fixed variance (the reference)."""

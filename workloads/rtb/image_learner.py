@@ -61,6 +61,7 @@ from workloads.rtb.image_config import ImagePosteriorConfig
 from workloads.rtb.losses import kl_regularized_advantage, reinforce_loss, reward_advantage
 from workloads.rtb.trajectories import subset_gradient_sum
 from workloads.samplers.learner import keep_freed_memory
+from workloads.samplers.policy import LANGEVIN_GRAD_CLIP
 from workloads.samplers.replay import TerminalBatch
 
 PRIOR_SAMPLES_SEED_OFFSET = 7_000_001
@@ -147,14 +148,17 @@ def build_posterior(prior: nn.Module, config: ImagePosteriorConfig, seed: int) -
     """eps_phi: a copy of the prior (copy: every weight trains) or the frozen prior with LoRA adapters on
     LORA_TARGETS (lora: only the adapters train, B = 0 so the output is the prior's); with several targets, one-hot
     input channels through a zero-initialized conv that trains too (ClassInputConv); with `learned_variance`, a
-    parameter `log_variance_scale` [K + 1] of zeros that DDPM.reverse_mean_var reads. Equal to the prior at the
+    parameter `log_variance_scale` [K + 1] of zeros that DDPM.reverse_mean_var reads; with `reward_guidance`, a
+    parameter `guidance_scale` [K + 1] of zeros (ImageRTBLearner.posterior_guidance). Equal to the prior at the
     start, for every input."""
     posterior = copy.deepcopy(prior).eval()
     if config.conditional:
         posterior.conv_in = ClassInputConv(posterior.conv_in, len(config.targets))
+    levels, device = config.prior.sampling_steps + 1, next(prior.parameters()).device
     if config.learned_variance:
-        levels = config.prior.sampling_steps + 1
-        posterior.log_variance_scale = nn.Parameter(torch.zeros(levels, device=next(prior.parameters()).device))
+        posterior.log_variance_scale = nn.Parameter(torch.zeros(levels, device=device))
+    if config.reward_guidance:
+        posterior.guidance_scale = nn.Parameter(torch.zeros(levels, device=device))
     if config.parameterization == "copy":
         return posterior.requires_grad_(True)
     from peft import LoraConfig, inject_adapter_in_model  # imported here: only LoRA posteriors need it
@@ -165,7 +169,9 @@ def build_posterior(prior: nn.Module, config: ImagePosteriorConfig, seed: int) -
         posterior = inject_adapter_in_model(lora, posterior)
     posterior.requires_grad_(False)
     for name, parameter in posterior.named_parameters():
-        parameter.requires_grad_("lora_" in name or name.startswith("conv_in.classes.") or name == "log_variance_scale")
+        parameter.requires_grad_(
+            "lora_" in name or name.startswith("conv_in.classes.") or name in ("log_variance_scale", "guidance_scale")
+        )
     return posterior
 
 
@@ -230,6 +236,11 @@ class ImageRTBLearner:
         """Statistics of the prior's training; None until it is trained (on first use) or loaded."""
         self._prior_reference: tuple[Tensor, Tensor, Tensor] | None = None
         """`prior_reference()`, computed on the first evaluation."""
+        self._exact_images: Tensor | None = None
+        """[n_c, eval_samples, C, H, W]: the M prior samples resampled by r^beta per target (exact posterior samples of
+        the prior in use), drawn with `prior_reference()`."""
+        self._exact_metrics: dict[str, float] | None = None
+        """FD and diversity of `_exact_images`, computed on the first evaluation."""
         self._data_features: list[Tensor] | None = None
         """`data_features()`, computed on the first evaluation."""
         if prior_state is not None:
@@ -250,7 +261,7 @@ class ImageRTBLearner:
         self.optimizer = torch.optim.Adam(
             [{"params": trainable, "lr": self.config.lr}, {"params": [self.log_z.weight], "lr": self.config.lr_log_z}]
         )
-        self._prior_reference = None
+        self._prior_reference, self._exact_images, self._exact_metrics = None, None, None
 
     def _ensure_prior(self) -> None:
         """Trains the prior on first use: a learner is cheap to build (and to restore, its checkpoint holds the
@@ -295,19 +306,22 @@ class ImageRTBLearner:
 
     # ---------------------------------------------------------------- training
     def _log_p_post(
-        self, states: Tensor, extra: Tensor | None, start_index: int, values: Tensor | None = None
+        self, states: Tensor, class_index: Tensor, start_index: int, values: Tensor | None = None
     ) -> Tensor:
-        """sum_j log p_post(tau) [B] with the gradient through all steps or a random subset; `values` [B, L]: the
-        per-step values without gradient, when the sampler already has them."""
+        """sum_j log p_post(tau) [B] of trajectories for targets class_index [B], with the gradient through all
+        steps or a random subset; `values` [B, L]: the per-step values without gradient, when the sampler already
+        has them."""
         ddpm, fraction = self.ddpm, self.config.grad_steps_fraction
+        kwargs = {"start_index": start_index, "guidance": self.posterior_guidance(class_index)}
+        extra = self.condition(class_index)
         if fraction >= 1.0:
-            return ddpm.log_prob_steps(self.posterior, states, extra, start_index=start_index).sum(-1)
+            return ddpm.log_prob_steps(self.posterior, states, extra, **kwargs).sum(-1)
         if values is None:
             with torch.no_grad():
-                values = ddpm.log_prob_steps(self.posterior, states, extra, start_index=start_index)
+                values = ddpm.log_prob_steps(self.posterior, states, extra, **kwargs)
         return subset_gradient_sum(
             values,
-            lambda steps: ddpm.log_prob_steps(self.posterior, states, extra, steps=steps, start_index=start_index),
+            lambda steps: ddpm.log_prob_steps(self.posterior, states, extra, steps=steps, **kwargs),
             fraction,
             self.generator,
         )
@@ -324,9 +338,14 @@ class ImageRTBLearner:
         idx = self.class_index(c.batch_size)
         extra = self.condition(idx)
         traj = self.ddpm.sample(
-            self.posterior, c.batch_size, self.generator, extra=extra, exploration_std=exploration_std
+            self.posterior,
+            c.batch_size,
+            self.generator,
+            extra=extra,
+            guidance=self.posterior_guidance(idx),
+            exploration_std=exploration_std,
         )
-        log_p_post = self._log_p_post(traj.states, extra, 0, traj.log_prob_steps)  # [B]
+        log_p_post = self._log_p_post(traj.states, idx, 0, traj.log_prob_steps)  # [B]
         with torch.no_grad():
             log_p_prior = self.ddpm.log_prob_steps(self.prior, traj.states).sum(-1)  # [B]
             log_r = self.log_r(traj.x0, idx)  # [B]
@@ -351,11 +370,11 @@ class ImageRTBLearner:
             self.generator,
             extra=self.condition(idx),
             exploration_std=exploration_std,
+            guidance=self.posterior_guidance(idx),
         )
         states = torch.cat([noised, redenoised.states])  # [2B, k + 1, C, H, W]: back, then forward
-        extra = self.condition(torch.cat([idx, idx]))
         start = K - self.config.backtrack_steps
-        log_p_post = self._log_p_post(states, extra, start)  # [2B]
+        log_p_post = self._log_p_post(states, torch.cat([idx, idx]), start)  # [2B]
         with torch.no_grad():
             log_p_prior = self.ddpm.log_prob_steps(self.prior, states, start_index=start).sum(-1)  # [2B]
             log_r = self.log_r(states[:, -1], torch.cat([idx, idx]))  # [2B]
@@ -448,6 +467,31 @@ class ImageRTBLearner:
 
         return shift
 
+    def posterior_guidance(self, class_index: Tensor) -> Guidance | None:
+        """With `reward_guidance`, the posterior's own shift of its reverse mean for trajectories of targets
+        class_index [B] (None without):
+
+            lambda_j (1 - a_j) / sqrt(a_j) clip(g),   g = grad_{x0_hat} log r(x0_hat, c), x0_hat detached
+
+        with lambda = posterior.guidance_scale [K + 1], trained by RTB. Rows may be the B * S flattened steps of
+        DDPM.log_prob_steps (trajectory-major), whose targets are class_index repeated S times each."""
+        if not self.config.reward_guidance:
+            return None
+        s, scales, targets = self.ddpm.schedule, self.posterior.guidance_scale, self.target_classes[class_index]
+        kept_timesteps = s.timesteps[1:].to(self.device)  # [K] ascending
+
+        def shift(x_t: Tensor, t: Tensor, x0_hat: Tensor) -> Tensor:
+            levels = torch.searchsorted(kept_timesteps, t) + 1  # [N]
+            a = s.at(s.step_alpha, levels, x_t)  # [N, 1, 1, 1]
+            with torch.enable_grad():
+                point = x0_hat.detach().requires_grad_(True)
+                row_targets = targets.repeat_interleave(len(x_t) // len(targets))
+                (g,) = torch.autograd.grad(self.reward.log_r(point, row_targets).sum(), point)
+            g = g.clamp(-LANGEVIN_GRAD_CLIP, LANGEVIN_GRAD_CLIP)
+            return scales[levels].view(-1, 1, 1, 1).to(x_t.dtype) * (1 - a) / a.sqrt() * g
+
+        return shift
+
     @torch.no_grad()
     def sample(self, class_index: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """Posterior samples for targets class_index [N]: (x_0 [N, C, H, W], log q(tau) [N] of the sampler,
@@ -455,7 +499,8 @@ class ImageRTBLearner:
         xs, log_qs, log_ps = [], [], []
         for idx in class_index.split(EVAL_CHUNK):
             if self.config.trains:
-                traj = self.ddpm.sample(self.posterior, len(idx), generator, extra=self.condition(idx))
+                extra, guidance = self.condition(idx), self.posterior_guidance(idx)
+                traj = self.ddpm.sample(self.posterior, len(idx), generator, extra=extra, guidance=guidance)
             else:
                 traj = self.ddpm.sample(self.prior, len(idx), generator, guidance=self.guidance(idx))
             xs.append(traj.x0)
@@ -470,7 +515,8 @@ class ImageRTBLearner:
         log Z_mc(c)      = log mean_m r(x_m, c)^beta        (unbiased in Z, so biased low in log Z by Jensen)
         prior mean log r = mean_m log r(x_m, c)
         exact mean log r = sum_m w_m log r(x_m, c),  w = softmax_m(beta log r(x_m, c))   (E_post[log r], self-
-                                                                                           normalized IS)"""
+                                                                                           normalized IS)
+        and, per target, eval_samples of the x_m resampled by w: exact posterior samples of the prior in use."""
         self._ensure_prior()
         if self._prior_reference is None:
             c, n_c = self.config, len(self.config.targets)
@@ -480,7 +526,11 @@ class ImageRTBLearner:
             log_r = torch.stack([self.log_r(x, torch.full((len(x),), i, device=self.device)) for i in range(n_c)])
             log_r = log_r.double()  # [n_c, M]
             log_z = torch.logsumexp(c.beta * log_r, 1) - math.log(len(x))  # [n_c]
-            exact = (torch.softmax(c.beta * log_r, 1) * log_r).sum(1)  # [n_c]
+            w = torch.softmax(c.beta * log_r, 1)  # [n_c, M]
+            exact = (w * log_r).sum(1)  # [n_c]
+            g_cpu = torch.Generator().manual_seed(c.prior_seed + PRIOR_SAMPLES_SEED_OFFSET)
+            resampled = torch.multinomial(w.float().cpu(), c.eval_samples, True, generator=g_cpu)  # [n_c, n]
+            self._exact_images = x[resampled.to(self.device)]  # [n_c, n, C, H, W]
             self._prior_reference = (log_z, log_r.mean(1), exact)
         return self._prior_reference
 
@@ -497,6 +547,21 @@ class ImageRTBLearner:
             features = image_features(self.reward.classifier, images.to(self.device))  # [N, F]
             self._data_features = [features[m.to(self.device)] for m in members]
         return self._data_features
+
+    @torch.no_grad()
+    def exact_metrics(self, data_features: list[Tensor]) -> dict[str, float]:
+        """FD and diversity of the prior's exact posterior samples (`prior_reference`), as the sampler's are taken:
+        what an exact sampler of this prior scores on eval_samples images, the reference for `eval/fd`."""
+        if self._exact_metrics is None:
+            self.prior_reference()
+            n_c, n = self._exact_images.shape[:2]
+            features = image_features(self.reward.classifier, self._exact_images.flatten(0, 1)).view(n_c, n, -1)
+            fd = [frechet_distance(d, f) for d, f in zip(data_features, features)]
+            self._exact_metrics = {
+                "eval/exact_fd": float(np.mean(fd)),
+                "eval/exact_diversity": float(np.mean([feature_diversity(f) for f in features])),
+            }
+        return self._exact_metrics
 
     @torch.no_grad()
     def evaluate(self, num_samples: int | None = None) -> ImageEvaluation:
@@ -533,6 +598,7 @@ class ImageRTBLearner:
             for name in ("fd", "diversity", "data_diversity"):
                 metrics[f"eval/{name}"] = float(np.mean(per_target[name]))
             metrics["eval/diversity_ratio"] = metrics["eval/diversity"] / metrics["eval/data_diversity"]
+            metrics |= self.exact_metrics(data_features)
         if c.conditional:
             metrics |= {f"eval/mean_log_r_c{t}": m for t, m in zip(c.targets, per_target["mean_log_r"])}
         if c.method == "rtb":

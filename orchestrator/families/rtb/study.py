@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from orchestrator.families.rtb.benchmark import parse_sets, with_overrides
@@ -64,6 +65,12 @@ def show(name: str, metrics: dict[str, float]) -> None:
     print(name, " ".join(f"{k.removeprefix('eval/')}={v:.4g}" for k, v in sorted(metrics.items())), flush=True)
 
 
+def chunk_mean(logs: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of each training metric over `logs` (NaNs, e.g. of replay-only chunks, left out)."""
+    keys = {key for log in logs for key in log}
+    return {key: float(np.nanmean([log.get(key, math.nan) for log in logs])) for key in sorted(keys)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=list(TASKS))
@@ -90,20 +97,25 @@ def main(argv: list[str] | None = None) -> None:
     start, base_lrs = time.time(), [group["lr"] for group in learner.optimizer.param_groups]
     replay = config.replay
     buffer = ReplayBuffer(replay.capacity, replay.prioritization, replay.rank_k, args.seed + 1) if args.replay else None
+    train_logs: list[dict[str, float]] = []
     while learner.step < args.iters:
         if args.cosine:
             factor = 0.5 * (1 + math.cos(math.pi * learner.step / args.iters))
             for group, lr in zip(learner.optimizer.param_groups, base_lrs):
                 group["lr"] = lr * factor
         if buffer is None:
-            learner.train(1)
+            train_logs.append(learner.train(1)[0])
         else:  # the driver's sub-chunk: one draw (none while the buffer is empty), its forward samples back in
             n = min(replay.draw_every, args.iters - learner.step, args.eval_every - learner.step % args.eval_every)
             drawn = buffer.sample(math.ceil(n / 2) * config.batch_size) if len(buffer) else None
-            buffer.add(learner.train(n, drawn)[1])
+            metrics, terminals = learner.train(n, drawn)
+            train_logs.append(metrics)
+            buffer.add(terminals)
         if learner.step % args.eval_every == 0 or learner.step == args.iters:
             held = "" if buffer is None else f" buffer={len(buffer)}"
             show(f"it={learner.step} ({time.time() - start:.0f} s){held}", learner.evaluate().metrics)
+            show("  train (mean since the last evaluation)", chunk_mean(train_logs))
+            train_logs.clear()
 
 
 if __name__ == "__main__":
