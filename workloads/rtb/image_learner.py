@@ -437,6 +437,14 @@ class ImageRTBLearner:
         return TerminalBatch(torch.cat(x0).flatten(1).cpu().numpy(), torch.cat(log_r).cpu().numpy())
 
     # ---------------------------------------------------------------- sampling and evaluation
+    def _guidance_step(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        """(levels j [N], (1 - a_j) / sqrt(a_j) [N, 1, 1, 1]) of timesteps t [N]: the reverse mean's shift per unit of
+        a guidance gradient (the eps form of `guidance`), shared by the baselines' and the posterior's guidance."""
+        s = self.ddpm.schedule
+        levels = torch.searchsorted(s.timesteps[1:].to(t.device), t) + 1  # kept timesteps ascending: level j
+        a = s.at(s.step_alpha, levels, like)
+        return levels, (1 - a) / a.sqrt()
+
     def guidance(self, class_index: Tensor) -> Guidance:
         """The guided reverse mean of classifier_guidance / dps for rows of targets `class_index` [N]:
 
@@ -450,11 +458,9 @@ class ImageRTBLearner:
         rather than DPS's s / |y - A(x0_hat)|."""
         s, prior, targets = self.ddpm.schedule, self.prior, self.target_classes[class_index]
         scale, dps, clip = self.config.guidance_scale, self.config.method == "dps", self.config.prior.clip_x0_hat
-        kept_timesteps = s.timesteps[1:].to(self.device)  # [K] ascending
 
         def shift(x_t: Tensor, t: Tensor, x0_hat: Tensor) -> Tensor:
-            levels = torch.searchsorted(kept_timesteps, t) + 1  # [N]
-            a = s.at(s.step_alpha, levels, x_t)  # [N, 1, 1, 1]
+            levels, per_unit_gradient = self._guidance_step(t, x_t)
             with torch.enable_grad():
                 x = x_t.detach().requires_grad_(True)
                 point = x
@@ -463,7 +469,7 @@ class ImageRTBLearner:
                     point = (x - (1 - abar).sqrt() * predict_eps(prior, x, t)) / abar.sqrt()
                     point = point.clamp(-1, 1) if clip else point  # the x0_hat of the sampler's mean
                 (g,) = torch.autograd.grad(self.reward.log_r(point, targets).sum(), x)  # [N, C, H, W]
-            return scale * (1 - a) / a.sqrt() * g
+            return scale * per_unit_gradient * g
 
         return shift
 
@@ -477,18 +483,16 @@ class ImageRTBLearner:
         DDPM.log_prob_steps (trajectory-major), whose targets are class_index repeated S times each."""
         if not self.config.reward_guidance:
             return None
-        s, scales, targets = self.ddpm.schedule, self.posterior.guidance_scale, self.target_classes[class_index]
-        kept_timesteps = s.timesteps[1:].to(self.device)  # [K] ascending
+        scales, targets = self.posterior.guidance_scale, self.target_classes[class_index]
 
         def shift(x_t: Tensor, t: Tensor, x0_hat: Tensor) -> Tensor:
-            levels = torch.searchsorted(kept_timesteps, t) + 1  # [N]
-            a = s.at(s.step_alpha, levels, x_t)  # [N, 1, 1, 1]
+            levels, per_unit_gradient = self._guidance_step(t, x_t)
             with torch.enable_grad():
                 point = x0_hat.detach().requires_grad_(True)
                 row_targets = targets.repeat_interleave(len(x_t) // len(targets))
                 (g,) = torch.autograd.grad(self.reward.log_r(point, row_targets).sum(), point)
             g = g.clamp(-LANGEVIN_GRAD_CLIP, LANGEVIN_GRAD_CLIP)
-            return scales[levels].view(-1, 1, 1, 1).to(x_t.dtype) * (1 - a) / a.sqrt() * g
+            return scales[levels].view(-1, 1, 1, 1).to(x_t.dtype) * per_unit_gradient * g
 
         return shift
 
